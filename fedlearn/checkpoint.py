@@ -1,0 +1,50 @@
+"""Atomic checkpoints that load safely.
+
+A checkpoint is written to a temporary file in the same directory, flushed to
+disk and renamed over the old one, so a run killed at any moment leaves either
+the previous checkpoint or the new one — never half a file. Loading uses
+``torch.load(weights_only=True)``: tensors and plain containers only, no pickle.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is unreadable or belongs to another configuration."""
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable or not a fedlearn checkpoint "
+                              f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} is not a fedlearn checkpoint of format "
+                              f"version {FORMAT_VERSION}")
+    return payload

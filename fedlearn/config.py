@@ -1,0 +1,154 @@
+"""Validated, frozen configuration: one dataclass per concern.
+
+The CLI and the notebook both build these; library code never sees an argparse
+namespace. Every check raises :class:`ConfigError` naming the argument, what was
+wrong and what is allowed, before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+PARTITIONS = ("iid", "shards", "dirichlet", "unbalanced")
+MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn")
+ALGORITHMS = ("fedavg", "fedsgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration value is not allowed. ``argument`` names the culprit."""
+
+    def __init__(self, argument: str, message: str):
+        self.argument = argument
+        super().__init__(f"{argument}: {message}")
+
+
+def _check(ok: bool, argument: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(argument, message)
+
+
+def _positive_int(value, argument: str, minimum: int = 1) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+           argument, f"must be an integer >= {minimum} (got {value!r})")
+
+
+def _choice(value, argument: str, allowed: tuple[str, ...]) -> None:
+    _check(value in allowed, argument,
+           f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where MNIST comes from and how much of it to use (None = all)."""
+
+    data_dir: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+
+    def __post_init__(self):
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive_int(value, name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartitionConfig:
+    """How the training set is split between the named workers."""
+
+    workers: tuple[str, ...] = ("bob", "alice")
+    scheme: str = "iid"
+    alpha: float = 0.5
+    shards_per_worker: int = 2
+    min_size: int = 10
+
+    def __post_init__(self):
+        object.__setattr__(self, "workers", tuple(self.workers))
+        _check(len(self.workers) >= 1, "workers", "need at least one worker name")
+        for name in self.workers:
+            _check(isinstance(name, str) and name.strip() != "", "workers",
+                   f"worker names must be non-empty strings (got {name!r})")
+        dupes = sorted({n for n in self.workers if self.workers.count(n) > 1})
+        _check(not dupes, "workers", f"duplicate worker names: {', '.join(dupes)}")
+        _choice(self.scheme, "partition", PARTITIONS)
+        _check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "alpha",
+               f"must be > 0 (got {self.alpha!r})")
+        _positive_int(self.shards_per_worker, "shards_per_worker")
+        _positive_int(self.min_size, "min_size")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainPlan:
+    """What a worker does with the global weights: plain local SGD."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        _positive_int(self.epochs, "epochs")
+        _positive_int(self.batch_size, "batch_size")
+        _check(isinstance(self.lr, (int, float)) and self.lr > 0, "lr",
+               f"must be > 0 (got {self.lr!r})")
+        _check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1) (got {self.momentum!r})")
+        _check(self.weight_decay >= 0, "weight_decay",
+               f"must be >= 0 (got {self.weight_decay!r})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FederationConfig:
+    """The server side: which algorithm, how many rounds, who takes part."""
+
+    algorithm: str = "fedavg"
+    model: str = "tutorial_cnn"
+    rounds: int = 5
+    fraction: float = 1.0
+    target_accuracy: float | None = None
+    device: str = "auto"
+    eval_batch_size: int = 1000
+
+    def __post_init__(self):
+        _choice(self.algorithm, "algorithm", ALGORITHMS)
+        _choice(self.model, "model", MODELS)
+        _positive_int(self.rounds, "rounds")
+        _check(0 < self.fraction <= 1, "fraction", f"must be in (0, 1] (got {self.fraction!r})")
+        if self.target_accuracy is not None:
+            _check(0 < self.target_accuracy <= 1, "target_accuracy",
+                   f"must be a fraction in (0, 1], e.g. 0.99 (got {self.target_accuracy!r})")
+        _choice(self.device, "device", DEVICES)
+        _positive_int(self.eval_batch_size, "eval_batch_size")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """Everything one run depends on, plus the seed for every random choice."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    plan: TrainPlan = field(default_factory=TrainPlan)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+               "seed", f"must be an integer >= 0 (got {self.seed!r})")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that shapes the trajectory of a run.
+
+        Rounds, the stop target, the device and where the data lives are left out:
+        a run may be resumed to more rounds or on another machine.
+        """
+        d = self.to_dict()
+        for key in ("rounds", "target_accuracy", "device"):
+            d["federation"].pop(key)
+        d["data"].pop("data_dir")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

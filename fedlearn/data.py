@@ -1,0 +1,165 @@
+"""MNIST as preloaded, normalised tensors.
+
+``torchvision.datasets.MNIST`` does the reading (and, on a user's machine, the
+usual download). A local directory may be given instead, by argument or the
+``FEDLEARN_DATA`` environment variable; it may hold the four IDX files plain or
+``.gz``, flat or in torchvision's ``MNIST/raw`` layout. The decompressed content
+is always checked against the published checksums, so a truncated or corrupted
+file is named rather than trained on.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fedlearn.config import ConfigError, DataConfig
+
+# sha256 of the decompressed files (LeCun et al.), as in shared/datasets/mnist/README.md
+MNIST_FILES = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+HOW_TO_PROVIDE = (
+    "Provide MNIST in one of these ways: (1) run once with internet access so torchvision "
+    "can download it; or (2) put the four files train-images-idx3-ubyte, "
+    "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (plain or .gz) "
+    "in a directory and pass it as --data-dir DIR (Python: DataConfig(data_dir=DIR)) or set "
+    "FEDLEARN_DATA=DIR."
+)
+
+
+class DataError(RuntimeError):
+    """MNIST is missing, incomplete or corrupted; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class MnistTensors:
+    """Train and test images as float tensors (N, 1, 28, 28), labels as int64 (N,)."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FEDLEARN_CACHE", Path.home() / ".cache" / "fedlearn"))
+
+
+def _sha256_of_content(path: Path) -> str:
+    opener = gzip.open if path.suffix == ".gz" else open
+    digest = hashlib.sha256()
+    try:
+        with opener(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, EOFError) as exc:  # BadGzipFile is an OSError; truncation is EOFError
+        raise DataError(f"MNIST file {path} is corrupted or truncated ({exc}). "
+                        f"Replace it with a good copy. {HOW_TO_PROVIDE}") from exc
+    return digest.hexdigest()
+
+
+def _find(directory: Path, name: str) -> Path | None:
+    for folder in (directory, directory / "MNIST" / "raw"):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def verify_file(path: Path, name: str) -> None:
+    """Raise DataError unless ``path`` (plain or .gz) decompresses to the real ``name``."""
+    got = _sha256_of_content(path)
+    if got != MNIST_FILES[name]:
+        raise DataError(f"MNIST file {path} has the wrong content (sha256 {got[:12]}..., "
+                        f"expected {MNIST_FILES[name][:12]}...): it is truncated, corrupted "
+                        f"or not {name}. Replace it with a good copy. {HOW_TO_PROVIDE}")
+
+
+def _root_from_local(directory: Path) -> Path:
+    """A torchvision root holding verified, decompressed files taken from ``directory``."""
+    if not directory.is_dir():
+        raise DataError(f"MNIST directory {directory} does not exist. {HOW_TO_PROVIDE}")
+    found = {name: _find(directory, name) for name in MNIST_FILES}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise DataError(f"MNIST directory {directory} lacks {', '.join(missing)} "
+                        f"(plain or .gz). {HOW_TO_PROVIDE}")
+    for name, path in found.items():
+        verify_file(path, name)
+    if all(path.parent == directory / "MNIST" / "raw" and path.suffix != ".gz"
+           for path in found.values()):
+        return directory
+    # torchvision reads only decompressed files under <root>/MNIST/raw: unpack once.
+    root = cache_dir() / "mnist"
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, path in found.items():
+        target = raw / name
+        if target.is_file() and _sha256_of_content(target) == MNIST_FILES[name]:
+            continue
+        tmp = target.with_suffix(".part")
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, target)
+    return root
+
+
+def _root_from_download() -> Path:
+    from torchvision.datasets import MNIST
+
+    root = cache_dir() / "mnist"
+    try:
+        for train in (True, False):
+            MNIST(str(root), train=train, download=True)
+    except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError offline
+        raise DataError(f"Could not download MNIST into {root} ({type(exc).__name__}: {exc}). "
+                        f"{HOW_TO_PROVIDE}") from exc
+    for name in MNIST_FILES:
+        verify_file(root / "MNIST" / "raw" / name, name)
+    return root
+
+
+_LOADED: dict[str, MnistTensors] = {}
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    # (N, 28, 28) uint8 -> (N, 1, 28, 28) float32, normalised once, not per sample
+    return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1).contiguous()
+
+
+def load_mnist(config: DataConfig | None = None, *, seed: int = 0) -> MnistTensors:
+    """Load MNIST as tensors; ``train_size``/``test_size`` take a seeded random subset."""
+    from torchvision.datasets import MNIST
+
+    config = config or DataConfig()
+    data_dir = config.data_dir or os.environ.get("FEDLEARN_DATA")
+    root = _root_from_local(Path(data_dir).expanduser()) if data_dir else _root_from_download()
+    key = str(root.resolve())
+    if key not in _LOADED:
+        train, test = (MNIST(str(root), train=t, download=False) for t in (True, False))
+        _LOADED[key] = MnistTensors(_normalise(train.data), train.targets.long(),
+                                    _normalise(test.data), test.targets.long())
+    full = _LOADED[key]
+    train_x, train_y = _subset(full.train_x, full.train_y, config.train_size, seed, "train_size")
+    test_x, test_y = _subset(full.test_x, full.test_y, config.test_size, seed + 1, "test_size")
+    return MnistTensors(train_x, train_y, test_x, test_y)
+
+
+def _subset(x, y, size, seed, argument):
+    if size is None or size == len(y):
+        return x, y
+    if size > len(y):
+        raise ConfigError(argument, f"asked for {size} images but MNIST has only {len(y)}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(y), generator=g)[:size].sort().values
+    return x[idx], y[idx]

@@ -1,0 +1,73 @@
+"""The models, as plain PyTorch modules with no federation inside.
+
+- ``TutorialCNN``: the network of the original PySyft federated-learning tutorial
+  (itself the PyTorch MNIST example): conv 1->20 k5, pool, conv 20->50 k5, pool,
+  fc 800->500, fc 500->10.
+- ``McMahanCNN`` and ``MLP2NN``: the "CNN" and "2NN" of McMahan et al. 2017,
+  "Communication-Efficient Learning of Deep Networks from Decentralized Data".
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fedlearn.config import MODELS
+
+
+class TutorialCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, 5, 1)
+        self.conv2 = nn.Conv2d(20, 50, 5, 1)
+        self.fc1 = nn.Linear(4 * 4 * 50, 500)
+        self.fc2 = nn.Linear(500, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (B, 20, 12, 12)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (B, 50, 4, 4)
+        x = F.relu(self.fc1(x.flatten(1)))  # (B, 500)
+        return self.fc2(x)  # (B, 10) logits
+
+
+class McMahanCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 5, padding=2)
+        self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
+        self.fc1 = nn.Linear(7 * 7 * 64, 512)
+        self.fc2 = nn.Linear(512, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (B, 32, 14, 14)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (B, 64, 7, 7)
+        x = F.relu(self.fc1(x.flatten(1)))  # (B, 512)
+        return self.fc2(x)  # (B, 10) logits
+
+
+class MLP2NN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(28 * 28, 200)
+        self.fc2 = nn.Linear(200, 200)
+        self.fc3 = nn.Linear(200, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.fc1(x.flatten(1)))  # (B, 200)
+        x = F.relu(self.fc2(x))  # (B, 200)
+        return self.fc3(x)  # (B, 10) logits
+
+
+_REGISTRY = {"tutorial_cnn": TutorialCNN, "mcmahan_cnn": McMahanCNN, "mlp2nn": MLP2NN}
+assert tuple(_REGISTRY) == MODELS
+
+
+def build_model(name: str, seed: int | None = None) -> nn.Module:
+    """A fresh model; with ``seed`` its initial weights are reproducible."""
+    if name not in _REGISTRY:
+        raise ValueError(f"model: unknown value {name!r}; allowed: {', '.join(MODELS)}")
+    if seed is None:
+        return _REGISTRY[name]()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _REGISTRY[name]()
