@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 
     def __init__(self, argument: str, message: str):
         self.argument = argument
+        self.detail = message
         super().__init__(f"{argument}: {message}")
 
 

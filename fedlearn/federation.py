@@ -107,6 +107,83 @@ def _fedsgd_round(workers, weights, velocity, plan, seed, round_, record, progre
     return weights, velocity
 
 
+class FederatedServer:
+    """The server's state and one-round step; ``run_federation`` loops over it.
+
+    Holds the global weights, the server momentum (fedsgd) and the history. It
+    never holds a worker's data or, after a round, any single worker's update.
+    """
+
+    def __init__(self, workers: Sequence, config: ExperimentConfig, test_x: torch.Tensor,
+                 test_y: torch.Tensor, *, weights: Mapping[str, torch.Tensor] | None = None,
+                 progress: bool = False):
+        self.names = [w.name for w in workers]
+        if len(set(self.names)) != len(self.names) or not self.names:
+            raise ValueError(f"workers: need distinct worker names, got {self.names}")
+        self.workers = list(workers)
+        self.config = config
+        self.device = resolve_device(config.federation.device)
+        self.test_x, self.test_y = test_x.to(self.device), test_y.to(self.device)
+        initial = weights or initial_weights(config, self.device)
+        self.weights = {k: v.to(self.device) for k, v in initial.items()}
+        self.velocity = {k: torch.zeros_like(v) for k, v in self.weights.items()}
+        self.history: list[dict] = []
+        self.progress = progress
+        self._model = build_model(config.federation.model).to(self.device)
+
+    @property
+    def round(self) -> int:
+        return self.history[-1]["round"] if self.history else 0
+
+    @property
+    def reached_target(self) -> bool:
+        target = self.config.federation.target_accuracy
+        return bool(self.history) and target is not None and \
+            self.history[-1]["test_accuracy"] >= target
+
+    def evaluate(self) -> dict:
+        self._model.load_state_dict(self.weights)
+        return evaluate(self._model, self.test_x, self.test_y,
+                        self.config.federation.eval_batch_size)
+
+    def step(self) -> dict:
+        """Run the next round, evaluate the new global model, return its record."""
+        fed, plan, seed = self.config.federation, self.config.plan, self.config.seed
+        round_ = self.round + 1
+        t0 = time.perf_counter()
+        indexed = list(enumerate(self.workers))
+        chosen = [indexed[i] for i in select_workers(len(indexed), fed.fraction, seed, round_)]
+        record = {"round": round_, "selected": [w.name for _, w in chosen], "train_loss": {},
+                  "examples": {}, "bytes_down": {}, "bytes_up": {}}
+        if fed.algorithm == "fedavg":
+            self.weights = _fedavg_round(chosen, self.weights, plan, seed, round_, record)
+        else:
+            self.weights, self.velocity = _fedsgd_round(chosen, self.weights, self.velocity,
+                                                        plan, seed, round_, record,
+                                                        self.progress)
+        record["train_seconds"] = time.perf_counter() - t0
+        metrics = self.evaluate()
+        record.update(test_loss=metrics["loss"], test_accuracy=metrics["accuracy"],
+                      seconds=time.perf_counter() - t0)
+        self.history.append(record)
+        return record
+
+    def state_dict(self) -> dict:
+        return {"fingerprint": self.config.fingerprint(), "workers": self.names,
+                "round": self.round, "weights": detached_cpu_state(self.weights),
+                "velocity": detached_cpu_state(self.velocity),
+                "history": json.dumps(self.history), "config": json.dumps(self.config.to_dict())}
+
+    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        if state["fingerprint"] != self.config.fingerprint() or list(state["workers"]) != self.names:
+            raise CheckpointError(f"{source} comes from another configuration (workers "
+                                  f"{list(state['workers'])}, config {state['config']}); start a "
+                                  "new run in another output directory or use the original settings")
+        self.weights = {k: v.to(self.device) for k, v in state["weights"].items()}
+        self.velocity = {k: v.to(self.device) for k, v in state["velocity"].items()}
+        self.history = json.loads(state["history"])
+
+
 def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Tensor,
                    test_y: torch.Tensor, *, checkpoint: str | Path | None = None,
                    resume: bool = False, progress: bool = False,
@@ -115,58 +192,20 @@ def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Te
 
     With ``checkpoint`` a checkpoint is written atomically after every round;
     ``resume=True`` continues from it (it must come from the same configuration
-    and workers). Returns the final weights and the per-round history.
+    and workers). Stops early once ``target_accuracy`` is reached. Returns the
+    final weights and the per-round history.
     """
-    fed, plan, seed = config.federation, config.plan, config.seed
-    names = [w.name for w in workers]
-    if len(set(names)) != len(names) or not names:
-        raise ValueError(f"workers: need distinct worker names, got {names}")
-    device = resolve_device(fed.device)
-    test_x, test_y = test_x.to(device), test_y.to(device)
-    weights = {k: v.to(device) for k, v in (weights or initial_weights(config, device)).items()}
-    velocity = {k: torch.zeros_like(v) for k, v in weights.items()}
-    history: list[dict] = []
-    start = 1
+    server = FederatedServer(workers, config, test_x, test_y, weights=weights, progress=progress)
     if resume:
-        state = load_checkpoint(checkpoint)
-        if state["fingerprint"] != config.fingerprint() or list(state["workers"]) != names:
-            raise CheckpointError(f"checkpoint {checkpoint} comes from another configuration "
-                                  f"(workers {list(state['workers'])}); start a new run in "
-                                  "another output directory or use the original settings")
-        weights = {k: v.to(device) for k, v in state["weights"].items()}
-        velocity = {k: v.to(device) for k, v in state["velocity"].items()}
-        history = json.loads(state["history"])
-        start = state["round"] + 1
-    reached = bool(history) and fed.target_accuracy is not None and \
-        history[-1]["test_accuracy"] >= fed.target_accuracy
-    model = build_model(fed.model).to(device)
-    indexed = list(enumerate(workers))
-    rounds = tqdm(range(start, fed.rounds + 1), desc="rounds", initial=start - 1,
-                  total=fed.rounds, disable=not progress or reached)
-    for round_ in rounds:
-        if reached:
-            break
-        t0 = time.perf_counter()
-        chosen = [indexed[i] for i in select_workers(len(workers), fed.fraction, seed, round_)]
-        record = {"round": round_, "selected": [w.name for _, w in chosen], "train_loss": {},
-                  "examples": {}, "bytes_down": {}, "bytes_up": {}}
-        if fed.algorithm == "fedavg":
-            weights = _fedavg_round(chosen, weights, plan, seed, round_, record)
-        else:
-            weights, velocity = _fedsgd_round(chosen, weights, velocity, plan, seed, round_,
-                                              record, progress)
-        record["train_seconds"] = time.perf_counter() - t0
-        model.load_state_dict(weights)
-        metrics = evaluate(model, test_x, test_y, fed.eval_batch_size)
-        record.update(test_loss=metrics["loss"], test_accuracy=metrics["accuracy"],
-                      seconds=time.perf_counter() - t0)
-        history.append(record)
-        reached = fed.target_accuracy is not None and metrics["accuracy"] >= fed.target_accuracy
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "fingerprint": config.fingerprint(), "workers": names, "round": round_,
-                "weights": detached_cpu_state(weights), "velocity": detached_cpu_state(velocity),
-                "history": json.dumps(history), "config": json.dumps(config.to_dict())})
-        rounds.set_postfix(acc=f"{metrics['accuracy']:.4f}", loss=f"{metrics['loss']:.4f}")
-    rounds.close()
-    return FederationResult(detached_cpu_state(weights), history, reached)
+        server.load_state_dict(load_checkpoint(checkpoint), source=f"checkpoint {checkpoint}")
+    total = config.federation.rounds
+    with tqdm(total=total, initial=min(server.round, total), desc="rounds",
+              disable=not progress) as bar:
+        while server.round < total and not server.reached_target:
+            record = server.step()
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, server.state_dict())
+            bar.update(1)
+            bar.set_postfix(acc=f"{record['test_accuracy']:.4f}", loss=f"{record['test_loss']:.4f}")
+    return FederationResult(detached_cpu_state(server.weights), server.history,
+                            server.reached_target)

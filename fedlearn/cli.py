@@ -1,0 +1,144 @@
+"""Command line: ``fedlearn train`` (also ``python -m fedlearn train``).
+
+The CLI only parses flags into the config dataclasses and calls
+:func:`fedlearn.experiment.run_experiment`. Any bad value ends with one line on
+stderr naming the flag and what is allowed, and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fedlearn.checkpoint import CheckpointError
+from fedlearn.config import (ALGORITHMS, DEVICES, MODELS, PARTITIONS, ConfigError, DataConfig,
+                             ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan)
+from fedlearn.data import DataError
+
+# config field -> the flag a user typed
+FLAGS = {"workers": "--workers", "partition": "--partition", "alpha": "--alpha",
+         "shards_per_worker": "--shards-per-worker", "min_size": "--min-size",
+         "epochs": "--local-epochs", "batch_size": "--batch-size", "lr": "--lr",
+         "momentum": "--momentum", "weight_decay": "--weight-decay",
+         "algorithm": "--algorithm", "model": "--model", "rounds": "--rounds",
+         "fraction": "--fraction", "target_accuracy": "--target-accuracy", "device": "--device",
+         "eval_batch_size": "--eval-batch-size", "seed": "--seed", "train_size": "--train-size",
+         "test_size": "--test-size", "out_dir": "--out", "resume": "--resume"}
+
+EPILOG = """examples:
+  fedlearn train                                   # Bob and Alice, FedAvg, 5 rounds
+  fedlearn train --rounds 10 --target-accuracy 0.99 --out runs/bob-alice
+  fedlearn train --workers w1 w2 w3 w4 --partition shards --shards-per-worker 2
+  fedlearn train --algorithm fedsgd --rounds 3     # the original tutorial's model hopping
+  fedlearn train --out runs/bob-alice --resume     # continue a stopped run
+
+MNIST is downloaded by torchvision on first use. Offline, point --data-dir (or the
+FEDLEARN_DATA environment variable) at a directory with the four MNIST IDX files."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedlearn", description="Federated learning on MNIST.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = sub.add_parser(
+        "train", help="train a model with federated learning",
+        description="Train the tutorial CNN (or another model) on MNIST split between data "
+                    "owners ('workers'). Each round the server sends the global weights to the "
+                    "workers, they train on their own data, and the server averages what comes "
+                    "back (FedAvg). Writes history.json, model.pt and learning_curve.png.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    who = train.add_argument_group("who holds the data")
+    who.add_argument("--workers", nargs="+", default=["bob", "alice"], metavar="NAME",
+                     help="names of the data owners (default: bob alice)")
+    who.add_argument("--partition", default="iid", metavar="{" + ",".join(PARTITIONS) + "}",
+                     help="how MNIST is split: iid; shards = label-sorted shards (McMahan 2017); "
+                          "dirichlet = label shares ~ Dirichlet(alpha); unbalanced sizes "
+                          "(default: iid)")
+    who.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration; smaller "
+                     "= more skewed (default: 0.5)")
+    who.add_argument("--shards-per-worker", type=int, default=2,
+                     help="label-sorted shards each worker gets (default: 2)")
+    who.add_argument("--min-size", type=int, default=10, help="fewest samples a worker may "
+                     "hold (default: 10)")
+    local = train.add_argument_group("local training at each worker")
+    local.add_argument("--local-epochs", type=int, default=1, help="E: passes over local data "
+                       "per round (default: 1)")
+    local.add_argument("--batch-size", type=int, default=64, help="B (default: 64)")
+    local.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default: 0.01)")
+    local.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    local.add_argument("--weight-decay", type=float, default=0.0, help="(default: 0)")
+    server = train.add_argument_group("the server")
+    server.add_argument("--algorithm", default="fedavg", metavar="{" + ",".join(ALGORITHMS) + "}",
+                        help="fedavg, or fedsgd = one model hops between the workers' batches "
+                             "(the original PySyft tutorial) (default: fedavg)")
+    server.add_argument("--model", default="tutorial_cnn", metavar="{" + ",".join(MODELS) + "}",
+                        help="(default: tutorial_cnn)")
+    server.add_argument("--rounds", type=int, default=5, help="federated rounds (default: 5)")
+    server.add_argument("--fraction", type=float, default=1.0, help="C: fraction of workers "
+                        "asked each round (default: 1.0)")
+    server.add_argument("--target-accuracy", type=float, default=None, metavar="ACC",
+                        help="stop once test accuracy reaches ACC, e.g. 0.99")
+    server.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICES) + "}",
+                        help="auto uses CUDA when present (default: auto)")
+    server.add_argument("--eval-batch-size", type=int, default=1000, help=argparse.SUPPRESS)
+    run = train.add_argument_group("data, output and reproducibility")
+    run.add_argument("--seed", type=int, default=0, help="seed for every random choice "
+                     "(default: 0)")
+    run.add_argument("--data-dir", default=None, metavar="DIR",
+                     help="local MNIST directory (default: $FEDLEARN_DATA, else download)")
+    run.add_argument("--train-size", type=int, default=None, metavar="N",
+                     help="use a random N of the 60,000 training images (default: all)")
+    run.add_argument("--test-size", type=int, default=None, metavar="N",
+                     help="use a random N of the 10,000 test images (default: all)")
+    run.add_argument("--out", default="runs/latest", metavar="DIR",
+                     help="output directory (default: runs/latest)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run whose checkpoint is in --out")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    return ExperimentConfig(
+        data=DataConfig(data_dir=args.data_dir, train_size=args.train_size,
+                        test_size=args.test_size),
+        partition=PartitionConfig(workers=tuple(args.workers), scheme=args.partition,
+                                  alpha=args.alpha, shards_per_worker=args.shards_per_worker,
+                                  min_size=args.min_size),
+        plan=TrainPlan(epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
+                       momentum=args.momentum, weight_decay=args.weight_decay),
+        federation=FederationConfig(algorithm=args.algorithm, model=args.model,
+                                    rounds=args.rounds, fraction=args.fraction,
+                                    target_accuracy=args.target_accuracy, device=args.device,
+                                    eval_batch_size=args.eval_batch_size),
+        seed=args.seed)
+
+
+def _fail(message: str) -> int:
+    print(f"fedlearn: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fedlearn.experiment import run_experiment
+
+    try:
+        config = config_from_args(args)
+        result = run_experiment(config, args.out, resume=args.resume,
+                                progress=not args.no_progress)
+    except ConfigError as exc:
+        return _fail(f"argument {FLAGS.get(exc.argument, exc.argument)}: {exc.detail}")
+    except (DataError, CheckpointError, ValueError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail(f"interrupted; the last finished round is saved: rerun with --out "
+                     f"{args.out} --resume to continue")
+    last = result.history[-1] if result.history else None
+    if last is not None:
+        print(f"round {last['round']}: test accuracy {last['test_accuracy']:.4f}, "
+              f"test loss {last['test_loss']:.4f}")
+    print(f"wrote {result.out_dir}/history.json, model.pt, learning_curve.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

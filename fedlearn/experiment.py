@@ -1,0 +1,84 @@
+"""One call from a config to a finished run with its files on disk.
+
+``run_experiment`` loads MNIST, gives each worker its shard, runs the federation
+loop with a checkpoint after every round, and writes ``history.json``,
+``model.pt`` (a state dict), ``learning_curve.png`` and ``config.json``. The CLI
+is a thin layer over it; practitioners call it from Python.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fedlearn.config import ConfigError, ExperimentConfig
+from fedlearn.data import load_mnist
+from fedlearn.federation import FederationResult, resolve_device, run_federation
+from fedlearn.plots import learning_curve, save_figure
+from fedlearn.workers import make_virtual_workers
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class ExperimentResult(FederationResult):
+    out_dir: Path
+
+
+def prepare_output_dir(out_dir: str | Path, *, resume: bool) -> Path:
+    """Create ``out_dir`` and make sure a run may write there without losing anything."""
+    out = Path(out_dir).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ConfigError("out_dir", f"cannot write to {out} ({exc.strerror or exc}); "
+                          "choose a directory you can write to") from exc
+    has_run = (out / CHECKPOINT).exists()
+    if has_run and not resume:
+        raise ConfigError("out_dir", f"{out} already holds a run ({CHECKPOINT}); pass --resume "
+                          "(resume=True) to continue it, or choose another output directory")
+    if resume and not has_run:
+        raise ConfigError("resume", f"no {CHECKPOINT} in {out} to resume from")
+    return out
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(out: Path, config: ExperimentConfig, result: FederationResult) -> None:
+    _atomic_write(out / "history.json",
+                  lambda f: f.write(json.dumps(result.history, indent=1).encode()))
+    _atomic_write(out / "config.json",
+                  lambda f: f.write(json.dumps(config.to_dict(), indent=1).encode()))
+    _atomic_write(out / "model.pt", lambda f: torch.save(result.weights, f))
+    fig = learning_curve({config.federation.algorithm: result.history})
+    save_figure(fig, out / "learning_curve.png")
+
+
+def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False,
+                   progress: bool = False) -> ExperimentResult:
+    """Run ``config`` with in-process workers and write its outputs to ``out_dir``."""
+    out = prepare_output_dir(out_dir, resume=resume)
+    device = resolve_device(config.federation.device)
+    data = load_mnist(config.data, seed=config.seed)
+    workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
+                                      model=config.federation.model, seed=config.seed,
+                                      device=device, progress=progress)
+    result = run_federation(workers, config, data.test_x, data.test_y,
+                            checkpoint=out / CHECKPOINT, resume=resume, progress=progress)
+    write_outputs(out, config, result)
+    return ExperimentResult(result.weights, result.history, result.reached_target, out)

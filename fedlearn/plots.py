@@ -1,0 +1,92 @@
+"""Figures people can look at. Each function returns a matplotlib ``Figure``.
+
+Figures are built without pyplot, so they work the same headless (CLI, tests)
+and inline in Jupyter, where a returned Figure displays itself.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from fedlearn.data import MNIST_MEAN, MNIST_STD
+
+
+def learning_curve(histories: Mapping[str, Sequence[dict]], *, x: str = "round",
+                   title: str = "Test accuracy per round") -> Figure:
+    """Test accuracy and loss per round for one or more runs, keyed by label."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    for label, history in histories.items():
+        xs = [h[x] for h in history]
+        acc_ax.plot(xs, [100 * h["test_accuracy"] for h in history], marker="o", label=label)
+        loss_ax.plot(xs, [h["test_loss"] for h in history], marker="o", label=label)
+    acc_ax.set(xlabel=x, ylabel="test accuracy (%)", title=title)
+    loss_ax.set(xlabel=x, ylabel="test loss", title="Test loss per round", yscale="log")
+    for ax in (acc_ax, loss_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def label_histograms(histograms: np.ndarray, names: Sequence[str], *,
+                     title: str = "Labels held by each worker") -> Figure:
+    """Grouped bars: how many samples of each digit every worker holds."""
+    histograms = np.asarray(histograms)
+    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    ax = fig.subplots()
+    classes = np.arange(histograms.shape[1])
+    width = 0.8 / len(names)
+    for i, (name, counts) in enumerate(zip(names, histograms)):
+        ax.bar(classes + (i - (len(names) - 1) / 2) * width, counts, width, label=name)
+    ax.set(xlabel="digit", ylabel="samples", title=title, xticks=classes)
+    ax.legend()
+    return fig
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor,
+                     num_classes: int = 10) -> np.ndarray:
+    """(true, predicted) counts."""
+    idx = labels.cpu().long() * num_classes + predictions.cpu().long()
+    return torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, -1).numpy()
+
+
+def confusion_figure(matrix: np.ndarray, *, title: str = "Confusion matrix (test set)") -> Figure:
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(np.log1p(matrix), cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if i == j else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title,
+           xticks=range(len(matrix)), yticks=range(len(matrix)))
+    fig.colorbar(image, ax=ax, label="log(1 + count)")
+    return fig
+
+
+def digit_grid(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, *,
+               columns: int = 8, title: str = "Test digits: predicted (true)") -> Figure:
+    """A grid of images, titled with the prediction; mistakes in red."""
+    n = len(images)
+    rows = -(-n // columns)
+    fig = Figure(figsize=(columns * 1.2, rows * 1.35), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, label, pred in zip(axes, images, labels, predictions):
+        ax.imshow((image.squeeze(0).cpu() * MNIST_STD + MNIST_MEAN).numpy(), cmap="gray_r")
+        ok = int(label) == int(pred)
+        ax.set_title(f"{int(pred)} ({int(label)})", color="black" if ok else "red", fontsize=9)
+    fig.suptitle(title)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path

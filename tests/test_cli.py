@@ -1,0 +1,97 @@
+"""The CLI end to end, in subprocesses, as a user would run it."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fedlearn.cli import build_parser
+
+
+def fedlearn(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "fedlearn", *args], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+SMALL = ["--train-size", "2000", "--test-size", "500", "--model", "mlp2nn", "--no-progress"]
+
+
+def test_train_end_to_end_then_resume(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    r = fedlearn("train", *SMALL, "--rounds", "2", "--data-dir", mnist_dir, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    history = json.loads((out / "history.json").read_text())
+    assert [h["round"] for h in history] == [1, 2]
+    assert history[-1]["test_accuracy"] > 0.5  # chance is 0.1
+    assert set(history[0]["train_loss"]) == {"bob", "alice"}
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    import torch
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert state["fc1.weight"].shape == (200, 784)
+    r = fedlearn("train", *SMALL, "--rounds", "3", "--data-dir", mnist_dir, "--out", str(out),
+                 "--resume")
+    assert r.returncode == 0, r.stderr
+    assert [h["round"] for h in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+
+
+BAD = [
+    (["--rounds", "0"], "--rounds"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "-1"], "--lr"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--partition", "random"], "--partition"),
+    (["--model", "resnet"], "--model"),
+    (["--algorithm", "fedmagic"], "--algorithm"),
+    (["--partition", "dirichlet", "--alpha", "0"], "--alpha"),
+    (["--workers", "bob", "bob"], "--workers"),
+    (["--workers", "bob", ""], "--workers"),
+    (["--workers", *[f"w{i}" for i in range(60)], "--train-size", "100"], "--workers"),
+    (["--target-accuracy", "99"], "--target-accuracy"),
+    (["--out", "/proc/forbidden"], "--out"),
+    (["--resume"], "--resume"),
+]
+
+
+@pytest.mark.parametrize("args,flag", BAD)
+def test_bad_input_is_one_clear_line_and_exit_2(mnist_dir, tmp_path, args, flag):
+    r = fedlearn("train", "--data-dir", mnist_dir, "--out", str(tmp_path / "o"), *args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and flag in lines[0], r.stderr
+
+
+def test_existing_run_is_never_overwritten_and_other_config_refused(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    assert fedlearn("train", *SMALL, "--rounds", "1", "--data-dir", mnist_dir,
+                    "--out", str(out)).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = fedlearn("train", *SMALL, "--rounds", "1", "--data-dir", mnist_dir, "--out", str(out))
+    other = fedlearn("train", *SMALL, "--rounds", "2", "--lr", "0.5", "--data-dir", mnist_dir,
+                     "--out", str(out), "--resume")
+    for r in (again, other):
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--resume" in again.stderr and "another configuration" in other.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_missing_data_explains_the_fix(tmp_path):
+    r = fedlearn("train", "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "FEDLEARN_DATA" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_is_for_newcomers(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["train", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for words in ("--workers", "bob alice", "FedAvg", "--resume", "FEDLEARN_DATA", "examples:"):
+        assert words in text
+
+
+def test_console_script_is_installed():
+    import shutil
+    exe = shutil.which("fedlearn") or os.path.join(os.path.dirname(sys.executable), "fedlearn")
+    r = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "train" in r.stdout

@@ -1,0 +1,89 @@
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedlearn.config import ConfigError, DataConfig
+from fedlearn.data import MNIST_FILES, DataError, load_mnist
+
+
+def test_real_mnist_loads_normalised(mnist_dir):
+    d = load_mnist(DataConfig(data_dir=mnist_dir))
+    assert d.train_x.shape == (60000, 1, 28, 28) and d.test_x.shape == (10000, 1, 28, 28)
+    assert d.train_x.dtype == torch.float32 and d.train_y.dtype == torch.int64
+    assert abs(d.train_x.mean().item()) < 0.01 and abs(d.train_x.std().item() - 1) < 0.01
+    assert torch.equal(torch.bincount(d.test_y)[:3], torch.tensor([980, 1135, 1032]))
+
+
+def test_env_var_and_subsets_are_seeded(mnist_dir, monkeypatch):
+    monkeypatch.setenv("FEDLEARN_DATA", mnist_dir)
+    a = load_mnist(DataConfig(train_size=100, test_size=50), seed=3)
+    b = load_mnist(DataConfig(train_size=100, test_size=50), seed=3)
+    c = load_mnist(DataConfig(train_size=100, test_size=50), seed=4)
+    assert len(a.train_y) == 100 and len(a.test_y) == 50
+    assert torch.equal(a.train_x, b.train_x) and not torch.equal(a.train_y, c.train_y)
+
+
+def test_plain_files_in_torchvision_layout(mnist_dir, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        with gzip.open(Path(mnist_dir) / f"{name}.gz", "rb") as src, open(raw / name, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    d = load_mnist(DataConfig(data_dir=str(tmp_path), test_size=10))
+    assert len(d.train_y) == 60000
+
+
+def _copy(mnist_dir, dest):
+    dest.mkdir()
+    for name in MNIST_FILES:
+        shutil.copy(Path(mnist_dir) / f"{name}.gz", dest / f"{name}.gz")
+    return dest
+
+
+def test_truncated_file_is_named(mnist_dir, tmp_path):
+    d = _copy(mnist_dir, tmp_path / "m")
+    victim = d / "train-labels-idx1-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:5000])
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte"):
+        load_mnist(DataConfig(data_dir=str(d)))
+
+
+def test_corrupted_content_is_named(mnist_dir, tmp_path):
+    d = _copy(mnist_dir, tmp_path / "m")
+    victim = d / "t10k-labels-idx1-ubyte.gz"
+    content = bytearray(gzip.decompress(victim.read_bytes()))
+    content[100] ^= 0xFF
+    victim.write_bytes(gzip.compress(bytes(content)))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*wrong content"):
+        load_mnist(DataConfig(data_dir=str(d)))
+
+
+def test_missing_file_and_missing_dir(mnist_dir, tmp_path):
+    d = _copy(mnist_dir, tmp_path / "m")
+    (d / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="lacks t10k-images-idx3-ubyte.*FEDLEARN_DATA"):
+        load_mnist(DataConfig(data_dir=str(d)))
+    with pytest.raises(DataError, match="does not exist.*--data-dir"):
+        load_mnist(DataConfig(data_dir=str(tmp_path / "nowhere")))
+
+
+def test_offline_without_data_says_how_to_fix(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def no_network(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: no network")
+
+    monkeypatch.delenv("FEDLEARN_DATA", raising=False)
+    monkeypatch.setenv("FEDLEARN_CACHE", str(tmp_path))
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_network)
+    with pytest.raises(DataError, match="Could not download MNIST.*FEDLEARN_DATA=DIR"):
+        load_mnist(DataConfig())
+
+
+def test_subset_larger_than_mnist(mnist_dir):
+    with pytest.raises(ConfigError, match="only 10000") as info:
+        load_mnist(DataConfig(data_dir=mnist_dir, test_size=20000))
+    assert info.value.argument == "test_size"

@@ -1,0 +1,134 @@
+import dataclasses
+
+import pytest
+import torch
+
+from fedlearn.aggregation import fedavg
+from fedlearn.checkpoint import CheckpointError, load_checkpoint
+from fedlearn.config import ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan
+from fedlearn.federation import (FederatedServer, derive_seed, initial_weights, run_federation,
+                                 select_workers)
+from fedlearn.models import build_model
+from fedlearn.training import make_optimizer, train_epochs
+from fedlearn.workers import VirtualWorker, make_virtual_workers
+
+
+def config(**fed):
+    fed = {"model": "mlp2nn", "rounds": 2, "device": "cpu", **fed}
+    return ExperimentConfig(plan=TrainPlan(batch_size=32, lr=0.05),
+                            federation=FederationConfig(**fed), seed=3)
+
+
+def test_fedavg_round_equals_hand_made_weighted_average(synthetic):
+    x, y = synthetic
+    cfg = config(rounds=1)
+    bob = VirtualWorker("bob", x[:150], y[:150], model="mlp2nn")
+    alice = VirtualWorker("alice", x[150:], y[150:], model="mlp2nn")
+    result = run_federation([bob, alice], cfg, x, y)
+    start = initial_weights(cfg, torch.device("cpu"))
+    finals = []
+    for i, (xs, ys) in enumerate([(x[:150], y[:150]), (x[150:], y[150:])]):
+        m = build_model("mlp2nn")
+        m.load_state_dict(start)
+        train_epochs(m, make_optimizer(m, cfg.plan), xs, ys, cfg.plan, seed=derive_seed(3, 1, i))
+        finals.append(m.state_dict())
+    expected = fedavg(finals, [150, 50])  # averaging weights == start + averaged deltas
+    for k in expected:
+        assert torch.allclose(result.weights[k], expected[k], atol=1e-6)
+    record = result.history[0]
+    assert record["examples"] == {"bob": 150, "alice": 50}
+    assert record["bytes_down"]["bob"] == record["bytes_up"]["alice"] == 199_210 * 4
+    assert 0 <= record["test_accuracy"] <= 1 and record["train_seconds"] > 0
+
+
+def test_fedsgd_with_one_worker_is_sgd_with_momentum(synthetic):
+    x, y = synthetic
+    cfg = dataclasses.replace(config(algorithm="fedsgd", rounds=1),
+                              plan=TrainPlan(batch_size=32, lr=0.05, momentum=0.9))
+    result = run_federation([VirtualWorker("bob", x, y, model="mlp2nn")], cfg, x, y)
+    m = build_model("mlp2nn")
+    m.load_state_dict(initial_weights(cfg, torch.device("cpu")))
+    train_epochs(m, make_optimizer(m, cfg.plan), x, y, cfg.plan, seed=derive_seed(3, 1, 0))
+    for k, v in m.state_dict().items():
+        assert torch.allclose(result.weights[k], v, atol=1e-5)
+    assert result.history[0]["examples"] == {"bob": 200}
+
+
+def test_fedsgd_alternates_between_workers(synthetic):
+    x, y = synthetic
+    calls = []
+
+    class Spy(VirtualWorker):
+        def fit(self, weights, plan, *, seed, batches=None):
+            calls.append((self.name, batches))
+            return super().fit(weights, plan, seed=seed, batches=batches)
+
+    workers = [Spy("bob", x[:64], y[:64], model="mlp2nn"), Spy("alice", x[64:160], y[64:160], model="mlp2nn")]
+    run_federation(workers, config(algorithm="fedsgd", rounds=1), x, y)
+    assert calls == [("bob", (0, 1)), ("alice", (0, 1)), ("bob", (1, 2)), ("alice", (1, 2)),
+                     ("alice", (2, 3))]
+
+
+def test_client_sampling_is_seeded():
+    a = [select_workers(100, 0.1, seed=1, round_=r) for r in range(1, 4)]
+    assert a == [select_workers(100, 0.1, seed=1, round_=r) for r in range(1, 4)]
+    assert all(len(s) == 10 and len(set(s)) == 10 for s in a)
+    assert a[0] != a[1] and a[0] != select_workers(100, 0.1, seed=2, round_=1)
+    assert select_workers(3, 0.01, seed=0, round_=1).__len__() == 1
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedsgd"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synthetic, tmp_path, algorithm):
+    x, y = synthetic
+    workers, _ = make_virtual_workers(x, y, PartitionConfig(workers=("a", "b", "c")),
+                                      model="mlp2nn", seed=0)
+    cfg = dataclasses.replace(config(rounds=3, algorithm=algorithm, fraction=0.67),
+                              plan=TrainPlan(batch_size=32, lr=0.05, momentum=0.5))
+    full = run_federation(workers, cfg, x, y, checkpoint=tmp_path / "full.pt")
+    short = dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, rounds=2))
+    run_federation(workers, short, x, y, checkpoint=tmp_path / "part.pt")
+    assert load_checkpoint(tmp_path / "part.pt")["round"] == 2
+    resumed = run_federation(workers, cfg, x, y, checkpoint=tmp_path / "part.pt", resume=True)
+    assert [h["round"] for h in resumed.history] == [1, 2, 3]
+    assert [h["selected"] for h in resumed.history] == [h["selected"] for h in full.history]
+    for k in full.weights:
+        assert torch.equal(full.weights[k], resumed.weights[k])
+
+
+def test_resume_refuses_another_config(synthetic, tmp_path):
+    x, y = synthetic
+    workers = [VirtualWorker("bob", x, y, model="mlp2nn")]
+    run_federation(workers, config(rounds=1), x, y, checkpoint=tmp_path / "c.pt")
+    before = (tmp_path / "c.pt").read_bytes()
+    other = dataclasses.replace(config(rounds=2), seed=4)
+    with pytest.raises(CheckpointError, match="another configuration"):
+        run_federation(workers, other, x, y, checkpoint=tmp_path / "c.pt", resume=True)
+    assert (tmp_path / "c.pt").read_bytes() == before
+
+
+def test_stops_at_target_accuracy(synthetic):
+    x, y = synthetic
+    result = run_federation([VirtualWorker("bob", x, y, model="mlp2nn")],
+                            config(rounds=20, target_accuracy=0.5), x, y)
+    assert result.reached_target and len(result.history) < 20
+    assert result.history[-1]["test_accuracy"] >= 0.5
+    assert all(h["test_accuracy"] < 0.5 for h in result.history[:-1])
+
+
+def test_server_state_holds_no_single_worker_update(synthetic):
+    x, y = synthetic
+    server = FederatedServer([VirtualWorker("bob", x[:100], y[:100], model="mlp2nn"),
+                              VirtualWorker("alice", x[100:], y[100:], model="mlp2nn")],
+                             config(), x, y)
+    server.step()
+    state = server.state_dict()
+    assert set(state) == {"fingerprint", "workers", "round", "weights", "velocity", "history",
+                          "config"}
+    assert "delta" not in state["history"]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "c.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(bad)

@@ -1,0 +1,50 @@
+import torch
+
+from fedlearn.config import PartitionConfig, TrainPlan
+from fedlearn.models import build_model
+from fedlearn.workers import VirtualWorker, Worker, make_virtual_workers
+
+
+def test_worker_offers_updates_not_samples(synthetic):
+    x, y = synthetic
+    bob = VirtualWorker("bob", x, y, model="mlp2nn")
+    assert isinstance(bob, Worker)
+    public = {k: getattr(bob, k) for k in dir(bob) if not k.startswith("_")}
+    assert set(public) == {"name", "num_examples", "fit", "evaluate"}
+    assert not any(isinstance(v, torch.Tensor) for v in public.values())
+    weights = build_model("mlp2nn", seed=0).state_dict()
+    update = bob.fit(weights, TrainPlan(batch_size=50), seed=0)
+    assert update.worker == "bob" and update.num_examples == 200
+    assert set(update.delta) == set(weights)
+    assert all(update.delta[k].shape == weights[k].shape for k in weights)
+    metrics = bob.evaluate(weights)
+    assert set(metrics) == {"loss", "accuracy", "examples"}
+
+
+def test_fit_does_not_touch_the_global_weights(synthetic):
+    x, y = synthetic
+    weights = build_model("mlp2nn", seed=0).state_dict()
+    copy = {k: v.clone() for k, v in weights.items()}
+    VirtualWorker("bob", x, y, model="mlp2nn").fit(weights, TrainPlan(), seed=0)
+    assert all(torch.equal(weights[k], copy[k]) for k in weights)
+
+
+def test_delta_equals_plain_local_training(synthetic):
+    from fedlearn.training import make_optimizer, train_epochs
+
+    x, y = synthetic
+    plan = TrainPlan(epochs=2, batch_size=16, lr=0.05)
+    start = build_model("mlp2nn", seed=1)
+    weights = {k: v.clone() for k, v in start.state_dict().items()}
+    update = VirtualWorker("bob", x, y, model="mlp2nn").fit(weights, plan, seed=9)
+    train_epochs(start, make_optimizer(start, plan), x, y, plan, seed=9)
+    for k, v in start.state_dict().items():
+        assert torch.allclose(weights[k] + update.delta[k], v, atol=1e-6)
+
+
+def test_make_virtual_workers_partitions(synthetic):
+    x, y = synthetic
+    workers, parts = make_virtual_workers(x, y, PartitionConfig(workers=("bob", "alice", "carol")),
+                                          model="mlp2nn", seed=0)
+    assert [w.name for w in workers] == ["bob", "alice", "carol"]
+    assert sum(w.num_examples for w in workers) == 200 == sum(len(p) for p in parts)
