@@ -137,6 +137,16 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1).contiguous()
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Undo the normalisation exactly: (N, 1, 28, 28) float -> (N, 28, 28) uint8.
+
+    Normalised values come from integers 0..255, so rounding recovers them, and
+    normalising the result again gives bit-identical floats.
+    """
+    return ((images.squeeze(1) * MNIST_STD + MNIST_MEAN) * 255.0).round().clamp(0, 255) \
+        .to(torch.uint8)
+
+
 def load_mnist(config: DataConfig | None = None, *, seed: int = 0) -> MnistTensors:
     """Load MNIST as tensors; ``train_size``/``test_size`` take a seeded random subset."""
     from torchvision.datasets import MNIST

@@ -87,3 +87,11 @@ def test_subset_larger_than_mnist(mnist_dir):
     with pytest.raises(ConfigError, match="only 10000") as info:
         load_mnist(DataConfig(data_dir=mnist_dir, test_size=20000))
     assert info.value.argument == "test_size"
+
+
+def test_to_uint8_round_trips_exactly(mnist_small):
+    from fedlearn.data import _normalise, to_uint8
+
+    raw = to_uint8(mnist_small.train_x)
+    assert raw.dtype == torch.uint8 and raw.shape == (4000, 28, 28)
+    assert torch.equal(_normalise(raw), mnist_small.train_x)

@@ -1,0 +1,88 @@
+"""PySyft Datasite round time against in-process round time, in one run.
+
+Full MNIST, Bob and Alice with an IID half each, FedAvg, one local epoch per
+round, the same seed on both backends. Rounds are interleaved (in-process round
+1, PySyft round 1, in-process round 2, ...) and the weights are compared after
+every round: the two backends must stay identical.
+
+    python benchmarks/pysyft_vs_inprocess.py --rounds 3 --json benchmarks/results/pysyft_vs_inprocess.json
+    python benchmarks/pysyft_vs_inprocess.py --rounds 3 --port auto   # Datasites as HTTP servers
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+from fedlearn.backends.pysyft import launch_syft_workers
+from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig
+from fedlearn.data import load_mnist, to_uint8
+from fedlearn.federation import FederatedServer
+from fedlearn.workers import make_virtual_workers
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--train-size", type=int, default=None, help="default: all 60,000")
+    p.add_argument("--port", default=None, help="'auto' runs each Datasite as an HTTP server")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    config = ExperimentConfig(data=DataConfig(train_size=args.train_size),
+                              federation=FederationConfig(rounds=args.rounds, device="cpu"))
+    data = load_mnist(config.data, seed=config.seed)
+    virtual, parts = make_virtual_workers(data.train_x, data.train_y, config.partition,
+                                          model=config.federation.model, seed=config.seed)
+    t0 = time.perf_counter()
+    sites, syft_workers = launch_syft_workers(
+        to_uint8(data.train_x).numpy(), data.train_y.numpy(), parts, config.partition.workers,
+        model=config.federation.model, max_calls=2 * args.rounds + 2, port=args.port)
+    setup_seconds = time.perf_counter() - t0
+    try:
+        servers = {"in-process": FederatedServer(virtual, config, data.test_x, data.test_y),
+                   "pysyft": FederatedServer(syft_workers, config, data.test_x, data.test_y)}
+        rows = []
+        for r in range(1, args.rounds + 1):
+            rec = {name: server.step() for name, server in servers.items()}
+            diff = max((servers["pysyft"].weights[k] - servers["in-process"].weights[k])
+                       .abs().max().item() for k in servers["pysyft"].weights)
+            row = {"round": r, "inprocess_seconds": rec["in-process"]["train_seconds"],
+                   "pysyft_seconds": rec["pysyft"]["train_seconds"],
+                   "inprocess_accuracy": rec["in-process"]["test_accuracy"],
+                   "pysyft_accuracy": rec["pysyft"]["test_accuracy"], "max_abs_weight_diff": diff}
+            row["ratio"] = row["pysyft_seconds"] / row["inprocess_seconds"]
+            rows.append(row)
+            print(f"round {r}: in-process {row['inprocess_seconds']:.2f}s | PySyft "
+                  f"{row['pysyft_seconds']:.2f}s | ratio {row['ratio']:.3f} | accuracy "
+                  f"{row['pysyft_accuracy']:.4f} | max |w diff| {diff:.1e}", flush=True)
+    finally:
+        for site in sites:
+            site.land()
+    mean_in = statistics.mean(r["inprocess_seconds"] for r in rows)
+    mean_sy = statistics.mean(r["pysyft_seconds"] for r in rows)
+    result = {"command": "python benchmarks/pysyft_vs_inprocess.py " + " ".join(argv or []),
+              "mode": "http" if args.port else "in-process Datasites", "rounds": rows,
+              "setup_seconds": setup_seconds, "mean_inprocess_seconds": mean_in,
+              "mean_pysyft_seconds": mean_sy, "ratio_of_means": mean_sy / mean_in,
+              "final_accuracy": rows[-1]["pysyft_accuracy"],
+              "max_abs_weight_diff": max(r["max_abs_weight_diff"] for r in rows),
+              "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(f"\nsetup (launch, upload, register, request, approve) {setup_seconds:.1f}s\n"
+          f"mean round: in-process {mean_in:.2f}s, PySyft {mean_sy:.2f}s, ratio "
+          f"{result['ratio_of_means']:.3f}\nmax |weight diff| {result['max_abs_weight_diff']:.1e}"
+          f", final accuracy {result['final_accuracy']:.4f}, peak memory of this process "
+          f"{result['peak_memory_mb']:.0f} MB")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

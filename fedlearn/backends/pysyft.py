@@ -1,0 +1,273 @@
+"""PySyft 0.9.5 Datasites as fedlearn workers (the Datasite API).
+
+Two roles, two classes:
+
+- :class:`Datasite` is the **data owner's** side: launch a Datasite (in-process,
+  or a real uvicorn HTTP server with ``port=``), upload the owner's shard as a
+  private asset with a small mock, register a data-scientist account, review and
+  approve code requests, and ``land()`` with its temporary files removed.
+- :class:`SyftWorker` is the **data scientist's** view of one Datasite. It has the
+  same interface as :class:`fedlearn.workers.VirtualWorker`, so the same
+  federation loop drives both. It can read the mock, never the data; it submits
+  the training code once (one code request per owner for the whole run) and then
+  calls it once per round.
+
+PySyft issue #9391: the execution-count limit of an output policy is not
+enforced in 0.9.5, and were it enforced, a call past the limit would silently
+return the last stored result. Every call therefore sends a fresh nonce that the
+code echoes; a result without it raises :class:`StaleResultError`.
+
+syft is imported only inside this module, when first needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedlearn.backends.syft_code import FUNCTION_NAME, load_training_function
+from fedlearn.config import TrainPlan
+from fedlearn.updates import Update, detached_cpu_state
+
+SYFT_VERSION = "0.9.5"
+DEFAULT_ADMIN = ("info@openmined.org", "changethis")
+DATASET = "mnist"
+
+
+class SyftUnavailableError(ImportError):
+    """syft 0.9.5 is not installed (or cannot be on this Python)."""
+
+
+class StaleResultError(RuntimeError):
+    """A Datasite returned a result that was not computed for this call."""
+
+
+def require_syft():
+    """Import syft 0.9.5 or raise a clear error saying how to get it or what to do instead."""
+    try:
+        import syft
+    except Exception as exc:  # ModuleNotFoundError, or e.g. sniffio missing inside kr8s
+        raise SyftUnavailableError(
+            f"the PySyft backend needs syft=={SYFT_VERSION} ({type(exc).__name__}: {exc}). "
+            "Install it on Python 3.10-3.12 with: pip install 'syft==0.9.5' sniffio — or use "
+            "the in-process workers (fedlearn.workers.VirtualWorker), which need no PySyft."
+        ) from exc
+    if syft.__version__ != SYFT_VERSION:
+        raise SyftUnavailableError(
+            f"the PySyft backend needs syft=={SYFT_VERSION}, the last Datasite-API release; "
+            f"found {syft.__version__} (0.10 is a different product). Install syft==0.9.5.")
+    return syft
+
+
+def _check(result, what: str):
+    """PySyft reports many failures as returned SyftError objects: turn them into exceptions."""
+    sy = require_syft()
+    if isinstance(result, sy.SyftError):
+        raise RuntimeError(f"PySyft: {what} failed: {result.message}")
+    return result
+
+
+class Datasite:
+    """A data owner (e.g. Bob) running a PySyft Datasite."""
+
+    def __init__(self, name: str, handle, admin, workdir: Path):
+        self.name = name
+        self._handle = handle
+        self._admin = admin
+        self._workdir = workdir
+
+    @classmethod
+    def launch(cls, name: str, *, port: int | str | None = None,
+               host: str = "127.0.0.1") -> Datasite:
+        """Start a Datasite: in-process (``port=None``) or an HTTP server (``port="auto"``)."""
+        sy = require_syft()
+        workdir = Path(tempfile.mkdtemp(prefix=f"fedlearn-datasite-{name}-"))
+        handle = sy.orchestra.launch(name=name, reset=True, host=host, port=port)
+        admin = handle.login(email=DEFAULT_ADMIN[0], password=DEFAULT_ADMIN[1])
+        return cls(name, handle, admin, workdir)
+
+    @property
+    def url(self) -> str | None:
+        port = getattr(self._handle, "port", None)
+        return f"http://localhost:{port}" if port else None
+
+    @property
+    def handle(self):
+        """What a data scientist logs in through (in-process) — see :meth:`SyftWorker.connect`."""
+        return self._handle
+
+    def upload_mnist(self, images: np.ndarray, labels: np.ndarray, *, mock_size: int = 16,
+                     seed: int = 0) -> None:
+        """Upload a shard as private assets ``images`` (N, 28, 28) uint8 and ``labels`` (N,).
+
+        The mocks are seeded random noise of the same dtype and shape per sample:
+        enough for a data scientist to write code against, nothing about the data.
+        """
+        sy = require_syft()
+        images, labels = np.asarray(images), np.asarray(labels).astype(np.int64)
+        if images.dtype != np.uint8 or images.ndim != 3 or len(images) != len(labels):
+            raise ValueError(f"{self.name}: need uint8 images (N, 28, 28) and N labels, got "
+                             f"{images.dtype} {images.shape} and {labels.shape}")
+        rng = np.random.default_rng(seed)
+        dataset = sy.Dataset(name=DATASET, description=f"{self.name}'s private MNIST shard",
+                             asset_list=[
+            # shape is set explicitly: PySyft would infer it from the mock
+            sy.Asset(name="images", data=images, shape=images.shape,
+                     mock=rng.integers(0, 256, (mock_size, *images.shape[1:]), dtype=np.uint8)),
+            sy.Asset(name="labels", data=labels, shape=labels.shape,
+                     mock=rng.integers(0, 10, mock_size).astype(np.int64))])
+        _check(self._admin.upload_dataset(dataset), f"upload to {self.name}")
+
+    def register_scientist(self, email: str, password: str, name: str = "Data Scientist") -> None:
+        _check(self._admin.register(name=name, email=email, password=password,
+                                    password_verify=password), f"register {email}")
+
+    def pending_requests(self) -> list:
+        return [r for r in self._admin.requests if str(r.status).endswith("PENDING")]
+
+    def request(self, request_id):
+        matches = [r for r in self._admin.requests if str(r.id) == str(request_id)]
+        if not matches:
+            raise KeyError(f"{self.name}: no code request with id {request_id}")
+        return matches[0]
+
+    def review(self, request_id) -> str:
+        """The exact source the data scientist asks to run on this owner's data."""
+        return self.request(request_id).code.raw_code
+
+    def approve(self, request_id) -> None:
+        """Approve the request with this id (never 'the latest one': it may be another)."""
+        _check(self.request(request_id).approve(), f"approve {request_id} on {self.name}")
+
+    def land(self) -> None:
+        """Stop the Datasite and delete its SQLite and blob files."""
+        server_id = getattr(self._admin, "id", None)
+        self._handle.land()
+        if server_id is not None:
+            shutil.rmtree(Path(tempfile.gettempdir()) / "syft" / str(server_id),
+                          ignore_errors=True)
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+class SyftWorker:
+    """The data scientist's handle on one Datasite, with the fedlearn worker interface."""
+
+    remote = True  # the federation loop may call remote workers concurrently
+
+    def __init__(self, name: str, client):
+        self.name = name
+        self._client = client
+        assets = _check(client.datasets[DATASET], f"find dataset on {name}").assets
+        self._images, self._labels = assets["images"], assets["labels"]
+        self._request_id = None
+        self.calls = 0
+
+    @classmethod
+    def connect(cls, name: str, server, *, email: str, password: str) -> SyftWorker:
+        """Log in as a data scientist through a launch handle or a ``http://`` URL."""
+        sy = require_syft()
+        if isinstance(server, str):
+            host, _, port = server.removeprefix("http://").rstrip("/").rpartition(":")
+            client = sy.login(url=f"http://{host}", port=int(port), email=email, password=password)
+        else:
+            client = server.login(email=email, password=password)
+        return cls(name, client)
+
+    @property
+    def num_examples(self) -> int:
+        return int(self._images.shape[0])
+
+    def mock(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mock images and labels: all a data scientist may look at."""
+        return np.asarray(self._images.mock), np.asarray(self._labels.mock)
+
+    def submit(self, model: str, *, max_calls: int) -> str:
+        """Submit the training code as one code request for the whole run; return its id."""
+        sy = require_syft()
+        from syft.service.policy.policy import OutputPolicyExecuteCount
+
+        function = load_training_function(model)
+        policy = sy.MixedInputPolicy(client=self._client, images=self._images,
+                                     labels=self._labels, weights=dict, plan=dict, seed=int,
+                                     nonce=str, mode=str)
+        code = sy.syft_function(input_policy=policy,
+                                output_policy=OutputPolicyExecuteCount(limit=max_calls))(function)
+        request = _check(self._client.code.request_code_execution(code),
+                         f"code request to {self.name}")
+        self._request_id = str(request.id)
+        return self._request_id
+
+    def _call(self, weights: Mapping[str, torch.Tensor], mode: str, plan: dict, seed: int) -> dict:
+        if self._request_id is None:
+            raise RuntimeError(f"{self.name}: submit() the training code and have the owner "
+                               "approve it before training")
+        nonce = uuid.uuid4().hex
+        out = self._invoke(weights=detached_cpu_state(weights), plan=plan, seed=int(seed),
+                           nonce=nonce, mode=mode)
+        self.calls += 1
+        if not isinstance(out, dict) or out.get("nonce") != nonce:
+            raise StaleResultError(
+                f"{self.name} returned a result that was not computed for this call (nonce "
+                "mismatch): PySyft 0.9.5 returns the last stored output once an output policy "
+                "is used up (issue #9391). Submit a new code request.")
+        return out
+
+    def _invoke(self, **kwargs) -> dict:
+        """One execution of the approved code on the Datasite, next to the data."""
+        sy = require_syft()
+        what = f"{kwargs['mode']} on {self.name}"
+        try:
+            remote = getattr(self._client.code, FUNCTION_NAME)
+            pointer = _check(remote(images=self._images, labels=self._labels, **kwargs), what)
+            return _check(pointer.get(), f"fetching the result of {what}")
+        except sy.SyftException as exc:  # e.g. the request is not approved (yet)
+            raise RuntimeError(f"PySyft: {what} failed: {exc}") from exc
+
+    def fit(self, weights: Mapping[str, torch.Tensor], plan: TrainPlan, *, seed: int,
+            batches: tuple[int, int] | None = None) -> Update:
+        if batches is not None:
+            raise NotImplementedError(
+                "the PySyft backend runs FedAvg only: per-batch model hopping (fedsgd) would "
+                "be one code execution (~1-3 s) per minibatch")
+        out = self._call(weights, "fit", dataclasses.asdict(plan), seed)
+        delta = {k: v.to(next(iter(weights.values())).device) for k, v in out["delta"].items()}
+        return Update(self.name, delta, int(out["num_examples"]), dict(out["metrics"]))
+
+    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
+        return dict(self._call(weights, "evaluate", {}, 0)["metrics"])
+
+
+def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *, model: str,
+                        max_calls: int, port: int | str | None = None,
+                        scientist: tuple[str, str] = ("scientist@fedlearn.example",
+                                                      "fedlearn-scientist-pw"),
+                        seed: int = 0) -> tuple[list[Datasite], list[SyftWorker]]:
+    """Every step of the tutorial at once, for tests and benchmarks.
+
+    For each name: launch a Datasite, upload its part of (images, labels),
+    register the data scientist, log in as them (never as admin), submit the
+    code request, and approve it by its id as the owner. Returns the Datasites
+    (call ``land()`` on each) and the workers.
+    """
+    sites, workers = [], []
+    try:
+        for i, (name, part) in enumerate(zip(names, parts)):
+            site = Datasite.launch(name, port=port)
+            sites.append(site)
+            site.upload_mnist(images[part], labels[part], seed=seed + i)
+            site.register_scientist(*scientist)
+            worker = SyftWorker.connect(name, site.url or site.handle, email=scientist[0],
+                                        password=scientist[1])
+            site.approve(worker.submit(model, max_calls=max_calls))
+            workers.append(worker)
+    except BaseException:
+        for site in sites:
+            site.land()
+        raise
+    return sites, workers

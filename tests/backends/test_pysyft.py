@@ -1,0 +1,130 @@
+"""The PySyft backend against the in-process backend as an oracle (same seed, same weights)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, TrainPlan
+from fedlearn.federation import run_federation
+from fedlearn.partition import partition
+
+try:
+    from fedlearn.backends.pysyft import require_syft
+    require_syft()
+    HAVE_SYFT = True
+except ImportError:
+    HAVE_SYFT = False
+
+if not HAVE_SYFT and os.environ.get("CI") and sys.version_info < (3, 13):
+    pytest.fail("syft 0.9.5 must be installed in CI on Python < 3.13", pytrace=False)
+needs_syft = pytest.mark.skipif(not HAVE_SYFT, reason="syft 0.9.5 not installed (Python >= 3.13?)")
+
+
+def small_config():
+    return ExperimentConfig(data=DataConfig(train_size=1000, test_size=500),
+                            plan=TrainPlan(batch_size=32),
+                            federation=FederationConfig(rounds=1, device="cpu"))
+
+
+def oracle_and_syft(mnist_small, port):
+    from fedlearn.backends.pysyft import launch_syft_workers
+    from fedlearn.data import to_uint8
+    from fedlearn.workers import make_virtual_workers
+
+    cfg = small_config()
+    x, y = mnist_small.train_x[:1000], mnist_small.train_y[:1000]
+    virtual, parts = make_virtual_workers(x, y, cfg.partition, model="tutorial_cnn", seed=cfg.seed)
+    expected = run_federation(virtual, cfg, mnist_small.test_x, mnist_small.test_y)
+    sites, workers = launch_syft_workers(to_uint8(x).numpy(), y.numpy(), parts,
+                                         cfg.partition.workers, model="tutorial_cnn",
+                                         max_calls=5, port=port)
+    try:
+        got = run_federation(workers, cfg, mnist_small.test_x, mnist_small.test_y)
+        local = [w.evaluate(got.weights) for w in workers]
+    finally:
+        for site in sites:
+            site.land()
+    return expected, got, workers, local
+
+
+@needs_syft
+@pytest.mark.parametrize("port", [None, "auto"], ids=["in-process", "http-server"])
+def test_one_round_matches_in_process_workers(mnist_small, port):
+    expected, got, workers, local = oracle_and_syft(mnist_small, port)
+    diff = max((got.weights[k] - expected.weights[k]).abs().max().item() for k in expected.weights)
+    assert diff <= 1e-6
+    assert got.history[0]["examples"] == expected.history[0]["examples"] == {"bob": 500, "alice": 500}
+    assert got.history[0]["test_accuracy"] == pytest.approx(expected.history[0]["test_accuracy"])
+    assert [w.num_examples for w in workers] == [500, 500]
+    assert all(0 <= m["accuracy"] <= 1 and m["examples"] == 500 for m in local)
+
+
+@needs_syft
+def test_scientist_sees_mock_not_data_and_needs_approval(mnist_small):
+    from fedlearn.backends.pysyft import Datasite, SyftWorker
+    from fedlearn.data import to_uint8
+    from fedlearn.models import build_model
+
+    bob = Datasite.launch("bob")
+    try:
+        images = to_uint8(mnist_small.train_x[:200]).numpy()
+        bob.upload_mnist(images, mnist_small.train_y[:200].numpy(), mock_size=8)
+        bob.register_scientist("ds@fedlearn.example", "secret-password")
+        worker = SyftWorker.connect("bob", bob.handle, email="ds@fedlearn.example",
+                                    password="secret-password")
+        mock_images, mock_labels = worker.mock()
+        assert mock_images.shape == (8, 28, 28) and mock_images.dtype == np.uint8
+        assert not any(np.array_equal(m, im) for m in mock_images for im in images)
+        assert worker._images.data is None  # PySyft refuses the private data to a scientist
+        weights = build_model("tutorial_cnn", seed=0).state_dict()
+        with pytest.raises(RuntimeError, match="submit"):
+            worker.fit(weights, TrainPlan(), seed=0)
+        request_id = worker.submit("tutorial_cnn", max_calls=3)
+        assert "def fedlearn_round" in bob.review(request_id)
+        assert [str(r.id) for r in bob.pending_requests()] == [request_id]
+        with pytest.raises(RuntimeError, match="PySyft"):  # not approved yet: nothing runs
+            worker.fit(weights, TrainPlan(), seed=0)
+        bob.approve(request_id)
+        assert worker.fit(weights, TrainPlan(), seed=0).num_examples == 200
+    finally:
+        bob.land()
+
+
+@needs_syft
+def test_stale_result_is_refused(mnist_small, monkeypatch):
+    from fedlearn.backends.pysyft import StaleResultError, SyftWorker
+
+    worker = SyftWorker.__new__(SyftWorker)
+    worker.name, worker._request_id, worker.calls = "bob", "req", 0
+    old = {"nonce": "from-an-earlier-call", "delta": {}, "num_examples": 1, "metrics": {}}
+    monkeypatch.setattr(SyftWorker, "_invoke", lambda self, **kw: old)
+    with pytest.raises(StaleResultError, match="9391"):
+        worker.fit({"w": torch.zeros(1)}, TrainPlan(), seed=0)
+
+
+@needs_syft
+def test_fedsgd_is_refused_clearly():
+    from fedlearn.backends.pysyft import SyftWorker
+
+    worker = SyftWorker.__new__(SyftWorker)
+    worker.name = "bob"
+    with pytest.raises(NotImplementedError, match="FedAvg only"):
+        worker.fit({}, TrainPlan(), seed=0, batches=(0, 1))
+
+
+def test_import_fedlearn_does_not_import_syft():
+    code = ("import sys, fedlearn, fedlearn.federation, fedlearn.experiment, fedlearn.workers, "
+            "fedlearn.backends.pysyft; print('syft' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_without_syft_the_error_says_what_to_do(monkeypatch):
+    from fedlearn.backends.pysyft import Datasite, SyftUnavailableError
+
+    monkeypatch.setitem(sys.modules, "syft", None)  # what a Python without syft sees
+    with pytest.raises(SyftUnavailableError, match="pip install 'syft==0.9.5' sniffio.*in-process"):
+        Datasite.launch("bob")
