@@ -68,19 +68,34 @@ def confusion_figure(matrix: np.ndarray, *, title: str = "Confusion matrix (test
     return fig
 
 
-def digit_grid(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, *,
-               columns: int = 8, title: str = "Test digits: predicted (true)") -> Figure:
-    """A grid of images, titled with the prediction; mistakes in red."""
+def digit_grid(images: torch.Tensor, labels: torch.Tensor,
+               predictions: torch.Tensor | None = None, *, columns: int = 8,
+               title: str = "Test digits: predicted (true)") -> Figure:
+    """A grid of images: normalised (N, 1, 28, 28) floats or raw (N, 28, 28) uint8.
+
+    With ``predictions`` each title is "predicted (true)", mistakes in red;
+    without, the title is the label.
+    """
+    images = torch.as_tensor(images)
+    if images.dtype == torch.uint8:
+        pixels = images.float() / 255.0
+    else:
+        pixels = images.squeeze(1).cpu() * MNIST_STD + MNIST_MEAN
     n = len(images)
     rows = -(-n // columns)
     fig = Figure(figsize=(columns * 1.2, rows * 1.35), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, image, label, pred in zip(axes, images, labels, predictions):
-        ax.imshow((image.squeeze(0).cpu() * MNIST_STD + MNIST_MEAN).numpy(), cmap="gray_r")
-        ok = int(label) == int(pred)
-        ax.set_title(f"{int(pred)} ({int(label)})", color="black" if ok else "red", fontsize=9)
+    for i, (ax, image) in enumerate(zip(axes, pixels)):
+        ax.imshow(image.numpy(), cmap="gray_r", vmin=0, vmax=1)
+        label = int(labels[i])
+        if predictions is None:
+            ax.set_title(str(label), fontsize=9)
+        else:
+            pred = int(predictions[i])
+            ax.set_title(f"{pred} ({label})", color="black" if pred == label else "red",
+                         fontsize=9)
     fig.suptitle(title)
     return fig
 

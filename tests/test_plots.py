@@ -15,6 +15,7 @@ def test_figures_render(tmp_path):
         "hist": plots.label_histograms(np.array([[5, 1, 0], [0, 3, 3]]), ["bob", "alice"]),
         "cm": plots.confusion_figure(cm),
         "grid": plots.digit_grid(torch.zeros(4, 1, 28, 28), labels, preds, columns=2),
+        "raw": plots.digit_grid(torch.zeros(3, 28, 28, dtype=torch.uint8), labels[:3], columns=3),
     }
     for name, fig in figs.items():
         path = plots.save_figure(fig, tmp_path / f"{name}.png")

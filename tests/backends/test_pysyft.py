@@ -90,7 +90,10 @@ def test_scientist_sees_mock_not_data_and_needs_approval(mnist_small):
         bob.approve(request_id)
         assert worker.fit(weights, TrainPlan(), seed=0).num_examples == 200
     finally:
+        files = Datasite.files_dir(bob.server_id)
+        assert files.is_dir()
         bob.land()
+    assert not files.exists()  # land() removes the Datasite's database and blobs
 
 
 @needs_syft

@@ -1,0 +1,68 @@
+"""The tutorial notebook, executed headless at smoke size, as the test suite's user would."""
+import ast
+import json
+
+import nbformat
+import pytest
+
+from conftest import REPO
+from fedlearn.notebook_runner import execute_notebook, inject_parameters
+
+NOTEBOOK = REPO / "Federated_Learning.ipynb"
+
+
+def smoke_parameters(tmp_path, mnist_dir, **extra):
+    return {"IMAGES_PER_OWNER": 1500, "TEST_IMAGES": 1000, "ROUNDS": 2, "BATCH_SIZE": 32,
+            "FEDSGD_ROUNDS": 1, "DATA_DIR": mnist_dir, "FIGURES_DIR": str(tmp_path / "figures"),
+            "RESULTS_PATH": str(tmp_path / "results.json"), **extra}
+
+
+def test_notebook_runs_end_to_end_with_pysyft(tmp_path, mnist_dir):
+    params = smoke_parameters(tmp_path, mnist_dir)
+    nb = execute_notebook(NOTEBOOK, params, output=tmp_path / "executed.ipynb", timeout=600,
+                          cwd=REPO)
+    results = json.loads((tmp_path / "results.json").read_text())
+    try:
+        import syft  # noqa: F401
+        expected_backend = "pysyft"
+    except ImportError:
+        expected_backend = "inprocess"
+    assert results["backend"] == expected_backend
+    assert results["rounds"] == 2 and results["images_per_owner"] == 1500
+    assert results["final_test_accuracy"] > 0.85  # 3,000 images, 2 rounds; chance is 0.10
+    assert results["max_abs_weight_diff"] <= 1e-6
+    assert results["final_test_accuracy"] == results["inprocess_final_test_accuracy"]
+    assert results["fedsgd_test_accuracy"] > 0.5
+    for name in ("learning_curve", "confusion_matrix", "test_predictions", "label_histograms"):
+        assert (tmp_path / "figures" / f"notebook_{name}.png").stat().st_size > 5000
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+
+
+def test_notebook_without_pysyft_falls_back_visibly(tmp_path, mnist_dir):
+    params = smoke_parameters(tmp_path, mnist_dir, BACKEND="inprocess", ROUNDS=1, FEDSGD_ROUNDS=1)
+    nb = execute_notebook(NOTEBOOK, params, timeout=600, cwd=REPO)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["backend"] == "inprocess" and results["max_abs_weight_diff"] == 0.0
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []))
+    assert "in-process workers" in text
+
+
+def test_unknown_injected_parameter_fails_loudly():
+    nb = nbformat.read(str(NOTEBOOK), as_version=4)
+    with pytest.raises(ValueError, match="ROUNDZ"):
+        inject_parameters(nb, {"ROUNDZ": 1})
+
+
+def test_committed_notebook_has_outputs_of_a_full_run():
+    nb = nbformat.read(str(NOTEBOOK), as_version=4)
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("outputs") for c in code_cells[1:]), "every cell after the parameters has output"
+    final = code_cells[-1]["outputs"][-1]["data"]["text/plain"]
+    results = ast.literal_eval(final)  # the `results` dict the last cell displays
+    assert results["images_per_owner"] == 30_000 and results["backend"] == "pysyft"
+    assert results["final_test_accuracy"] >= 0.99
+    assert results["max_abs_weight_diff"] <= 1e-6
