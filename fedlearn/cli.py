@@ -10,8 +10,9 @@ import argparse
 import sys
 
 from fedlearn.checkpoint import CheckpointError
-from fedlearn.config import (ALGORITHMS, DEVICES, MODELS, PARTITIONS, ConfigError, DataConfig,
-                             ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan)
+from fedlearn.config import (AGGREGATORS, ALGORITHMS, DEVICES, MODELS, ON_TOO_FEW, PARTITIONS,
+                             ConfigError, DataConfig, ExperimentConfig, FederationConfig,
+                             PartitionConfig, TrainPlan)
 from fedlearn.data import DataError
 
 # config field -> the flag a user typed
@@ -22,6 +23,10 @@ FLAGS = {"workers": "--workers", "partition": "--partition", "alpha": "--alpha",
          "algorithm": "--algorithm", "model": "--model", "rounds": "--rounds",
          "fraction": "--fraction", "target_accuracy": "--target-accuracy", "device": "--device",
          "eval_batch_size": "--eval-batch-size", "seed": "--seed", "train_size": "--train-size",
+         "aggregator": "--aggregator", "trim_fraction": "--trim-fraction",
+         "krum_byzantine": "--krum-byzantine", "max_update_norm": "--max-update-norm",
+         "min_updates": "--min-updates", "round_timeout": "--round-timeout",
+         "on_too_few": "--on-too-few", "max_retries": "--max-retries",
          "test_size": "--test-size", "out_dir": "--out", "resume": "--resume"}
 
 EPILOG = """examples:
@@ -79,6 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--device", default="auto", metavar="{" + ",".join(DEVICES) + "}",
                         help="auto uses CUDA when present (default: auto)")
     server.add_argument("--eval-batch-size", type=int, default=1000, help=argparse.SUPPRESS)
+    faults = train.add_argument_group("when workers fail or misbehave")
+    faults.add_argument("--aggregator", default="fedavg",
+                        metavar="{" + ",".join(AGGREGATORS) + "}",
+                        help="how updates are combined: fedavg (weighted mean), or the robust "
+                             "median, trimmed_mean, krum (default: fedavg)")
+    faults.add_argument("--trim-fraction", type=float, default=0.2,
+                        help="trimmed_mean: share cut from each end (default: 0.2)")
+    faults.add_argument("--krum-byzantine", type=int, default=1,
+                        help="krum: how many hostile workers to tolerate (default: 1)")
+    faults.add_argument("--max-update-norm", type=float, default=None, metavar="NORM",
+                        help="reject updates whose L2 norm is larger")
+    faults.add_argument("--min-updates", type=int, default=1,
+                        help="valid updates a round needs to count (default: 1)")
+    faults.add_argument("--round-timeout", type=float, default=None, metavar="SECONDS",
+                        help="give up on a worker that has not replied after this long")
+    faults.add_argument("--on-too-few", default="retry",
+                        metavar="{" + ",".join(ON_TOO_FEW) + "}",
+                        help="a round with too few updates is retried with a fresh sample, "
+                             "skipped, or stops the run (default: retry)")
+    faults.add_argument("--max-retries", type=int, default=2, help="(default: 2)")
     run = train.add_argument_group("data, output and reproducibility")
     run.add_argument("--seed", type=int, default=0, help="seed for every random choice "
                      "(default: 0)")
@@ -108,7 +133,13 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         federation=FederationConfig(algorithm=args.algorithm, model=args.model,
                                     rounds=args.rounds, fraction=args.fraction,
                                     target_accuracy=args.target_accuracy, device=args.device,
-                                    eval_batch_size=args.eval_batch_size),
+                                    eval_batch_size=args.eval_batch_size,
+                                    aggregator=args.aggregator, trim_fraction=args.trim_fraction,
+                                    krum_byzantine=args.krum_byzantine,
+                                    max_update_norm=args.max_update_norm,
+                                    min_updates=args.min_updates,
+                                    round_timeout=args.round_timeout,
+                                    on_too_few=args.on_too_few, max_retries=args.max_retries),
         seed=args.seed)
 
 
@@ -120,6 +151,7 @@ def _fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from fedlearn.experiment import run_experiment
+    from fedlearn.federation import RoundFailedError
 
     try:
         config = config_from_args(args)
@@ -129,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"argument {FLAGS.get(exc.argument, exc.argument)}: {exc.detail}")
     except (DataError, CheckpointError, ValueError) as exc:
         return _fail(str(exc))
+    except RoundFailedError as exc:
+        print(f"fedlearn: stopped: {exc}\nRerun with --out {args.out} --resume once the workers "
+              "are fixed.", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return _fail(f"interrupted; the last finished round is saved: rerun with --out "
                      f"{args.out} --resume to continue")

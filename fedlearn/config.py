@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 PARTITIONS = ("iid", "shards", "dirichlet", "unbalanced")
 MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn")
 ALGORITHMS = ("fedavg", "fedsgd")
+AGGREGATORS = ("fedavg", "median", "trimmed_mean", "krum")
+ON_TOO_FEW = ("retry", "skip", "stop")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -34,6 +37,18 @@ def _check(ok: bool, argument: str, message: str) -> None:
 def _positive_int(value, argument: str, minimum: int = 1) -> None:
     _check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
            argument, f"must be an integer >= {minimum} (got {value!r})")
+
+
+def _number(value, argument: str, low: float, high: float = math.inf, *,
+            low_open: bool = False, high_open: bool = False) -> None:
+    """A real, finite number in the interval; the message spells the interval out."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    interval = f"{left}{low:g}, {'inf' if high == math.inf else f'{high:g}'}{right}"
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value)
+          and (value > low if low_open else value >= low)
+          and (value < high if high_open else value <= high))
+    _check(ok, argument, f"must be a finite number in {interval} (got {value!r})")
 
 
 def _choice(value, argument: str, allowed: tuple[str, ...]) -> None:
@@ -75,8 +90,7 @@ class PartitionConfig:
         dupes = sorted({n for n in self.workers if self.workers.count(n) > 1})
         _check(not dupes, "workers", f"duplicate worker names: {', '.join(dupes)}")
         _choice(self.scheme, "partition", PARTITIONS)
-        _check(isinstance(self.alpha, (int, float)) and self.alpha > 0, "alpha",
-               f"must be > 0 (got {self.alpha!r})")
+        _number(self.alpha, "alpha", 0, low_open=True)
         _positive_int(self.shards_per_worker, "shards_per_worker")
         _positive_int(self.min_size, "min_size")
 
@@ -94,11 +108,9 @@ class TrainPlan:
     def __post_init__(self):
         _positive_int(self.epochs, "epochs")
         _positive_int(self.batch_size, "batch_size")
-        _check(isinstance(self.lr, (int, float)) and self.lr > 0, "lr",
-               f"must be > 0 (got {self.lr!r})")
-        _check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1) (got {self.momentum!r})")
-        _check(self.weight_decay >= 0, "weight_decay",
-               f"must be >= 0 (got {self.weight_decay!r})")
+        _number(self.lr, "lr", 0, low_open=True)
+        _number(self.momentum, "momentum", 0, 1, high_open=True)
+        _number(self.weight_decay, "weight_decay", 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,17 +124,38 @@ class FederationConfig:
     target_accuracy: float | None = None
     device: str = "auto"
     eval_batch_size: int = 1000
+    # robustness: how updates are combined, and what a round needs to count
+    aggregator: str = "fedavg"
+    trim_fraction: float = 0.2
+    krum_byzantine: int = 1
+    max_update_norm: float | None = None
+    min_updates: int = 1
+    round_timeout: float | None = None
+    on_too_few: str = "retry"
+    max_retries: int = 2
 
     def __post_init__(self):
         _choice(self.algorithm, "algorithm", ALGORITHMS)
         _choice(self.model, "model", MODELS)
         _positive_int(self.rounds, "rounds")
-        _check(0 < self.fraction <= 1, "fraction", f"must be in (0, 1] (got {self.fraction!r})")
+        _number(self.fraction, "fraction", 0, 1, low_open=True)
         if self.target_accuracy is not None:
-            _check(0 < self.target_accuracy <= 1, "target_accuracy",
-                   f"must be a fraction in (0, 1], e.g. 0.99 (got {self.target_accuracy!r})")
+            _number(self.target_accuracy, "target_accuracy", 0, 1, low_open=True)
         _choice(self.device, "device", DEVICES)
         _positive_int(self.eval_batch_size, "eval_batch_size")
+        _choice(self.aggregator, "aggregator", AGGREGATORS)
+        _number(self.trim_fraction, "trim_fraction", 0, 0.5, high_open=True)
+        _positive_int(self.krum_byzantine, "krum_byzantine", minimum=0)
+        if self.max_update_norm is not None:
+            _number(self.max_update_norm, "max_update_norm", 0, low_open=True)
+        _positive_int(self.min_updates, "min_updates")
+        if self.round_timeout is not None:
+            _number(self.round_timeout, "round_timeout", 0, low_open=True)
+        _choice(self.on_too_few, "on_too_few", ON_TOO_FEW)
+        _positive_int(self.max_retries, "max_retries", minimum=0)
+        if self.algorithm == "fedsgd" and self.aggregator != "fedavg":
+            raise ConfigError("aggregator", f"{self.aggregator!r} needs several updates per "
+                              "step; fedsgd applies one worker's step at a time (use fedavg)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,6 @@ from its checkpoint ends with the same weights as one that never stopped.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -26,14 +25,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from fedlearn.aggregation import apply_delta, fedavg
 from fedlearn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fedlearn.config import ExperimentConfig
+from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.models import build_model
-from fedlearn.training import evaluate, num_batches
-from fedlearn.updates import detached_cpu_state, state_nbytes
+from fedlearn.rounds import derive_seed, fedavg_round, fedsgd_round  # noqa: F401 (re-export)
+from fedlearn.training import evaluate
+from fedlearn.updates import detached_cpu_state
+
+
+class RoundFailedError(RuntimeError):
+    """Too few valid updates arrived, even after the configured retries."""
 
 
 @dataclass
@@ -52,59 +55,20 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def derive_seed(seed: int, round_: int, worker: int) -> int:
-    return int(np.random.SeedSequence([seed, round_, worker]).generate_state(1)[0])
+def select_workers(num_workers: int, fraction: float, seed: int, round_: int,
+                   attempt: int = 0) -> list[int]:
+    """Indices of the workers taking part in ``round_``: max(1, round(C * K)) of them.
 
-
-def select_workers(num_workers: int, fraction: float, seed: int, round_: int) -> list[int]:
-    """Indices of the workers taking part in ``round_``: max(1, round(C * K)) of them."""
+    A retried round (``attempt`` > 0) draws a fresh sample.
+    """
     m = max(1, int(round(fraction * num_workers)))
-    rng = np.random.default_rng([seed, round_, 0x5E1EC7])
+    rng = np.random.default_rng([seed, round_, attempt, 0x5E1EC7])
     return sorted(rng.choice(num_workers, size=m, replace=False).tolist())
 
 
 def initial_weights(config: ExperimentConfig, device: torch.device) -> dict[str, torch.Tensor]:
     model = build_model(config.federation.model, seed=config.seed)
     return {k: v.detach().to(device) for k, v in model.state_dict().items()}
-
-
-def _fedavg_round(workers, weights, plan, seed, round_, record):
-    updates = []
-    for i, w in workers:
-        record["bytes_down"][w.name] = state_nbytes(weights)
-        update = w.fit(weights, plan, seed=derive_seed(seed, round_, i))
-        record["bytes_up"][w.name] = state_nbytes(update.delta)
-        record["train_loss"][w.name] = update.metrics.get("loss")
-        record["examples"][w.name] = update.num_examples
-        updates.append(update)
-    aggregate = fedavg([u.delta for u in updates], [u.num_examples for u in updates])
-    return apply_delta(weights, aggregate)
-
-
-def _fedsgd_round(workers, weights, velocity, plan, seed, round_, record, progress):
-    step_plan = dataclasses.replace(plan, momentum=0.0, epochs=1)
-    counts = {w.name: num_batches(w.num_examples, plan.batch_size) for _, w in workers}
-    losses = {w.name: [] for _, w in workers}
-    for _, w in workers:
-        record["bytes_down"][w.name] = record["bytes_up"][w.name] = record["examples"][w.name] = 0
-    with tqdm(total=sum(counts.values()), desc=f"round {round_} hops", leave=False,
-              disable=not progress) as bar:
-        for b in range(max(counts.values())):
-            for i, w in workers:
-                if b >= counts[w.name]:
-                    continue
-                record["bytes_down"][w.name] += state_nbytes(weights)
-                update = w.fit(weights, step_plan, seed=derive_seed(seed, round_, i),
-                               batches=(b, b + 1))
-                record["bytes_up"][w.name] += state_nbytes(update.delta)
-                record["examples"][w.name] += update.num_examples
-                losses[w.name].append(update.metrics["loss"])
-                # heavy-ball momentum on the server: v = m v + delta, w = w + v
-                velocity = {k: plan.momentum * velocity[k] + update.delta[k] for k in velocity}
-                weights = apply_delta(weights, velocity)
-                bar.update(1)
-    record["train_loss"] = {n: float(np.mean(v)) for n, v in losses.items()}
-    return weights, velocity
 
 
 class FederatedServer:
@@ -122,6 +86,16 @@ class FederatedServer:
             raise ValueError(f"workers: need distinct worker names, got {self.names}")
         self.workers = list(workers)
         self.config = config
+        fed = config.federation
+        per_round = max(1, int(round(fed.fraction * len(self.workers))))
+        if fed.min_updates > per_round:
+            raise ConfigError("min_updates", f"{fed.min_updates} is more than the {per_round} "
+                              f"workers asked each round ({len(self.workers)} workers, "
+                              f"fraction {fed.fraction})")
+        if fed.aggregator == "krum" and per_round < 2 * fed.krum_byzantine + 3:
+            raise ConfigError("aggregator", f"krum with krum_byzantine={fed.krum_byzantine} "
+                              f"needs at least {2 * fed.krum_byzantine + 3} workers per round; "
+                              f"{per_round} are asked")
         self.device = resolve_device(config.federation.device)
         self.test_x, self.test_y = test_x.to(self.device), test_y.to(self.device)
         initial = weights or initial_weights(config, self.device)
@@ -147,20 +121,46 @@ class FederatedServer:
                         self.config.federation.eval_batch_size)
 
     def step(self) -> dict:
-        """Run the next round, evaluate the new global model, return its record."""
+        """Run the next round, evaluate the new global model, return its record.
+
+        Failed or rejected workers are left out and recorded. With fewer than
+        ``min_updates`` valid updates the round is retried with a fresh sample
+        (``on_too_few="retry"``, up to ``max_retries`` times), kept unchanged
+        (``"skip"``), or the run stops with :class:`RoundFailedError`.
+        """
         fed, plan, seed = self.config.federation, self.config.plan, self.config.seed
         round_ = self.round + 1
         t0 = time.perf_counter()
         indexed = list(enumerate(self.workers))
-        chosen = [indexed[i] for i in select_workers(len(indexed), fed.fraction, seed, round_)]
-        record = {"round": round_, "selected": [w.name for _, w in chosen], "train_loss": {},
-                  "examples": {}, "bytes_down": {}, "bytes_up": {}}
-        if fed.algorithm == "fedavg":
-            self.weights = _fedavg_round(chosen, self.weights, plan, seed, round_, record)
+        retries = fed.max_retries if fed.on_too_few == "retry" else 0
+        problems: list[str] = []
+        for attempt in range(retries + 1):
+            chosen = [indexed[i] for i in
+                      select_workers(len(indexed), fed.fraction, seed, round_, attempt)]
+            record = {"round": round_, "attempt": attempt, "selected": [w.name for _, w in chosen],
+                      "train_loss": {}, "examples": {}, "bytes_down": {}, "bytes_up": {},
+                      "failed": {}, "rejected": {}, "skipped": False}
+            if fed.algorithm == "fedavg":
+                outcome = fedavg_round(chosen, self.weights, plan, fed, seed, round_, record)
+            else:
+                outcome = fedsgd_round(chosen, self.weights, self.velocity, plan, fed, seed,
+                                       round_, record, self.progress)
+            if outcome is not None:
+                break
+            problems.append("; ".join(f"{n}: {r}" for n, r in
+                                      {**record["failed"], **record["rejected"]}.items()))
         else:
-            self.weights, self.velocity = _fedsgd_round(chosen, self.weights, self.velocity,
-                                                        plan, seed, round_, record,
-                                                        self.progress)
+            if fed.on_too_few != "skip":
+                raise RoundFailedError(
+                    f"round {round_}: fewer than min_updates={fed.min_updates} valid updates "
+                    f"after {len(problems)} attempt(s) ({' | '.join(problems)}). The weights of "
+                    f"round {round_ - 1} are kept; fix the workers and resume.")
+            record["skipped"] = True
+        if outcome is not None:
+            if fed.algorithm == "fedavg":
+                self.weights = outcome
+            else:
+                self.weights, self.velocity = outcome
         record["train_seconds"] = time.perf_counter() - t0
         metrics = self.evaluate()
         record.update(test_loss=metrics["loss"], test_accuracy=metrics["accuracy"],

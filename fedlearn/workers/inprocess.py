@@ -1,8 +1,9 @@
 """In-process workers: fast simulation of many data owners in one Python process.
 
 A worker holds only its shard of the data and a name. Its model is a scratch
-module shared by all in-process workers of the same architecture (they run one
-after another), so memory grows with data, not with the number of workers.
+module shared by all in-process workers of the same architecture in a thread
+(they run one after another), so memory grows with data, not with the number
+of workers.
 
 Python cannot stop code in the same process from reaching into an object; the
 guarantee here is the API: nothing public returns samples. Real isolation is
@@ -11,11 +12,12 @@ what the PySyft backend adds.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Mapping
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fedlearn.config import PartitionConfig, TrainPlan
 from fedlearn.models import build_model
@@ -25,8 +27,13 @@ from fedlearn.updates import Update
 
 
 @functools.lru_cache(maxsize=8)
-def _scratch_model(model_name: str, device: str) -> torch.nn.Module:
+def _cached_model(model_name: str, device: str, thread: int) -> torch.nn.Module:
     return build_model(model_name).to(device)
+
+
+def _scratch_model(model_name: str, device: str) -> torch.nn.Module:
+    # one per thread: a worker call abandoned after a timeout keeps its own module
+    return _cached_model(model_name, device, threading.get_ident())
 
 
 class VirtualWorker:

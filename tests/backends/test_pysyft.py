@@ -131,3 +131,28 @@ def test_without_syft_the_error_says_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "syft", None)  # what a Python without syft sees
     with pytest.raises(SyftUnavailableError, match="pip install 'syft==0.9.5' sniffio.*in-process"):
         Datasite.launch("bob")
+
+
+@needs_syft
+def test_a_datasite_that_stops_mid_run_is_left_out(mnist_small):
+    import dataclasses
+
+    from fedlearn.backends.pysyft import launch_syft_workers
+    from fedlearn.data import to_uint8
+    from fedlearn.federation import FederatedServer
+
+    cfg = small_config()
+    cfg = dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, rounds=2))
+    x, y = mnist_small.train_x[:600], mnist_small.train_y[:600]
+    parts = partition(y.numpy(), cfg.partition, seed=0)
+    sites, workers = launch_syft_workers(to_uint8(x).numpy(), y.numpy(), parts,
+                                         cfg.partition.workers, model="tutorial_cnn", max_calls=5)
+    try:
+        server = FederatedServer(workers, cfg, mnist_small.test_x, mnist_small.test_y)
+        server.step()
+        sites[1].land()  # Alice's Datasite goes away between rounds
+        record = server.step()
+    finally:
+        sites[0].land()
+    assert set(record["failed"]) == {"alice"} and record["examples"] == {"bob": 300}
+    assert all(torch.isfinite(v).all() for v in server.weights.values())

@@ -1,0 +1,143 @@
+"""One round of training, on the server's side, with the faults of the real world.
+
+A worker may raise, hang past ``round_timeout``, disappear, or send an update
+that is malformed or hostile. Every reply is checked (:func:`validate_update`)
+before it may be aggregated; failures and rejections are recorded with their
+reason, never averaged in. Aggregation is FedAvg (McMahan et al. 2017) or a
+robust rule from :mod:`fedlearn.robust`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fedlearn.aggregation import apply_delta, fedavg
+from fedlearn.config import FederationConfig, TrainPlan
+from fedlearn.robust import coordinate_median, krum_select, trimmed_mean, validate_update
+from fedlearn.training import num_batches
+from fedlearn.updates import Update, state_nbytes
+
+
+class WorkerTimeout(TimeoutError):
+    pass
+
+
+def derive_seed(seed: int, round_: int, worker: int) -> int:
+    return int(np.random.SeedSequence([seed, round_, worker]).generate_state(1)[0])
+
+
+def call_with_timeout(fn, timeout: float | None, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or WorkerTimeout after ``timeout`` seconds.
+
+    A hung call cannot be killed from Python; it is left running in a daemon
+    thread and its result, should it ever come, is dropped.
+    """
+    if timeout is None:
+        return fn(*args, **kwargs)
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise WorkerTimeout(f"no reply within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def aggregate(updates: list[Update], fed: FederationConfig) -> dict[str, torch.Tensor]:
+    deltas = [u.delta for u in updates]
+    if fed.aggregator == "fedavg":
+        return fedavg(deltas, [u.num_examples for u in updates])
+    if fed.aggregator == "median":
+        return coordinate_median(deltas)
+    if fed.aggregator == "trimmed_mean":
+        return trimmed_mean(deltas, fed.trim_fraction)
+    return dict(deltas[krum_select(deltas, fed.krum_byzantine)])
+
+
+def checked_fit(worker, weights, plan: TrainPlan, fed: FederationConfig, record: dict, *,
+                seed: int, batches=None) -> Update | None:
+    """Ask ``worker`` for an update; return it only if it arrived in time and is valid."""
+    name = worker.name
+    record["bytes_down"][name] = record["bytes_down"].get(name, 0) + state_nbytes(weights)
+    try:
+        update = call_with_timeout(worker.fit, fed.round_timeout, weights, plan, seed=seed,
+                                   batches=batches)
+    except Exception as exc:  # a worker's failure must not end the run
+        record["failed"][name] = f"{type(exc).__name__}: {exc}"
+        return None
+    steps = 1 if batches is not None else plan.epochs
+    try:
+        bound = steps * worker.num_examples if batches is None else plan.batch_size
+    except Exception:  # a worker that cannot say its size gets no bound
+        bound = None
+    delta = getattr(update, "delta", None)
+    reason = validate_update(delta, weights, getattr(update, "num_examples", None),
+                             max_examples=bound, max_norm=fed.max_update_norm)
+    if reason is None and not isinstance(update, Update):
+        reason = f"not an Update ({type(update).__name__})"
+    if reason is not None:
+        record["rejected"][name] = reason
+        return None
+    record["bytes_up"][name] = record["bytes_up"].get(name, 0) + state_nbytes(update.delta)
+    return update
+
+
+def fedavg_round(chosen, weights, plan, fed, seed, round_, record):
+    """Every chosen worker trains locally; the valid updates are aggregated."""
+    updates = []
+    for i, worker in chosen:
+        update = checked_fit(worker, weights, plan, fed, record,
+                             seed=derive_seed(seed, round_, i))
+        if update is not None:
+            record["train_loss"][worker.name] = update.metrics.get("loss")
+            record["examples"][worker.name] = update.num_examples
+            updates.append(update)
+    if len(updates) < fed.min_updates:
+        return None
+    return apply_delta(weights, aggregate(updates, fed))
+
+
+def fedsgd_round(chosen, weights, velocity, plan, fed, seed, round_, record, progress):
+    """The model hops between the workers' batches, one SGD step each (momentum on the server).
+
+    A worker that fails or sends an invalid step is dropped for the rest of the round.
+    """
+    step_plan = dataclasses.replace(plan, momentum=0.0, epochs=1)
+    counts = {w.name: num_batches(w.num_examples, plan.batch_size) for _, w in chosen}
+    losses = {w.name: [] for _, w in chosen}
+    active = list(chosen)
+    with tqdm(total=sum(counts.values()), desc=f"round {round_} hops", leave=False,
+              disable=not progress) as bar:
+        for b in range(max(counts.values())):
+            for i, worker in list(active):
+                if b >= counts[worker.name]:
+                    continue
+                update = checked_fit(worker, weights, step_plan, fed, record,
+                                     seed=derive_seed(seed, round_, i), batches=(b, b + 1))
+                if update is None:
+                    active.remove((i, worker))
+                    continue
+                record["examples"][worker.name] = (record["examples"].get(worker.name, 0)
+                                                   + update.num_examples)
+                losses[worker.name].append(update.metrics["loss"])
+                # heavy-ball momentum on the server: v = m v + delta, w = w + v
+                velocity = {k: plan.momentum * velocity[k] + update.delta[k] for k in velocity}
+                weights = apply_delta(weights, velocity)
+                bar.update(1)
+    record["train_loss"] = {n: float(np.mean(v)) for n, v in losses.items() if v}
+    if len(active) < fed.min_updates:
+        return None
+    return weights, velocity

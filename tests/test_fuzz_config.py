@@ -1,0 +1,66 @@
+"""Every door checks its input: start from a valid configuration, maybe break one field;
+a broken one must fail with a ConfigError naming that field, a valid one must run a round."""
+import math
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fedlearn.config import ConfigError, ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan
+from fedlearn.federation import RoundFailedError, run_federation
+from fedlearn.workers import make_virtual_workers
+
+G = torch.Generator().manual_seed(0)
+X, Y = torch.randn(60, 1, 28, 28, generator=G), torch.arange(60) % 10
+NAMES = ["bob", "alice", "carol", "dave", "erin"]
+JUNK = [None, "1", math.nan, math.inf, -math.inf, True, [1]]
+
+VALID = {
+    "rounds": st.integers(1, 2), "lr": st.floats(0.001, 0.5), "batch_size": st.integers(4, 64),
+    "epochs": st.integers(1, 2), "fraction": st.floats(0.2, 1.0),
+    "momentum": st.floats(0, 0.95), "alpha": st.floats(0.05, 10), "min_updates": st.integers(1, 2),
+    "round_timeout": st.one_of(st.none(), st.floats(5, 60)),
+    "workers": st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True),
+    "scheme": st.sampled_from(["iid", "shards", "dirichlet", "unbalanced"]),
+    "aggregator": st.sampled_from(["fedavg", "median", "trimmed_mean", "krum"]),
+    "algorithm": st.sampled_from(["fedavg", "fedsgd"]),
+}
+INVALID = {
+    "rounds": [0, -1, 1.5, *JUNK], "lr": [0, -0.1, *JUNK], "batch_size": [0, -5, 2.5, *JUNK],
+    "epochs": [0, 1.5, *JUNK], "fraction": [0, 1.01, -1, *JUNK], "momentum": [1, -0.1, *JUNK],
+    "alpha": [0, -1, *JUNK], "min_updates": [0, -1, *JUNK], "round_timeout": [0, -1, "1", math.nan],
+    "workers": [[], ["bob", "bob"], ["bob", ""], [" "]], "scheme": ["random", None, 1],
+    "aggregator": ["mean", None], "algorithm": ["sgd", None],
+}
+ARGUMENT = {"scheme": "partition", "epochs": "epochs"}
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(values=st.fixed_dictionaries(VALID), broken=st.one_of(st.none(), st.sampled_from(sorted(INVALID))),
+       data=st.data())
+def test_valid_runs_and_broken_fails_naming_the_field(values, broken, data):
+    if broken is not None:
+        values[broken] = data.draw(st.sampled_from(INVALID[broken]))
+    try:
+        config = ExperimentConfig(
+            partition=PartitionConfig(workers=tuple(values["workers"]), scheme=values["scheme"],
+                                      alpha=values["alpha"], min_size=2),
+            plan=TrainPlan(epochs=values["epochs"], batch_size=values["batch_size"],
+                           lr=values["lr"], momentum=values["momentum"]),
+            federation=FederationConfig(rounds=values["rounds"], fraction=values["fraction"],
+                                        model="mlp2nn", algorithm=values["algorithm"],
+                                        aggregator=values["aggregator"],
+                                        min_updates=values["min_updates"],
+                                        round_timeout=values["round_timeout"], device="cpu"))
+        workers, _ = make_virtual_workers(X, Y, config.partition, model="mlp2nn", seed=0)
+        result = run_federation(workers, config, X, Y)
+    except ConfigError as exc:
+        assert str(exc).startswith(f"{exc.argument}: ") and len(str(exc)) > len(exc.argument) + 10
+        if broken is not None:
+            assert exc.argument == ARGUMENT.get(broken, broken)
+        return
+    except RoundFailedError as exc:  # e.g. lr 0.5 with batch 1 diverges: a clear stop, not NaNs
+        assert broken is None and "NaN" in str(exc)
+        return
+    assert broken is None, f"invalid {broken}={values[broken]!r} was accepted"
+    assert 1 <= len(result.history) <= values["rounds"]
