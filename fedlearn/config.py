@@ -158,6 +158,50 @@ class FederationConfig:
                               "step; fedsgd applies one worker's step at a time (use fedavg)")
 
 
+COMPRESSIONS = ("none", "quantize", "topk")
+QUANTIZE_BITS = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPConfig:
+    """DP-FedAvg: clip every update to ``clip_norm``; the server adds Gaussian noise.
+
+    Give ``noise_multiplier`` (z), or ``target_epsilon`` to have z chosen so that
+    the whole run spends at most that epsilon at ``delta``.
+    """
+
+    clip_norm: float = 1.0
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+
+    def __post_init__(self):
+        _number(self.clip_norm, "clip_norm", 0, low_open=True)
+        _check((self.noise_multiplier is None) != (self.target_epsilon is None), "noise_multiplier",
+               "give exactly one of noise_multiplier and target_epsilon")
+        if self.noise_multiplier is not None:
+            _number(self.noise_multiplier, "noise_multiplier", 0)
+        if self.target_epsilon is not None:
+            _number(self.target_epsilon, "target_epsilon", 0, low_open=True)
+        _number(self.delta, "delta", 0, 1, low_open=True, high_open=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompressionConfig:
+    """How a worker's update is encoded for the (slow) upload."""
+
+    method: str = "none"
+    bits: int = 8
+    topk_fraction: float = 0.01
+    error_feedback: bool = True
+
+    def __post_init__(self):
+        _choice(self.method, "compression", COMPRESSIONS)
+        _check(self.bits in QUANTIZE_BITS and not isinstance(self.bits, bool), "bits",
+               f"unsupported bit width {self.bits!r}; allowed: {', '.join(map(str, QUANTIZE_BITS))}")
+        _number(self.topk_fraction, "topk_fraction", 0, 1, low_open=True)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     """Everything one run depends on, plus the seed for every random choice."""
@@ -166,11 +210,21 @@ class ExperimentConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     plan: TrainPlan = field(default_factory=TrainPlan)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    dp: DPConfig | None = None
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    secure_aggregation: bool = False
     seed: int = 0
 
     def __post_init__(self):
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                "seed", f"must be an integer >= 0 (got {self.seed!r})")
+        fed = self.federation
+        extras = [name for name, on in (("dp", self.dp is not None),
+                                        ("compression", self.compression.method != "none"),
+                                        ("secure_aggregation", self.secure_aggregation)) if on]
+        if extras and (fed.algorithm != "fedavg" or fed.aggregator != "fedavg"):
+            raise ConfigError(extras[0], "works with algorithm='fedavg' and aggregator='fedavg' "
+                              f"only (got {fed.algorithm!r} / {fed.aggregator!r})")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

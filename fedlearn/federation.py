@@ -30,6 +30,7 @@ from tqdm import tqdm
 from fedlearn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.models import build_model
+from fedlearn.pipeline import UpdatePipeline
 from fedlearn.rounds import derive_seed, fedavg_round, fedsgd_round  # noqa: F401 (re-export)
 from fedlearn.training import evaluate
 from fedlearn.updates import detached_cpu_state
@@ -92,6 +93,19 @@ class FederatedServer:
             raise ConfigError("min_updates", f"{fed.min_updates} is more than the {per_round} "
                               f"workers asked each round ({len(self.workers)} workers, "
                               f"fraction {fed.fraction})")
+        remote = [w.name for w in self.workers if getattr(w, "remote", False)]
+        if config.secure_aggregation and per_round < 2:
+            raise ConfigError("secure_aggregation", "needs at least 2 workers per round: with "
+                              f"one, the sum is that worker's update ({per_round} asked)")
+        if remote and (config.secure_aggregation or config.compression.method != "none"):
+            raise ConfigError("secure_aggregation" if config.secure_aggregation else "compression",
+                              "must run inside each Datasite's approved code, which the PySyft "
+                              f"backend does not do yet (remote workers: {', '.join(remote)}); "
+                              "use in-process workers")
+        extras = (config.dp is not None or config.secure_aggregation
+                  or config.compression.method != "none")
+        self.pipeline = (UpdatePipeline(config, num_workers=len(self.workers), per_round=per_round)
+                         if extras else None)
         if fed.aggregator == "krum" and per_round < 2 * fed.krum_byzantine + 3:
             raise ConfigError("aggregator", f"krum with krum_byzantine={fed.krum_byzantine} "
                               f"needs at least {2 * fed.krum_byzantine + 3} workers per round; "
@@ -141,7 +155,8 @@ class FederatedServer:
                       "train_loss": {}, "examples": {}, "bytes_down": {}, "bytes_up": {},
                       "failed": {}, "rejected": {}, "skipped": False}
             if fed.algorithm == "fedavg":
-                outcome = fedavg_round(chosen, self.weights, plan, fed, seed, round_, record)
+                outcome = fedavg_round(chosen, self.weights, plan, fed, seed, round_, record,
+                                       self.pipeline)
             else:
                 outcome = fedsgd_round(chosen, self.weights, self.velocity, plan, fed, seed,
                                        round_, record, self.progress)
@@ -172,7 +187,10 @@ class FederatedServer:
         return {"fingerprint": self.config.fingerprint(), "workers": self.names,
                 "round": self.round, "weights": detached_cpu_state(self.weights),
                 "velocity": detached_cpu_state(self.velocity),
-                "history": json.dumps(self.history), "config": json.dumps(self.config.to_dict())}
+                "history": json.dumps(self.history), "config": json.dumps(self.config.to_dict()),
+                "pipeline": self.pipeline.state_dict() if self.pipeline else {},
+                # kept apart: in a deployment this stays on each worker's device
+                "simulated_clients": self.pipeline.client_state_dict() if self.pipeline else {}}
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         if state["fingerprint"] != self.config.fingerprint() or list(state["workers"]) != self.names:
@@ -182,6 +200,8 @@ class FederatedServer:
         self.weights = {k: v.to(self.device) for k, v in state["weights"].items()}
         self.velocity = {k: v.to(self.device) for k, v in state["velocity"].items()}
         self.history = json.loads(state["history"])
+        if self.pipeline is not None:
+            self.pipeline.load_state_dict(state["pipeline"], state["simulated_clients"])
 
 
 def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Tensor,

@@ -95,19 +95,33 @@ def checked_fit(worker, weights, plan: TrainPlan, fed: FederationConfig, record:
     return update
 
 
-def fedavg_round(chosen, weights, plan, fed, seed, round_, record):
-    """Every chosen worker trains locally; the valid updates are aggregated."""
-    updates = []
+def fedavg_round(chosen, weights, plan, fed, seed, round_, record, pipeline=None):
+    """Every chosen worker trains locally; the valid updates are aggregated.
+
+    With a :class:`fedlearn.pipeline.UpdatePipeline`, updates are clipped,
+    compressed and masked on their way and noised after aggregation.
+    """
+    arrived = []
     for i, worker in chosen:
         update = checked_fit(worker, weights, plan, fed, record,
                              seed=derive_seed(seed, round_, i))
-        if update is not None:
-            record["train_loss"][worker.name] = update.metrics.get("loss")
-            record["examples"][worker.name] = update.num_examples
-            updates.append(update)
-    if len(updates) < fed.min_updates:
+        if update is None:
+            continue
+        record["train_loss"][worker.name] = update.metrics.get("loss")
+        record["examples"][worker.name] = update.num_examples
+        delta = update.delta
+        if pipeline is not None:
+            wire = torch.Generator().manual_seed(derive_seed(seed, round_, 10_000 + i))
+            delta, record["bytes_up"][worker.name] = pipeline.upload(worker.name, delta, wire)
+        arrived.append(Update(worker.name, delta, update.num_examples, update.metrics))
+    if len(arrived) < fed.min_updates:
         return None
-    return apply_delta(weights, aggregate(updates, fed))
+    if pipeline is None:
+        return apply_delta(weights, aggregate(arrived, fed))
+    noise = torch.Generator().manual_seed(derive_seed(seed, round_, 2 ** 31))
+    combined = pipeline.combine([(u.worker, u.delta, u.num_examples) for u in arrived],
+                                [w.name for _, w in chosen], weights, round_, noise, record)
+    return apply_delta(weights, combined)
 
 
 def fedsgd_round(chosen, weights, velocity, plan, fed, seed, round_, record, progress):

@@ -123,7 +123,7 @@ def test_server_state_holds_no_single_worker_update(synthetic):
     server.step()
     state = server.state_dict()
     assert set(state) == {"fingerprint", "workers", "round", "weights", "velocity", "history",
-                          "config"}
+                          "config", "pipeline", "simulated_clients"}
     assert "delta" not in state["history"]
 
 

@@ -13,7 +13,7 @@ NOTEBOOK = REPO / "Federated_Learning.ipynb"
 
 def smoke_parameters(tmp_path, mnist_dir, **extra):
     return {"IMAGES_PER_OWNER": 1500, "TEST_IMAGES": 1000, "ROUNDS": 2, "BATCH_SIZE": 32,
-            "FEDSGD_ROUNDS": 1, "DATA_DIR": mnist_dir, "FIGURES_DIR": str(tmp_path / "figures"),
+            "FEDSGD_ROUNDS": 1, "ROBUST_TRAIN_SIZE": 2000, "ROBUST_ROUNDS": 1, "DATA_DIR": mnist_dir, "FIGURES_DIR": str(tmp_path / "figures"),
             "RESULTS_PATH": str(tmp_path / "results.json"), **extra}
 
 

@@ -1,0 +1,70 @@
+import math
+
+import pytest
+import torch
+
+from fedlearn.compression import (UpdateCompressor, densify, dequantize, payload_nbytes, quantize,
+                                  topk_sparsify)
+from fedlearn.config import CompressionConfig, ConfigError
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_quantization_error_is_bounded_by_one_level(bits):
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    q = quantize(x, bits, torch.Generator().manual_seed(1))
+    step = (x.max() - x.min()) / (2 ** bits - 1)
+    assert (dequantize(q, x.shape) - x).abs().max() <= step + 1e-6
+    assert q["codes"].max() <= 2 ** bits - 1
+
+
+def test_quantization_is_unbiased():
+    x = torch.tensor([0.0, 0.3, 1.0])
+    g = torch.Generator().manual_seed(0)
+    mean = torch.stack([dequantize(quantize(x, 1, g), x.shape) for _ in range(4000)]).mean(0)
+    assert torch.allclose(mean, x, atol=0.03)
+
+
+def test_topk_keeps_the_largest():
+    s = topk_sparsify(torch.tensor([0.1, -5.0, 0.2, 3.0]), 0.5)
+    assert sorted(s["indices"].tolist()) == [1, 3]
+    assert densify(s, (4,)).tolist() == [0.0, -5.0, 0.0, 3.0]
+
+
+def test_error_feedback_bookkeeping():
+    c = UpdateCompressor(CompressionConfig(method="topk", topk_fraction=0.25))
+    g = torch.Generator()
+    first = {"w": torch.tensor([1.0, 2.0, 3.0, 4.0])}
+    sent = UpdateCompressor.decode(c.encode(first, g), first)
+    assert sent["w"].tolist() == [0.0, 0.0, 0.0, 4.0]
+    assert c.residual["w"].tolist() == [1.0, 2.0, 3.0, 0.0]  # sent + residual == input
+    second = {"w": torch.tensor([0.0, 0.0, 0.5, 0.0])}
+    sent = UpdateCompressor.decode(c.encode(second, g), second)
+    assert sent["w"].tolist() == [0.0, 0.0, 3.5, 0.0]  # the residual made coordinate 2 win
+    assert c.residual["w"].tolist() == [1.0, 2.0, 0.0, 0.0]
+    restored = UpdateCompressor(c.config)
+    restored.load_state_dict(c.state_dict())
+    assert torch.equal(restored.residual["w"], c.residual["w"])
+
+
+def test_byte_counts_equal_the_payload_sizes():
+    delta = {"a": torch.randn(100, 7), "b": torch.randn(13)}
+    g = torch.Generator().manual_seed(0)
+    for bits in (8, 4):
+        payload = UpdateCompressor(CompressionConfig(method="quantize", bits=bits)).encode(delta, g)
+        packed = sum(math.ceil(p["codes"].numel() * bits / 8) + 8 for p in payload.values())
+        assert payload_nbytes(payload, bits) == packed
+    assert payload_nbytes({k: quantize(v, 8, g) for k, v in delta.items()}, 8) == sum(
+        t.numel() * t.element_size() for p in
+        {k: quantize(v, 8, g) for k, v in delta.items()}.values() for t in p.values())
+    sparse = UpdateCompressor(CompressionConfig(method="topk", topk_fraction=0.1)).encode(delta, g)
+    assert payload_nbytes(sparse) == (70 + 2) * 8  # int32 index + float32 value each
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    ({"method": "zip"}, "compression"), ({"bits": 3}, "bits"), ({"bits": 16}, "bits"),
+    ({"topk_fraction": 0.0}, "topk_fraction"), ({"topk_fraction": 1.5}, "topk_fraction"),
+])
+def test_bad_compression_settings(kwargs, argument):
+    with pytest.raises(ConfigError) as info:
+        CompressionConfig(**kwargs)
+    assert info.value.argument == argument
