@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from fedlearn.checkpoint import CheckpointError
-from fedlearn.config import (AGGREGATORS, ALGORITHMS, DEVICES, MODELS, ON_TOO_FEW, PARTITIONS,
-                             ConfigError, DataConfig, ExperimentConfig, FederationConfig,
-                             PartitionConfig, TrainPlan)
+from fedlearn.config import (AGGREGATORS, ALGORITHMS, COMPRESSIONS, DEVICES, MODELS, ON_TOO_FEW,
+                             PARTITIONS, CompressionConfig, ConfigError, DataConfig, DPConfig,
+                             ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan)
 from fedlearn.data import DataError
 
 # config field -> the flag a user typed
@@ -27,6 +27,10 @@ FLAGS = {"workers": "--workers", "partition": "--partition", "alpha": "--alpha",
          "krum_byzantine": "--krum-byzantine", "max_update_norm": "--max-update-norm",
          "min_updates": "--min-updates", "round_timeout": "--round-timeout",
          "on_too_few": "--on-too-few", "max_retries": "--max-retries",
+         "clip_norm": "--clip-norm", "noise_multiplier": "--noise-multiplier",
+         "target_epsilon": "--target-epsilon", "delta": "--delta", "compression": "--compression",
+         "bits": "--bits", "topk_fraction": "--topk-fraction",
+         "secure_aggregation": "--secure-aggregation", "dp": "--noise-multiplier",
          "test_size": "--test-size", "out_dir": "--out", "resume": "--resume"}
 
 EPILOG = """examples:
@@ -104,6 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a round with too few updates is retried with a fresh sample, "
                              "skipped, or stops the run (default: retry)")
     faults.add_argument("--max-retries", type=int, default=2, help="(default: 2)")
+    private = train.add_argument_group("privacy and communication")
+    private.add_argument("--noise-multiplier", type=float, default=None, metavar="Z",
+                         help="turn on DP-FedAvg: clip updates to --clip-norm, server adds "
+                              "N(0, (Z*C/m)^2) to the average")
+    private.add_argument("--target-epsilon", type=float, default=None, metavar="EPS",
+                         help="turn on DP-FedAvg with the noise that spends EPS over the run")
+    private.add_argument("--clip-norm", type=float, default=1.0, metavar="C",
+                         help="L2 bound on each update under DP (default: 1.0)")
+    private.add_argument("--delta", type=float, default=1e-5, help="DP delta (default: 1e-5)")
+    private.add_argument("--compression", default="none",
+                         metavar="{" + ",".join(COMPRESSIONS) + "}",
+                         help="encode uploads: quantize (stochastic, --bits) or topk "
+                              "(--topk-fraction, with error feedback) (default: none)")
+    private.add_argument("--bits", type=int, default=8, help="quantization bits: 1, 2, 4, 8")
+    private.add_argument("--topk-fraction", type=float, default=0.01,
+                         help="share of coordinates top-k sends (default: 0.01)")
+    private.add_argument("--no-error-feedback", action="store_true",
+                         help="top-k without the residual kept across rounds")
+    private.add_argument("--secure-aggregation", action="store_true",
+                         help="pairwise masking: the server learns only the sum")
     run = train.add_argument_group("data, output and reproducibility")
     run.add_argument("--seed", type=int, default=0, help="seed for every random choice "
                      "(default: 0)")
@@ -140,6 +164,13 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                                     min_updates=args.min_updates,
                                     round_timeout=args.round_timeout,
                                     on_too_few=args.on_too_few, max_retries=args.max_retries),
+        dp=(DPConfig(clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
+                     target_epsilon=args.target_epsilon, delta=args.delta)
+            if args.noise_multiplier is not None or args.target_epsilon is not None else None),
+        compression=CompressionConfig(method=args.compression, bits=args.bits,
+                                      topk_fraction=args.topk_fraction,
+                                      error_feedback=not args.no_error_feedback),
+        secure_aggregation=args.secure_aggregation,
         seed=args.seed)
 
 

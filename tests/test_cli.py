@@ -50,6 +50,18 @@ BAD = [
     (["--target-accuracy", "99"], "--target-accuracy"),
     (["--out", "/proc/forbidden"], "--out"),
     (["--resume"], "--resume"),
+    (["--target-epsilon", "0"], "--target-epsilon"),
+    (["--noise-multiplier", "-1"], "--noise-multiplier"),
+    (["--noise-multiplier", "1", "--delta", "1.5"], "--delta"),
+    (["--noise-multiplier", "1", "--clip-norm", "0"], "--clip-norm"),
+    (["--noise-multiplier", "1", "--target-epsilon", "2"], "--noise-multiplier"),
+    (["--compression", "topk", "--topk-fraction", "0"], "--topk-fraction"),
+    (["--compression", "quantize", "--bits", "3"], "--bits"),
+    (["--compression", "gzip"], "--compression"),
+    (["--secure-aggregation", "--workers", "bob"], "--secure-aggregation"),
+    (["--aggregator", "median", "--secure-aggregation"], "--secure-aggregation"),
+    (["--round-timeout", "-3"], "--round-timeout"),
+    (["--min-updates", "3"], "--min-updates"),
 ]
 
 
