@@ -12,14 +12,13 @@ and seconds each needs to reach the target accuracy, and the peak memory.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from common import write_results
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, TrainPlan
 from fedlearn.data import load_mnist
 from fedlearn.federation import FederatedServer
@@ -107,9 +106,7 @@ def main(argv=None):
           f"{result['centralized_seconds_to_target']} s\n"
           f"final accuracy: federated {result['final_federated_accuracy']:.4f}, centralized "
           f"{result['final_centralized_accuracy']:.4f}\npeak memory {peak_mb:.0f} MB")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_results(args.json, result)
     return result
 
 

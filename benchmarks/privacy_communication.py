@@ -11,10 +11,9 @@ delta = 1e-5 for several noise multipliers.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-from pathlib import Path
 
+from common import write_results
 from fedlearn.config import (CompressionConfig, DataConfig, DPConfig, ExperimentConfig,
                              FederationConfig, PartitionConfig)
 from fedlearn.data import load_mnist
@@ -75,9 +74,7 @@ def main(argv=None):
         print(f"DP-FedAvg z={z:<4} after {args.dp_rounds} rounds: accuracy "
               f"{history[-1]['test_accuracy']:.4f}, epsilon {history[-1]['epsilon']:.2f} "
               f"(delta 1e-5)", flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_results(args.json, out)
     return out
 
 

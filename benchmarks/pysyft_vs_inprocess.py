@@ -11,12 +11,11 @@ every round: the two backends must stay identical.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
-from pathlib import Path
 
+from common import write_results
 from fedlearn.backends.pysyft import launch_syft_workers
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig
 from fedlearn.data import load_mnist, to_uint8
@@ -76,9 +75,7 @@ def main(argv=None):
           f"{result['ratio_of_means']:.3f}\nmax |weight diff| {result['max_abs_weight_diff']:.1e}"
           f", final accuracy {result['final_accuracy']:.4f}, peak memory of this process "
           f"{result['peak_memory_mb']:.0f} MB")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_results(args.json, result)
     return result
 
 

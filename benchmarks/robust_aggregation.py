@@ -10,9 +10,8 @@ honest and under each attack, with the same seed.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
+from common import write_results
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, PartitionConfig
 from fedlearn.data import load_mnist
 from fedlearn.federation import run_federation
@@ -53,11 +52,9 @@ def main(argv=None):
     print(f"{'rule':14s}" + "".join(f"{a:>12s}" for a in ATTACKS))
     for rule in RULES:
         print(f"{rule:14s}" + "".join(f"{results[f'{a}/{rule}'][-1]:12.2%}" for a in ATTACKS))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "command": "python benchmarks/robust_aggregation.py " + " ".join(argv or []),
-            "accuracy_per_round": results}, indent=1))
+    write_results(args.json, {
+        "command": "python benchmarks/robust_aggregation.py " + " ".join(argv or []),
+        "accuracy_per_round": results})
     return results
 
 

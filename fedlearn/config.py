@@ -187,6 +187,20 @@ class DPConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DPSGDConfig:
+    """Sample-level DP-SGD inside each worker (Opacus): per-sample clipping plus noise."""
+
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+
+    def __post_init__(self):
+        _number(self.noise_multiplier, "dp_sgd_noise", 0)
+        _number(self.max_grad_norm, "dp_sgd_clip", 0, low_open=True)
+        _number(self.delta, "delta", 0, 1, low_open=True, high_open=True)
+
+
+@dataclass(frozen=True, kw_only=True)
 class CompressionConfig:
     """How a worker's update is encoded for the (slow) upload."""
 

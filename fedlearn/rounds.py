@@ -109,6 +109,8 @@ def fedavg_round(chosen, weights, plan, fed, seed, round_, record, pipeline=None
             continue
         record["train_loss"][worker.name] = update.metrics.get("loss")
         record["examples"][worker.name] = update.num_examples
+        if "epsilon" in update.metrics:  # a DP-SGD worker's own, cumulative epsilon
+            record.setdefault("worker_epsilon", {})[worker.name] = update.metrics["epsilon"]
         delta = update.delta
         if pipeline is not None:
             wire = torch.Generator().manual_seed(derive_seed(seed, round_, 10_000 + i))

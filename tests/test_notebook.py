@@ -13,7 +13,7 @@ NOTEBOOK = REPO / "Federated_Learning.ipynb"
 
 def smoke_parameters(tmp_path, mnist_dir, **extra):
     return {"IMAGES_PER_OWNER": 1500, "TEST_IMAGES": 1000, "ROUNDS": 2, "BATCH_SIZE": 32,
-            "FEDSGD_ROUNDS": 1, "ROBUST_TRAIN_SIZE": 2000, "ROBUST_ROUNDS": 1, "DATA_DIR": mnist_dir, "FIGURES_DIR": str(tmp_path / "figures"),
+            "FEDSGD_ROUNDS": 1, "ROBUST_TRAIN_SIZE": 2000, "ROBUST_ROUNDS": 1, "PRIVACY_TRAIN_SIZE": 2000, "PRIVACY_ROUNDS": 1, "DATA_DIR": mnist_dir, "FIGURES_DIR": str(tmp_path / "figures"),
             "RESULTS_PATH": str(tmp_path / "results.json"), **extra}
 
 
@@ -33,6 +33,12 @@ def test_notebook_runs_end_to_end_with_pysyft(tmp_path, mnist_dir):
     assert results["max_abs_weight_diff"] <= 1e-6
     assert results["final_test_accuracy"] == results["inprocess_final_test_accuracy"]
     assert results["fedsgd_test_accuracy"] > 0.5
+    comm = results["communication"]
+    assert comm["float32"]["upload_MB_per_round"] / comm["8-bit"]["upload_MB_per_round"] >= 3.9
+    assert comm["float32"]["upload_MB_per_round"] / comm["top-k 1%"]["upload_MB_per_round"] >= 30
+    assert results["dp_epsilon"] > 0
+    assert set(results["robust_demo"]) == {"FedAvg, all honest", "FedAvg, owner e sends noise",
+                                           "median, owner e sends noise"}
     for name in ("learning_curve", "confusion_matrix", "test_predictions", "label_histograms"):
         assert (tmp_path / "figures" / f"notebook_{name}.png").stat().st_size > 5000
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])

@@ -1,0 +1,101 @@
+"""Sample-level differential privacy at each worker: DP-SGD through Opacus.
+
+Abadi et al. 2016, "Deep Learning with Differential Privacy": per-sample
+gradients are clipped to ``max_grad_norm``, Gaussian noise of std
+``noise_multiplier * max_grad_norm`` is added to their sum, and batches are drawn
+by Poisson sampling. Opacus does all three and its RDP accountant tracks epsilon.
+
+Each :class:`DPSGDWorker` keeps ONE PrivacyEngine — one accountant — for the
+whole run, so its epsilon grows with every round it trains (building a new
+engine per round would report one round's epsilon only). Opacus wraps the model
+(state-dict keys gain a ``_module.`` prefix); the worker loads and returns the
+plain inner model's weights, so wrapped keys never reach aggregation.
+
+opacus is imported here only, when a DP-SGD worker is created.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from fedlearn.config import DPSGDConfig, TrainPlan
+from fedlearn.models import build_model
+from fedlearn.updates import Update
+
+
+class DPSGDWorker:
+    """``DPSGDWorker("bob", x, y, model="tutorial_cnn", dp=DPSGDConfig(...))``."""
+
+    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, *, model: str,
+                 dp: DPSGDConfig, device: str | torch.device = "cpu"):
+        self.name = name
+        self._dp = dp
+        self._device = torch.device(device)
+        self.__x, self.__y = x.to(self._device), y.to(self._device)
+        self._model_name = model
+        self._engine = self._module = self._optimizer = self._loader = None
+        self._plan = None
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.__y)
+
+    def _make_private(self, plan: TrainPlan) -> None:
+        from opacus import PrivacyEngine
+
+        module = build_model(self._model_name).to(self._device)
+        optimizer = torch.optim.SGD(module.parameters(), lr=plan.lr, momentum=plan.momentum,
+                                    weight_decay=plan.weight_decay)
+        dataset = torch.utils.data.TensorDataset(self.__x, self.__y)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=plan.batch_size)
+        self._engine = PrivacyEngine(accountant="rdp")
+        self._module, self._optimizer, self._loader = self._engine.make_private(
+            module=module, optimizer=optimizer, data_loader=loader,
+            noise_multiplier=self._dp.noise_multiplier, max_grad_norm=self._dp.max_grad_norm,
+            poisson_sampling=True)
+        self._plan = plan
+
+    def epsilon(self) -> float:
+        if self._engine is None:
+            return 0.0
+        return float(self._engine.get_epsilon(self._dp.delta))
+
+    def fit(self, weights: Mapping[str, torch.Tensor], plan: TrainPlan, *, seed: int,
+            batches: tuple[int, int] | None = None) -> Update:
+        if batches is not None:
+            raise NotImplementedError("DP-SGD workers train whole epochs (FedAvg), not single hops")
+        if self._engine is None:
+            self._make_private(plan)
+        elif plan != self._plan:
+            raise ValueError(f"{self.name}: the plan must stay the same for the whole run: "
+                             "the DP-SGD accountant was set up with the first one")
+        inner = self._module._module  # the plain model inside Opacus's GradSampleModule
+        inner.load_state_dict(weights)
+        self._optimizer.original_optimizer.state.clear()  # no momentum carried across rounds
+        loss_sum, seen = 0.0, 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # Poisson sampling and the noise draw from this
+            self._module.train()
+            for _ in range(plan.epochs):
+                for xb, yb in self._loader:
+                    if len(yb) == 0:  # Poisson sampling can draw an empty batch
+                        continue
+                    self._optimizer.zero_grad(set_to_none=True)
+                    loss = F.cross_entropy(self._module(xb), yb)
+                    loss.backward()
+                    self._optimizer.step()
+                    loss_sum += loss.item() * len(yb)
+                    seen += len(yb)
+        delta = {k: v.detach() - weights[k].to(v.device) for k, v in inner.state_dict().items()}
+        metrics = {"loss": loss_sum / max(seen, 1), "examples": seen, "epsilon": self.epsilon()}
+        # the FedAvg weight is the data size times epochs, not the random Poisson count
+        return Update(self.name, delta, plan.epochs * self.num_examples, metrics)
+
+    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
+        from fedlearn.training import evaluate
+
+        model = build_model(self._model_name).to(self._device)
+        model.load_state_dict(weights)
+        return evaluate(model, self.__x, self.__y)

@@ -1,0 +1,53 @@
+"""DP-SGD at the workers through Opacus: one accountant per worker for the whole run."""
+import pytest
+import torch
+
+from fedlearn.config import ConfigError, DPSGDConfig, ExperimentConfig, FederationConfig, TrainPlan
+from fedlearn.dp_sgd import DPSGDWorker
+from fedlearn.federation import run_federation
+
+
+def test_each_worker_keeps_one_accountant_and_clean_keys(synthetic):
+    x, y = synthetic
+    dp = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0)
+    workers = [DPSGDWorker("bob", x[:100], y[:100], model="mlp2nn", dp=dp),
+               DPSGDWorker("alice", x[100:], y[100:], model="mlp2nn", dp=dp)]
+    cfg = ExperimentConfig(plan=TrainPlan(batch_size=20, lr=0.1, momentum=0.0),
+                           federation=FederationConfig(model="mlp2nn", rounds=3, device="cpu"))
+    result = run_federation(workers, cfg, x, y)
+    eps = [h["worker_epsilon"]["bob"] for h in result.history]
+    assert 0 < eps[0] < eps[1] < eps[2]  # grows: never reset per round
+    assert set(result.weights) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
+                                   "fc3.weight", "fc3.bias"}  # no "_module." keys
+    assert all(torch.isfinite(v).all() for v in result.weights.values())
+    assert result.history[-1]["examples"] == {"bob": 100, "alice": 100}
+
+
+def test_dp_sgd_is_seeded(synthetic):
+    x, y = synthetic
+    dp = DPSGDConfig(noise_multiplier=0.5)
+    plan = TrainPlan(batch_size=20, lr=0.1, momentum=0.0)
+    from fedlearn.models import build_model
+    w = build_model("mlp2nn", seed=0).state_dict()
+    a = DPSGDWorker("bob", x, y, model="mlp2nn", dp=dp).fit(w, plan, seed=3)
+    b = DPSGDWorker("bob", x, y, model="mlp2nn", dp=dp).fit(w, plan, seed=3)
+    assert all(torch.equal(a.delta[k], b.delta[k]) for k in w)
+
+
+def test_plan_must_not_change_mid_run(synthetic):
+    x, y = synthetic
+    from fedlearn.models import build_model
+    w = build_model("mlp2nn", seed=0).state_dict()
+    worker = DPSGDWorker("bob", x, y, model="mlp2nn", dp=DPSGDConfig())
+    worker.fit(w, TrainPlan(batch_size=20, momentum=0.0), seed=0)
+    with pytest.raises(ValueError, match="same for the whole run"):
+        worker.fit(w, TrainPlan(batch_size=40, momentum=0.0), seed=0)
+
+
+@pytest.mark.parametrize("kwargs,argument", [({"noise_multiplier": -1}, "dp_sgd_noise"),
+                                             ({"max_grad_norm": 0}, "dp_sgd_clip"),
+                                             ({"delta": 1.0}, "delta")])
+def test_bad_dp_sgd_settings(kwargs, argument):
+    with pytest.raises(ConfigError) as info:
+        DPSGDConfig(**kwargs)
+    assert info.value.argument == argument
