@@ -63,7 +63,7 @@ def main(argv=None):
         row["time_ratio"] = row["train_seconds_per_round"] / base["train_seconds_per_round"]
 
     clients = tuple(f"client{i:03d}" for i in range(100))
-    for z in args.noise:
+    for z in args.noise if args.dp_rounds > 0 else []:
         config = ExperimentConfig(partition=PartitionConfig(workers=clients),
                                   federation=FederationConfig(rounds=args.dp_rounds, fraction=0.1,
                                                               device="cpu"),

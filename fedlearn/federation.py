@@ -51,8 +51,8 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but no CUDA device is available; "
-                         "use 'auto' or 'cpu'")
+        raise ConfigError("device", "'cuda' was asked for but no CUDA device is available; "
+                          "use 'auto' or 'cpu'")
     return torch.device(device)
 
 
@@ -62,9 +62,13 @@ def select_workers(num_workers: int, fraction: float, seed: int, round_: int,
 
     A retried round (``attempt`` > 0) draws a fresh sample.
     """
-    m = max(1, int(round(fraction * num_workers)))
     rng = np.random.default_rng([seed, round_, attempt, 0x5E1EC7])
+    m = workers_per_round(num_workers, fraction)
     return sorted(rng.choice(num_workers, size=m, replace=False).tolist())
+
+
+def workers_per_round(num_workers: int, fraction: float) -> int:
+    return max(1, int(round(fraction * num_workers)))
 
 
 def initial_weights(config: ExperimentConfig, device: torch.device) -> dict[str, torch.Tensor]:
@@ -88,7 +92,7 @@ class FederatedServer:
         self.workers = list(workers)
         self.config = config
         fed = config.federation
-        per_round = max(1, int(round(fed.fraction * len(self.workers))))
+        per_round = workers_per_round(len(self.workers), fed.fraction)
         if fed.min_updates > per_round:
             raise ConfigError("min_updates", f"{fed.min_updates} is more than the {per_round} "
                               f"workers asked each round ({len(self.workers)} workers, "
