@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser(
         "train", help="train a model with federated learning",
-        description="Train the tutorial CNN (or another model) on MNIST split between data "
-                    "owners ('workers'). Each round the server sends the global weights to the "
-                    "workers, they train on their own data, and the server averages what comes "
+        description="Train the tutorial CNN (or another model) on MNIST split between data\n"
+                    "owners ('workers'). Each round the server sends the global weights to the\n"
+                    "workers, they train on their own data, and the server averages what comes\n"
                     "back (FedAvg). Writes history.json, model.pt and learning_curve.png.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     who = train.add_argument_group("who holds the data")

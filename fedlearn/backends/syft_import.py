@@ -1,0 +1,57 @@
+"""Importing syft 0.9.5 — or saying clearly why it cannot be — and one workaround for it.
+
+Kept apart from the backend so that the only place that imports syft is small
+and easy to audit.
+"""
+from __future__ import annotations
+
+SYFT_VERSION = "0.9.5"
+
+
+class SyftUnavailableError(ImportError):
+    """syft 0.9.5 is not installed (or cannot be on this Python)."""
+
+
+def require_syft():
+    """Import syft 0.9.5 or raise a clear error saying how to get it or what to do instead."""
+    try:
+        import syft
+    except Exception as exc:  # ModuleNotFoundError, or e.g. sniffio missing inside kr8s
+        raise SyftUnavailableError(
+            f"the PySyft backend needs syft=={SYFT_VERSION} ({type(exc).__name__}: {exc}). "
+            "Install it on Python 3.10-3.12 with: pip install 'syft==0.9.5' sniffio — or use "
+            "the in-process workers (fedlearn.workers.VirtualWorker), which need no PySyft."
+        ) from exc
+    if syft.__version__ != SYFT_VERSION:
+        raise SyftUnavailableError(
+            f"the PySyft backend needs syft=={SYFT_VERSION}, the last Datasite-API release; "
+            f"found {syft.__version__} (0.10 is a different product). Install syft==0.9.5.")
+    _skip_bytes_in_attribute_walk()
+    return syft
+
+
+def _skip_bytes_in_attribute_walk() -> None:
+    """Work around a syft 0.9.5 slowdown without changing what it does.
+
+    After every service call syft walks the result to attach client attributes
+    to nested SyftObjects (``attach_attribute_to_syft_object``). ``bytes`` is a
+    ``Sequence``, so serialized blobs (the weights, the asset's bytes) are walked
+    one byte at a time: about 2 s of pure Python per training call at 30,000
+    images. Bytes and strings cannot contain SyftObjects, so skipping them gives
+    the same result. 0.9.5 is frozen; no upstream fix is coming.
+    """
+    import syft.service.service as service
+    import syft.types.syft_object as syft_object
+
+    original = syft_object.attach_attribute_to_syft_object
+    if getattr(original, "_fedlearn_patched", False):
+        return
+
+    def attach_attribute_to_syft_object(result, attr_dict):
+        if isinstance(result, (bytes, bytearray, memoryview, str)):
+            return None
+        return original(result, attr_dict)
+
+    attach_attribute_to_syft_object._fedlearn_patched = True
+    syft_object.attach_attribute_to_syft_object = attach_attribute_to_syft_object  # recursion
+    service.attach_attribute_to_syft_object = attach_attribute_to_syft_object  # its caller
