@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fedlearn.data import MNIST_MEAN, MNIST_STD
 
@@ -27,6 +28,7 @@ def learning_curve(histories: Mapping[str, Sequence[dict]], *, x: str = "round",
     acc_ax.set(xlabel=x, ylabel="test accuracy (%)", title=title)
     loss_ax.set(xlabel=x, ylabel="test loss", title="Test loss per round", yscale="log")
     for ax in (acc_ax, loss_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     return fig
