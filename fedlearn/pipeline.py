@@ -19,7 +19,7 @@ import torch
 from fedlearn.aggregation import fedavg
 from fedlearn.compression import UpdateCompressor, payload_nbytes
 from fedlearn.config import ExperimentConfig
-from fedlearn.privacy import CentralPrivacy, add_gaussian_noise, clip_update, dp_average, noise_std
+from fedlearn.privacy import CentralPrivacy, clip_update, dp_average
 from fedlearn.secagg import MaskingClient, decode_fixed, flatten, remove_revealed, sum_masked, unflatten
 from fedlearn.updates import state_nbytes
 
@@ -60,11 +60,7 @@ class UpdatePipeline:
         else:
             aggregate = fedavg([a[1] for a in arrived], [a[2] for a in arrived])
         if self.privacy is not None:
-            std = noise_std(self.privacy.noise_multiplier, self.privacy.config.clip_norm,
-                            len(selected))
-            aggregate = add_gaussian_noise(aggregate, std, generator)
-            self.privacy.accountant.step(noise_multiplier=self.privacy.noise_multiplier,
-                                         sample_rate=self.privacy.sample_rate)
+            aggregate = self.privacy.add_noise(aggregate, len(selected), generator)
             record["epsilon"] = self.privacy.epsilon()
             record["noise_multiplier"] = self.privacy.noise_multiplier
         return aggregate

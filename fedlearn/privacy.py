@@ -13,18 +13,14 @@ the run's accountant and its state for checkpoints.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
 
 from fedlearn.config import DPConfig
+from fedlearn.robust import update_norm as global_norm  # noqa: F401 (the one L2 norm)
 
 State = Mapping[str, torch.Tensor]
-
-
-def global_norm(update: State) -> float:
-    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in update.values()))
 
 
 def clip_update(update: State, max_norm: float) -> tuple[dict[str, torch.Tensor], float]:
@@ -79,11 +75,9 @@ class CentralPrivacy:
                                                              sample_rate, rounds)
         self.accountant = RDPAccountant()
 
-    def privatize(self, updates: Sequence[State], num_sampled: int,
+    def add_noise(self, average: State, num_sampled: int,
                   generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Clip each update, average over ``num_sampled``, add noise, count the step."""
-        clipped = [clip_update(u, self.config.clip_norm)[0] for u in updates]
-        average = dp_average(clipped, num_sampled)
+        """Noise the average of ``num_sampled`` clipped updates and count the round."""
         std = noise_std(self.noise_multiplier, self.config.clip_norm, num_sampled)
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
         return add_gaussian_noise(average, std, generator)

@@ -78,9 +78,8 @@ def checked_fit(worker, weights, plan: TrainPlan, fed: FederationConfig, record:
     except Exception as exc:  # a worker's failure must not end the run
         record["failed"][name] = f"{type(exc).__name__}: {exc}"
         return None
-    steps = 1 if batches is not None else plan.epochs
-    try:
-        bound = steps * worker.num_examples if batches is None else plan.batch_size
+    try:  # a full pass sees at most epochs x its data; one hop at most one batch
+        bound = plan.epochs * worker.num_examples if batches is None else plan.batch_size
     except Exception:  # a worker that cannot say its size gets no bound
         bound = None
     delta = getattr(update, "delta", None)

@@ -141,7 +141,7 @@ class Datasite:
 class SyftWorker:
     """The data scientist's handle on one Datasite, with the fedlearn worker interface."""
 
-    remote = True  # the federation loop may call remote workers concurrently
+    remote = True  # work that must run inside the approved code is refused for it
 
     def __init__(self, name: str, client):
         self.name = name
