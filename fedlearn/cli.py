@@ -13,6 +13,7 @@ from fedlearn.checkpoint import CheckpointError
 from fedlearn.config import (AGGREGATORS, ALGORITHMS, COMPRESSIONS, DEVICES, MODELS, ON_TOO_FEW,
                              PARTITIONS, CompressionConfig, ConfigError, DataConfig, DPConfig,
                              ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan)
+from fedlearn.cli_datasite import add_datasite_parser, add_pysyft_train_flags
 from fedlearn.data import DataError
 
 # config field -> the flag a user typed
@@ -31,7 +32,12 @@ FLAGS = {"workers": "--workers", "partition": "--partition", "alpha": "--alpha",
          "target_epsilon": "--target-epsilon", "delta": "--delta", "compression": "--compression",
          "bits": "--bits", "topk_fraction": "--topk-fraction",
          "secure_aggregation": "--secure-aggregation", "dp": "--noise-multiplier",
-         "test_size": "--test-size", "out_dir": "--out", "resume": "--resume"}
+         "test_size": "--test-size", "out_dir": "--out", "resume": "--resume",
+         "datasite": "--datasite", "password": "--password-file",
+         "approval_timeout": "--approval-timeout", "backend": "--backend", "name": "--name",
+         "shard": "--shard", "port": "--port", "admin_email": "--admin-email",
+         "admin_password": "--admin-password-file", "scientist": "--scientist",
+         "scientist_password": "--scientist-password-file"}
 
 EPILOG = """examples:
   fedlearn train                                   # Bob and Alice, FedAvg, 5 rounds
@@ -39,6 +45,9 @@ EPILOG = """examples:
   fedlearn train --workers w1 w2 w3 w4 --partition shards --shards-per-worker 2
   fedlearn train --algorithm fedsgd --rounds 3     # the original tutorial's model hopping
   fedlearn train --out runs/bob-alice --resume     # continue a stopped run
+  fedlearn train --backend pysyft                  # Bob and Alice as PySyft Datasites
+  fedlearn train --backend pysyft --datasite bob=http://10.0.0.2:8080 \
+                 --datasite alice=http://10.0.0.3:8080   # owners on other machines
 
 MNIST is downloaded by torchvision on first use. Offline, point --data-dir (or the
 FEDLEARN_DATA environment variable) at a directory with the four MNIST IDX files."""
@@ -142,10 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue the run whose checkpoint is in --out")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_pysyft_train_flags(train)
+    add_datasite_parser(sub)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    if args.backend not in ("inprocess", "pysyft"):
+        raise ConfigError("backend", f"unknown value {args.backend!r}; allowed: inprocess, pysyft")
+    if args.datasite and args.backend != "pysyft":
+        raise ConfigError("datasite", "needs --backend pysyft")
+    if args.datasite:
+        from fedlearn.backends.remote import parse_addresses
+
+        args.workers = [a.name for a in parse_addresses(args.datasite)]
     return ExperimentConfig(
         data=DataConfig(data_dir=args.data_dir, train_size=args.train_size,
                         test_size=args.test_size),
@@ -179,32 +198,60 @@ def _fail(message: str) -> int:
     return 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from fedlearn.experiment import run_experiment
-    from fedlearn.federation import RoundFailedError
+def train(args) -> int:
+    from fedlearn.data import load_mnist
+    from fedlearn.experiment import prepare_output_dir, run_experiment
 
+    config = config_from_args(args)
+    workers, cleanup = None, lambda: None
+    if args.backend == "pysyft":
+        from fedlearn.cli_datasite import pysyft_workers
+
+        prepare_output_dir(args.out, resume=args.resume)  # fail before anyone is asked
+        workers, cleanup = pysyft_workers(args, config, load_mnist(config.data, seed=config.seed))
     try:
-        config = config_from_args(args)
         result = run_experiment(config, args.out, resume=args.resume,
-                                progress=not args.no_progress)
-    except ConfigError as exc:
-        return _fail(f"argument {FLAGS.get(exc.argument, exc.argument)}: {exc.detail}")
-    except (DataError, CheckpointError, ValueError) as exc:
-        return _fail(str(exc))
-    except RoundFailedError as exc:
-        print(f"fedlearn: stopped: {exc}\nRerun with --out {args.out} --resume once the workers "
-              "are fixed.", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return _fail(f"interrupted; the last finished round is saved: rerun with --out "
-                     f"{args.out} --resume to continue")
+                                progress=not args.no_progress, workers=workers)
+    finally:
+        cleanup()
     last = result.history[-1] if result.history else None
     if last is not None:
         print(f"round {last['round']}: test accuracy {last['test_accuracy']:.4f}, "
               f"test loss {last['test_loss']:.4f}")
     print(f"wrote {result.out_dir}/history.json, model.pt, learning_curve.png")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fedlearn.backends.remote import ApprovalError
+    from fedlearn.backends.syft_import import SyftUnavailableError
+    from fedlearn.federation import RoundFailedError
+
+    try:
+        if args.command == "datasite":
+            from fedlearn.cli_datasite import datasite_main
+
+            return datasite_main(args)
+        return train(args)
+    except ConfigError as exc:
+        return _fail(f"argument {FLAGS.get(exc.argument, exc.argument)}: {exc.detail}")
+    except (DataError, CheckpointError, ValueError, SyftUnavailableError, KeyError,
+            PermissionError) as exc:
+        return _fail(str(exc).strip("'\""))
+    except (ApprovalError, ConnectionError) as exc:
+        print(f"fedlearn: stopped: {exc}", file=sys.stderr)
+        return 1
+    except RoundFailedError as exc:
+        print(f"fedlearn: stopped: {exc}\nRerun with --out {args.out} --resume once the workers "
+              "are fixed.", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # e.g. PySyft refused an action
+        print(f"fedlearn: stopped: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return _fail(f"interrupted; the last finished round is saved: rerun with --out "
+                     f"{args.out} --resume to continue")
 
 
 if __name__ == "__main__":

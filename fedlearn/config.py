@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 PARTITIONS = ("iid", "shards", "dirichlet", "unbalanced")
-MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn")
+MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn")
 ALGORITHMS = ("fedavg", "fedsgd")
 AGGREGATORS = ("fedavg", "median", "trimmed_mean", "krum")
 ON_TOO_FEW = ("retry", "skip", "stop")

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +108,10 @@ def _root_from_local(directory: Path) -> Path:
         target = raw / name
         if target.is_file() and _sha256_of_content(target) == MNIST_FILES[name]:
             continue
-        tmp = target.with_suffix(".part")
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as src, open(tmp, "wb") as dst:
+        # a private temporary name: several processes (e.g. data owners) may unpack at once
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=raw)
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as src, \
+                os.fdopen(fd, "wb") as dst:
             shutil.copyfileobj(src, dst)
         os.replace(tmp, target)
     return root

@@ -70,14 +70,22 @@ def write_outputs(out: Path, config: ExperimentConfig, result: FederationResult)
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False,
-                   progress: bool = False) -> ExperimentResult:
-    """Run ``config`` with in-process workers and write its outputs to ``out_dir``."""
+                   progress: bool = False, workers=None) -> ExperimentResult:
+    """Run ``config`` and write its outputs to ``out_dir``.
+
+    ``workers`` defaults to in-process workers holding ``config.partition``'s
+    shards; pass others (e.g. PySyft Datasites) and only the test set is used here.
+    """
     out = prepare_output_dir(out_dir, resume=resume)
     device = resolve_device(config.federation.device)
     data = load_mnist(config.data, seed=config.seed)
-    workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
-                                      model=config.federation.model, seed=config.seed,
-                                      device=device, progress=progress)
+    if workers is None:
+        workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
+                                          model=config.federation.model, seed=config.seed,
+                                          device=device, progress=progress)
+    elif [w.name for w in workers] != list(config.partition.workers):
+        raise ConfigError("workers", f"the workers {[w.name for w in workers]} are not the "
+                          f"configured {list(config.partition.workers)}")
     result = run_federation(workers, config, data.test_x, data.test_y,
                             checkpoint=out / CHECKPOINT, resume=resume, progress=progress)
     write_outputs(out, config, result)

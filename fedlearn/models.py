@@ -5,6 +5,9 @@
   fc 800->500, fc 500->10.
 - ``McMahanCNN`` and ``MLP2NN``: the "CNN" and "2NN" of McMahan et al. 2017,
   "Communication-Efficient Learning of Deep Networks from Decentralized Data".
+- ``DPCNN``: the small tanh CNN of Papernot et al. 2021, "Tempered Sigmoid
+  Activations for Deep Learning with Differential Privacy": bounded activations
+  keep per-sample gradients small, so less of them is lost to DP-SGD clipping.
 """
 from __future__ import annotations
 
@@ -58,7 +61,23 @@ class MLP2NN(nn.Module):
         return self.fc3(x)  # (B, 10) logits
 
 
-_REGISTRY = {"tutorial_cnn": TutorialCNN, "mcmahan_cnn": McMahanCNN, "mlp2nn": MLP2NN}
+class DPCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 8, 2, padding=3)
+        self.conv2 = nn.Conv2d(16, 32, 4, 2)
+        self.fc1 = nn.Linear(32 * 4 * 4, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(torch.tanh(self.conv1(x)), 2, 1)  # (B, 16, 13, 13)
+        x = F.max_pool2d(torch.tanh(self.conv2(x)), 2, 1)  # (B, 32, 4, 4)
+        x = torch.tanh(self.fc1(x.flatten(1)))  # (B, 32)
+        return self.fc2(x)  # (B, 10) logits
+
+
+_REGISTRY = {"tutorial_cnn": TutorialCNN, "mcmahan_cnn": McMahanCNN, "mlp2nn": MLP2NN,
+             "dp_cnn": DPCNN}
 assert tuple(_REGISTRY) == MODELS
 
 

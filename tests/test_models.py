@@ -5,7 +5,7 @@ from fedlearn.models import build_model
 
 
 @pytest.mark.parametrize("name,params", [("tutorial_cnn", 431_080), ("mcmahan_cnn", 1_663_370),
-                                         ("mlp2nn", 199_210)])
+                                         ("mlp2nn", 199_210), ("dp_cnn", 26_010)])
 def test_shapes_and_parameter_counts(name, params):
     model = build_model(name)
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedlearn.backends.syft_code import FUNCTION_NAME, load_training_function
+from fedlearn.backends.syft_code import (FUNCTION_NAME, load_training_function,
+                                         training_function_source)
 from fedlearn.backends.syft_import import SYFT_VERSION, SyftUnavailableError, require_syft  # noqa: F401
 from fedlearn.config import TrainPlan
 from fedlearn.updates import Update, detached_cpu_state
@@ -69,8 +70,42 @@ class Datasite:
         admin = handle.login(email=DEFAULT_ADMIN[0], password=DEFAULT_ADMIN[1])
         return cls(name, handle, admin)
 
+    @classmethod
+    def serve(cls, name: str, *, host: str, port: int, url: str, admin_email: str,
+              admin_password: str) -> Datasite:
+        """Start a network Datasite whose admin password was set before syft was imported.
+
+        Proves the published default password does not open it; stops it otherwise.
+        """
+        sy = require_syft()
+        handle = sy.orchestra.launch(name=name, reset=True, host=host, port=port)
+        try:
+            admin = _login(url, admin_email, admin_password)
+            try:
+                _login(url, DEFAULT_ADMIN[0], DEFAULT_ADMIN[1])
+                opened = True
+            except Exception:
+                opened = False
+            if opened:
+                raise RuntimeError(f"{name}: PySyft's default admin password still opens this "
+                                   "Datasite; refusing to serve")
+        except BaseException:
+            handle.land()
+            raise
+        site = cls(name, handle, admin)
+        site._url = url
+        return site
+
+    @classmethod
+    def connect(cls, url: str, *, email: str, password: str) -> Datasite:
+        """Log in to a running Datasite as its owner (admin), e.g. to review requests."""
+        admin = _login(url, email, password)
+        return cls(str(admin.name), None, admin)
+
     @property
     def url(self) -> str | None:
+        if getattr(self, "_url", None):
+            return self._url
         port = getattr(self._handle, "port", None)
         return f"http://localhost:{port}" if port else None
 
@@ -105,6 +140,18 @@ class Datasite:
         _check(self._admin.register(name=name, email=email, password=password,
                                     password_verify=password), f"register {email}")
 
+    def requests(self, *, include_decided: bool = False) -> list[dict]:
+        """Code requests as plain dicts (id, status, function, requester, time, code)."""
+        rows = []
+        for r in _check(self._admin.requests, f"list requests on {self.name}"):
+            status = str(r.status).rpartition(".")[2].lower()
+            if include_decided or status == "pending":
+                rows.append({"id": str(r.id), "status": status,
+                             "function": r.code.service_func_name,
+                             "requester": r.requesting_user_email, "time": str(r.request_time),
+                             "code": r.code.raw_code})
+        return rows
+
     def pending_requests(self) -> list:
         return [r for r in self._admin.requests if str(r.status).endswith("PENDING")]
 
@@ -122,8 +169,14 @@ class Datasite:
         """Approve the request with this id (never 'the latest one': it may be another)."""
         _check(self.request(request_id).approve(), f"approve {request_id} on {self.name}")
 
+    def deny(self, request_id, reason: str) -> None:
+        _check(self.request(request_id).deny(reason=reason), f"deny {request_id} on {self.name}")
+
     def land(self) -> None:
         """Stop the Datasite and delete its SQLite and blob files."""
+        if self._handle is None:
+            raise RuntimeError(f"{self.name}: only the process that launched a Datasite can "
+                               "stop it")
         server_id = self._admin.id
         self._handle.land()
         shutil.rmtree(self.files_dir(server_id), ignore_errors=True)
@@ -136,6 +189,19 @@ class Datasite:
     @property
     def server_id(self) -> str:
         return str(self._admin.id)
+
+
+def _login(url: str, email: str, password: str):
+    """Log in to a Datasite at ``http(s)://host:port``; PySyft wants host and port apart."""
+    sy = require_syft()
+    scheme, sep, rest = url.rstrip("/").partition("://")
+    host, _, port = rest.rpartition(":")
+    if not sep or scheme not in ("http", "https") or not host or not port.isdigit():
+        raise ValueError(f"a Datasite URL looks like http://HOST:PORT (got {url!r})")
+    try:
+        return sy.login(url=f"{scheme}://{host}", port=int(port), email=email, password=password)
+    except sy.SyftException as exc:
+        raise PermissionError(f"login to {url} as {email} failed: {exc.public_message}") from exc
 
 
 class SyftWorker:
@@ -154,10 +220,8 @@ class SyftWorker:
     @classmethod
     def connect(cls, name: str, server, *, email: str, password: str) -> SyftWorker:
         """Log in as a data scientist through a launch handle or a ``http://`` URL."""
-        sy = require_syft()
         if isinstance(server, str):
-            host, _, port = server.removeprefix("http://").rstrip("/").rpartition(":")
-            client = sy.login(url=f"http://{host}", port=int(port), email=email, password=password)
+            client = _login(server, email, password)
         else:
             client = server.login(email=email, password=password)
         return cls(name, client)
@@ -165,6 +229,10 @@ class SyftWorker:
     @property
     def num_examples(self) -> int:
         return int(self._images.shape[0])
+
+    @property
+    def request_id(self) -> str | None:
+        return self._request_id
 
     @property
     def assets(self) -> dict:
@@ -176,11 +244,21 @@ class SyftWorker:
         return np.asarray(self._images.mock), np.asarray(self._labels.mock)
 
     def submit(self, model: str, *, max_calls: int) -> str:
-        """Submit the training code as one code request for the whole run; return its id."""
+        """Submit the training code as one code request for the whole run; return its id.
+
+        PySyft keeps one request per piece of code: if this scientist already asked
+        this Datasite to run exactly this code (e.g. a resumed run), that request is
+        used again instead of asking the owner twice.
+        """
         sy = require_syft()
         from syft.service.policy.policy import OutputPolicyExecuteCount
 
         function = load_training_function(model)
+        source = training_function_source(model).strip()
+        for request in _check(self._client.requests, f"list requests on {self.name}"):
+            if getattr(request.code, "raw_code", "").strip() == source:
+                self._request_id = str(request.id)
+                return self._request_id
         policy = sy.MixedInputPolicy(client=self._client, images=self._images,
                                      labels=self._labels, weights=dict, plan=dict, seed=int,
                                      nonce=str, mode=str)
@@ -190,6 +268,16 @@ class SyftWorker:
                          f"code request to {self.name}")
         self._request_id = str(request.id)
         return self._request_id
+
+    def approval(self) -> tuple[str, str | None]:
+        """("pending" | "approved" | "rejected", the owner's reason when rejected)."""
+        if self._request_id is None:
+            raise RuntimeError(f"{self.name}: nothing submitted yet")
+        request = next((r for r in self._client.requests if str(r.id) == self._request_id), None)
+        if request is None:
+            raise RuntimeError(f"{self.name}: code request {self._request_id} is gone")
+        status = str(request.status).rpartition(".")[2].lower()
+        return status, (str(request.deny_reason) if status == "rejected" else None)
 
     def _call(self, weights: Mapping[str, torch.Tensor], mode: str, plan: dict, seed: int) -> dict:
         if self._request_id is None:

@@ -61,8 +61,7 @@ _BODY = '''
 
 def training_function_source(model_name: str) -> str:
     """The full source of the submitted function for ``model_name``."""
-    model_cls = {"tutorial_cnn": models.TutorialCNN, "mcmahan_cnn": models.McMahanCNN,
-                 "mlp2nn": models.MLP2NN}[model_name]
+    model_cls = type(models.build_model(model_name))
     parts = [data._normalise, model_cls, training.make_optimizer, training.num_batches,
              training.train_epochs, training.predict, training.evaluate]
     inlined = "\n".join(textwrap.indent(inspect.getsource(p), "    ") for p in parts)

@@ -1,0 +1,106 @@
+"""The data scientist's side of Datasites on other machines.
+
+``fedlearn train --backend pysyft --datasite bob=http://HOST:PORT ...`` logs in
+to each owner's Datasite as a data scientist, submits the training code (one
+code request per owner for the whole run), waits for each owner to approve it,
+and hands :class:`~fedlearn.backends.pysyft.SyftWorker` objects to the same
+federation loop the in-process workers use.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from fedlearn.config import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_URL = re.compile(r"^https?://[^/:\s]+:\d{1,5}/?$")
+
+
+class ApprovalError(RuntimeError):
+    """An owner rejected the code request, or did not approve it in time."""
+
+
+@dataclass(frozen=True)
+class DatasiteAddress:
+    """``bob=http://10.0.0.2:8080``: a data owner's name and where their Datasite listens."""
+
+    name: str
+    url: str
+
+    def __post_init__(self):
+        if not _NAME.match(self.name):
+            raise ConfigError("datasite", f"owner name must be letters, digits, - or _ "
+                              f"(got {self.name!r})")
+        if not _URL.match(self.url):
+            raise ConfigError("datasite", f"{self.name}: URL must look like http://HOST:PORT "
+                              f"(got {self.url!r})")
+
+    @classmethod
+    def parse(cls, text: str) -> DatasiteAddress:
+        name, sep, url = text.partition("=")
+        if not sep:
+            raise ConfigError("datasite", f"must look like NAME=http://HOST:PORT (got {text!r})")
+        return cls(name.strip(), url.strip())
+
+
+def parse_addresses(texts) -> tuple[DatasiteAddress, ...]:
+    addresses = tuple(DatasiteAddress.parse(t) for t in texts)
+    names = [a.name for a in addresses]
+    if len(set(names)) != len(names):
+        raise ConfigError("datasite", f"owner names must be distinct (got {names})")
+    return addresses
+
+
+def wait_for_approval(workers, *, timeout: float, poll: float = 2.0, on_wait=None,
+                      clock=time.monotonic, sleep=time.sleep) -> None:
+    """Block until every worker's code request is approved.
+
+    ``on_wait(name, request_id)`` is called once per owner still pending, so the
+    user sees whom they are waiting for. A rejection raises at once with the
+    owner's reason; ``timeout`` seconds without all approvals raise too. Either
+    way nothing has run on anyone's data.
+    """
+    deadline = clock() + timeout
+    told: set[str] = set()
+    while True:
+        pending = []
+        for worker in workers:
+            status, reason = worker.approval()
+            if status == "rejected":
+                raise ApprovalError(f"{worker.name} rejected the code request "
+                                    f"{worker.request_id}: {reason or 'no reason given'}")
+            if status != "approved":
+                pending.append(worker)
+                if worker.name not in told and on_wait is not None:
+                    on_wait(worker.name, worker.request_id)
+                told.add(worker.name)
+        if not pending:
+            return
+        if clock() >= deadline:
+            names = ", ".join(f"{w.name} ({w.request_id})" for w in pending)
+            raise ApprovalError(f"not approved within {timeout:g} s: {names}. The requests stay "
+                                "pending; once approved, rerun the same command with --resume")
+        sleep(poll)
+
+
+def connect_datasites(addresses, *, email: str, password: str, model: str, max_calls: int,
+                      approval_timeout: float, on_wait=None, poll: float = 2.0) -> list:
+    """Log in to every Datasite, submit the code, wait for approvals; return the workers."""
+    from fedlearn.backends.pysyft import SyftWorker
+
+    workers = []
+    for address in addresses:
+        try:
+            worker = SyftWorker.connect(address.name, address.url, email=email,
+                                        password=password)
+        except PermissionError as exc:
+            raise ApprovalError(f"{address.name}: {exc}") from exc
+        except Exception as exc:  # connection refused, DNS, a server that is not a Datasite
+            raise ConnectionError(f"{address.name}: cannot reach a Datasite at {address.url} "
+                                  f"({type(exc).__name__}: {exc})") from exc
+        worker.submit(model, max_calls=max_calls)
+        workers.append(worker)
+    wait_for_approval(workers, timeout=approval_timeout, on_wait=on_wait, poll=poll)
+    return workers

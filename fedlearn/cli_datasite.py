@@ -1,0 +1,153 @@
+"""Command line for PySyft Datasites: the owner's ``fedlearn datasite ...`` commands and
+the data scientist's ``fedlearn train --backend pysyft``.
+
+Owner, on their own machine::
+
+    export FEDLEARN_ADMIN_PASSWORD=...        # never PySyft's default 'changethis'
+    export FEDLEARN_SCIENTIST_PASSWORD=...    # the account given to the data scientist
+    fedlearn datasite serve --name bob --shard 0/2 --scientist ds@lab.example
+    fedlearn datasite requests --url http://127.0.0.1:8080 --code
+    fedlearn datasite approve REQUEST_ID --url http://127.0.0.1:8080
+
+Data scientist::
+
+    export FEDLEARN_SCIENTIST_PASSWORD=...
+    fedlearn train --backend pysyft --email ds@lab.example \\
+        --datasite bob=http://10.0.0.2:8080 --datasite alice=http://10.0.0.3:8080
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fedlearn.config import PARTITIONS, ConfigError, DataConfig
+
+ADMIN_EMAIL = "info@openmined.org"
+
+
+def add_datasite_parser(sub) -> None:
+    site = sub.add_parser("datasite", help="run and review a data owner's PySyft Datasite",
+                          description=__doc__.split("\n\n")[0],
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmds = site.add_subparsers(dest="datasite_command", required=True, metavar="ACTION")
+    serve = cmds.add_parser("serve", help="serve this owner's MNIST shard as a Datasite")
+    serve.add_argument("--name", required=True, help="the owner's name, e.g. bob")
+    serve.add_argument("--shard", default="0/2", metavar="I/N",
+                       help="hold part I of the training set split in N (default: 0/2)")
+    serve.add_argument("--partition", default="iid", metavar="{" + ",".join(PARTITIONS) + "}",
+                       help="how the N parts are cut (default: iid)")
+    serve.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="local MNIST directory (default: $FEDLEARN_DATA, else download)")
+    serve.add_argument("--train-size", type=int, default=None, metavar="N",
+                       help="split a random N of the 60,000 images (default: all)")
+    serve.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8080, help="(default: 8080)")
+    serve.add_argument("--scientist", default=None, metavar="EMAIL",
+                       help="register this data-scientist account (password from "
+                            "$FEDLEARN_SCIENTIST_PASSWORD or --scientist-password-file)")
+    serve.add_argument("--scientist-password-file", default=None, metavar="FILE")
+    for name, helptext in (("requests", "list code requests (pending unless --all)"),
+                           ("approve", "approve a code request by its id"),
+                           ("deny", "deny a code request by its id")):
+        cmd = cmds.add_parser(name, help=helptext)
+        if name != "requests":
+            cmd.add_argument("request_id", metavar="ID")
+        cmd.add_argument("--url", default="http://127.0.0.1:8080",
+                         help="the Datasite (default: http://127.0.0.1:8080)")
+        if name == "requests":
+            cmd.add_argument("--all", action="store_true", help="also approved and denied ones")
+            cmd.add_argument("--code", action="store_true", help="print the submitted source")
+        if name == "deny":
+            cmd.add_argument("--reason", required=True, help="told to the data scientist")
+    for cmd in (serve, *[cmds.choices[n] for n in ("requests", "approve", "deny")]):
+        cmd.add_argument("--admin-email", default=ADMIN_EMAIL, help=f"(default: {ADMIN_EMAIL})")
+        cmd.add_argument("--admin-password-file", default=None, metavar="FILE",
+                         help="default: $FEDLEARN_ADMIN_PASSWORD")
+
+
+def add_pysyft_train_flags(train) -> None:
+    group = train.add_argument_group("PySyft Datasites (--backend pysyft)")
+    group.add_argument("--backend", default="inprocess", metavar="{inprocess,pysyft}",
+                       help="inprocess (default) or pysyft: Bob and Alice as Datasites, launched "
+                            "here, or on other machines with --datasite")
+    group.add_argument("--datasite", action="append", default=[], metavar="NAME=URL",
+                       help="a running Datasite, e.g. bob=http://10.0.0.2:8080; repeat per owner "
+                            "(the names replace --workers)")
+    group.add_argument("--email", default="scientist@fedlearn.example",
+                       help="the data scientist's account on the Datasites")
+    group.add_argument("--password-file", default=None, metavar="FILE",
+                       help="the scientist's password (default: $FEDLEARN_SCIENTIST_PASSWORD)")
+    group.add_argument("--approval-timeout", type=float, default=600.0, metavar="SECONDS",
+                       help="how long to wait for the owners to approve (default: 600)")
+
+
+def datasite_main(args) -> int:
+    from fedlearn.backends.serve import (ADMIN_PASSWORD_ENV, SCIENTIST_PASSWORD_ENV, ServeConfig,
+                                         parse_shard, read_password, serve)
+
+    admin_password = read_password("admin_password", env=ADMIN_PASSWORD_ENV,
+                                   file=args.admin_password_file)
+    if args.datasite_command == "serve":
+        config = ServeConfig(name=args.name, shard=parse_shard(args.shard), scheme=args.partition,
+                             data=DataConfig(data_dir=args.data_dir, train_size=args.train_size),
+                             seed=args.seed, host=args.host, port=args.port,
+                             admin_email=args.admin_email, scientist_email=args.scientist)
+        scientist_password = (read_password("scientist_password", env=SCIENTIST_PASSWORD_ENV,
+                                            file=args.scientist_password_file)
+                              if args.scientist else None)
+        serve(config, admin_password=admin_password, scientist_password=scientist_password)
+        return 0
+    from fedlearn.backends.pysyft import Datasite
+
+    site = Datasite.connect(args.url, email=args.admin_email, password=admin_password)
+    if args.datasite_command == "approve":
+        site.approve(args.request_id)
+        print(f"{site.name}: approved {args.request_id}")
+    elif args.datasite_command == "deny":
+        site.deny(args.request_id, args.reason)
+        print(f"{site.name}: denied {args.request_id}")
+    else:
+        shown = site.requests(include_decided=args.all)
+        for r in shown:
+            print(f"{r['id']}  {r['status']:<8}  {r['function']}  by {r['requester']}  "
+                  f"at {r['time']}")
+            if args.code:
+                print(r["code"])
+        if not shown:
+            print(f"{site.name}: no {'' if args.all else 'pending '}code requests")
+    return 0
+
+
+def pysyft_workers(args, config, data):
+    """Workers for ``train --backend pysyft``, and a function that cleans up after them."""
+    from fedlearn.backends.remote import connect_datasites, parse_addresses
+    from fedlearn.backends.serve import SCIENTIST_PASSWORD_ENV, read_password
+
+    fed = config.federation
+    max_calls = fed.rounds * (fed.max_retries + 1) + 10
+    if not args.datasite:  # the tutorial's setting: Bob and Alice launched in this process
+        from fedlearn.backends.pysyft import launch_syft_workers
+        from fedlearn.data import to_uint8
+        from fedlearn.partition import partition
+
+        parts = partition(data.train_y.numpy(), config.partition, config.seed)
+        sites, workers = launch_syft_workers(
+            to_uint8(data.train_x).numpy(), data.train_y.numpy(), parts,
+            config.partition.workers, model=fed.model, max_calls=max_calls, seed=config.seed)
+        return workers, lambda: [site.land() for site in sites]
+    addresses = parse_addresses(args.datasite)
+    password = read_password("password", env=SCIENTIST_PASSWORD_ENV, file=args.password_file)
+
+    def waiting(name, request_id):
+        print(f"waiting for {name} to approve code request {request_id} (on {name}'s machine: "
+              f"fedlearn datasite requests --code; fedlearn datasite approve {request_id})",
+              file=sys.stderr, flush=True)
+
+    if args.approval_timeout <= 0:
+        raise ConfigError("approval_timeout", f"must be > 0 seconds (got {args.approval_timeout})")
+    workers = connect_datasites(addresses, email=args.email, password=password, model=fed.model,
+                                max_calls=max_calls, approval_timeout=args.approval_timeout,
+                                on_wait=waiting)
+    return workers, lambda: None

@@ -1,0 +1,103 @@
+"""Credentials, shard and address parsing, and the approval wait: no PySyft needed."""
+import numpy as np
+import pytest
+
+from fedlearn.backends.remote import (ApprovalError, DatasiteAddress, parse_addresses,
+                                      wait_for_approval)
+from fedlearn.backends.serve import ServeConfig, load_shard, parse_shard, read_password
+from fedlearn.config import ConfigError, DataConfig, ExperimentConfig
+from fedlearn.partition import partition
+
+
+def test_password_from_env_or_file_and_never_the_pysyft_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("PW", "a-long-password")
+    assert read_password("admin_password", env="PW") == "a-long-password"
+    file = tmp_path / "pw"
+    file.write_text("from-the-file-123\nignored\n")
+    assert read_password("admin_password", env="PW", file=str(file)) == "from-the-file-123"
+    monkeypatch.setenv("PW", "changethis")
+    with pytest.raises(ConfigError, match="published default") as err:
+        read_password("admin_password", env="PW")
+    assert err.value.argument == "admin_password"
+    monkeypatch.setenv("PW", "short")
+    with pytest.raises(ConfigError, match="at least 10 characters"):
+        read_password("admin_password", env="PW")
+    monkeypatch.delenv("PW")
+    with pytest.raises(ConfigError, match="set PW or pass a file with --admin-password-file"):
+        read_password("admin_password", env="PW")
+    with pytest.raises(ConfigError, match="cannot read the password file"):
+        read_password("admin_password", env="PW", file=str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("text,error", [("1/2", None), ("2/2", "0..COUNT-1"), ("a/2", "INDEX/COUNT"),
+                                        ("1", "INDEX/COUNT"), ("-1/2", "0..COUNT-1")])
+def test_shard_parsing(text, error):
+    if error is None:
+        assert parse_shard(text) == (1, 2)
+    else:
+        with pytest.raises(ConfigError, match=error):
+            parse_shard(text)
+
+
+def test_serve_config_checks_and_binds_loopback_by_default():
+    config = ServeConfig(name="bob")
+    assert config.host == "127.0.0.1" and not config.public and config.url.endswith(":8080")
+    assert ServeConfig(name="bob", host="0.0.0.0").public
+    for bad, argument in [({"name": "bob smith"}, "name"), ({"port": 0}, "port"),
+                          ({"port": 70000}, "port"), ({"scientist_email": "nobody"}, "scientist"),
+                          ({"scheme": "random"}, "partition")]:
+        with pytest.raises(ConfigError) as err:
+            ServeConfig(**{"name": "bob", **bad})
+        assert err.value.argument == argument
+
+
+def test_an_owner_serves_exactly_its_in_process_shard(mnist_small, mnist_dir):
+    from fedlearn.data import load_mnist, to_uint8
+
+    data_config = DataConfig(data_dir=mnist_dir, train_size=1000)
+    images, labels = load_shard(ServeConfig(name="alice", shard=(1, 2), data=data_config, seed=3))
+    data = load_mnist(data_config, seed=3)
+    part = partition(data.train_y.numpy(), ExperimentConfig().partition, 3)[1]
+    assert np.array_equal(images, to_uint8(data.train_x[part]).numpy())
+    assert np.array_equal(labels, data.train_y[part].numpy()) and images.dtype == np.uint8
+
+
+def test_datasite_addresses():
+    bob, alice = parse_addresses(["bob=http://10.0.0.2:8080", "alice=https://alice.lab:443/"])
+    assert (bob.name, bob.url) == ("bob", "http://10.0.0.2:8080")
+    for bad in (["bob"], ["bob=10.0.0.2:8080"], ["bob=http://host"], ["b b=http://h:1"],
+                ["bob=http://h:1", "bob=http://h:2"]):
+        with pytest.raises(ConfigError) as err:
+            parse_addresses(bad)
+        assert err.value.argument == "datasite"
+    with pytest.raises(ConfigError):
+        DatasiteAddress("bob", "ftp://h:21")
+
+
+class FakeWorker:
+    def __init__(self, name, statuses):
+        self.name, self.request_id, self._statuses = name, f"req-{name}", list(statuses)
+
+    def approval(self):
+        status = self._statuses.pop(0) if len(self._statuses) > 1 else self._statuses[0]
+        return status, ("too risky" if status == "rejected" else None)
+
+
+def test_waits_until_every_owner_approved_and_says_whom_it_waits_for():
+    told, sleeps = [], []
+    workers = [FakeWorker("bob", ["pending", "approved"]),
+               FakeWorker("alice", ["pending", "pending", "pending", "approved"])]
+    wait_for_approval(workers, timeout=100, poll=2, on_wait=lambda *a: told.append(a),
+                      sleep=sleeps.append)
+    assert told == [("bob", "req-bob"), ("alice", "req-alice")]  # once each
+    assert sleeps == [2, 2, 2]
+
+
+def test_a_rejection_or_the_timeout_stops_with_the_reason():
+    with pytest.raises(ApprovalError, match="alice rejected the code request req-alice: too risky"):
+        wait_for_approval([FakeWorker("bob", ["approved"]), FakeWorker("alice", ["rejected"])],
+                          timeout=10, sleep=lambda s: None)
+    now = [0.0]
+    with pytest.raises(ApprovalError, match=r"not approved within 5 s: bob \(req-bob\).*--resume"):
+        wait_for_approval([FakeWorker("bob", ["pending"])], timeout=5, poll=2,
+                          clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
