@@ -7,7 +7,7 @@ the largest of the owners' (each guards only its own data, so the run is
 Opacus so that the planned rounds spend at most ``--target-epsilon``. The model is
 the tanh CNN of Papernot et al. 2021 (``dp_cnn``).
 
-    python benchmarks/dp_sgd_workers.py --rounds 15 --json benchmarks/results/dp_sgd_workers.json
+    python benchmarks/dp_sgd_workers.py --rounds 30 --batch-size 256 --lr 4.0 --json benchmarks/results/dp_sgd_workers.json
 """
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ def noise_for(target_epsilon: float, delta: float, batch: int, size: int, rounds
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--target-epsilon", type=float, default=2.9)
     p.add_argument("--delta", type=float, default=1e-5)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2.0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=4.0)
     p.add_argument("--clip", type=float, default=0.1)
     p.add_argument("--train-size", type=int, default=None)
     p.add_argument("--json", default=None)

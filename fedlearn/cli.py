@@ -12,6 +12,7 @@ import sys
 from fedlearn.checkpoint import CheckpointError
 from fedlearn.config import (AGGREGATORS, ALGORITHMS, COMPRESSIONS, DEVICES, MODELS, ON_TOO_FEW,
                              PARTITIONS, CompressionConfig, ConfigError, DataConfig, DPConfig,
+                             DPSGDConfig,
                              ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan)
 from fedlearn.cli_datasite import add_datasite_parser, add_pysyft_train_flags
 from fedlearn.data import DataError
@@ -32,6 +33,7 @@ FLAGS = {"workers": "--workers", "partition": "--partition", "alpha": "--alpha",
          "target_epsilon": "--target-epsilon", "delta": "--delta", "compression": "--compression",
          "bits": "--bits", "topk_fraction": "--topk-fraction",
          "secure_aggregation": "--secure-aggregation", "dp": "--noise-multiplier",
+         "dp_sgd_noise": "--dp-sgd-noise", "dp_sgd_clip": "--dp-sgd-clip",
          "test_size": "--test-size", "out_dir": "--out", "resume": "--resume",
          "datasite": "--datasite", "password": "--password-file",
          "approval_timeout": "--approval-timeout", "backend": "--backend", "name": "--name",
@@ -126,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     private.add_argument("--clip-norm", type=float, default=1.0, metavar="C",
                          help="L2 bound on each update under DP (default: 1.0)")
     private.add_argument("--delta", type=float, default=1e-5, help="DP delta (default: 1e-5)")
+    private.add_argument("--dp-sgd-noise", type=float, default=None, metavar="Z",
+                         help="sample-level DP: every worker trains with DP-SGD (Opacus), "
+                              "noise multiplier Z, one accountant per worker for the run")
+    private.add_argument("--dp-sgd-clip", type=float, default=1.0, metavar="C",
+                         help="DP-SGD per-sample gradient bound (default: 1.0)")
     private.add_argument("--compression", default="none",
                          metavar="{" + ",".join(COMPRESSIONS) + "}",
                          help="encode uploads: quantize (stochastic, --bits) or topk "
@@ -186,6 +193,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         dp=(DPConfig(clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
                      target_epsilon=args.target_epsilon, delta=args.delta)
             if args.noise_multiplier is not None or args.target_epsilon is not None else None),
+        dp_sgd=(DPSGDConfig(noise_multiplier=args.dp_sgd_noise, max_grad_norm=args.dp_sgd_clip,
+                            delta=args.delta) if args.dp_sgd_noise is not None else None),
         compression=CompressionConfig(method=args.compression, bits=args.bits,
                                       topk_fraction=args.topk_fraction,
                                       error_feedback=not args.no_error_feedback),

@@ -17,6 +17,7 @@ MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn")
 ALGORITHMS = ("fedavg", "fedsgd")
 AGGREGATORS = ("fedavg", "median", "trimmed_mean", "krum")
 ON_TOO_FEW = ("retry", "skip", "stop")
+SERVER_OPTIMIZERS = ("fedavg", "momentum", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -80,8 +81,14 @@ class PartitionConfig:
     alpha: float = 0.5
     shards_per_worker: int = 2
     min_size: int = 10
+    holdout: float = 0.0  # share of each worker's data kept aside (personalization)
+    initial_share: float = 1.0  # share of its data a worker has at round 1 ...
+    growth_per_round: float = 0.0  # ... and how much more arrives each round
 
     def __post_init__(self):
+        _number(self.holdout, "holdout", 0, 1, high_open=True)
+        _number(self.initial_share, "initial_share", 0, 1, low_open=True)
+        _number(self.growth_per_round, "growth_per_round", 0, 1)
         object.__setattr__(self, "workers", tuple(self.workers))
         _check(len(self.workers) >= 1, "workers", "need at least one worker name")
         for name in self.workers:
@@ -104,8 +111,10 @@ class TrainPlan:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
+    prox_mu: float = 0.0  # FedProx (Li et al. 2020): (mu/2)||w - w_global||^2 in the local loss
 
     def __post_init__(self):
+        _number(self.prox_mu, "prox_mu", 0)
         _positive_int(self.epochs, "epochs")
         _positive_int(self.batch_size, "batch_size")
         _number(self.lr, "lr", 0, low_open=True)
@@ -133,8 +142,23 @@ class FederationConfig:
     round_timeout: float | None = None
     on_too_few: str = "retry"
     max_retries: int = 2
+    # how the server applies the aggregate (server_opt.py): FedAvg, FedAvgM or FedAdam
+    server_optimizer: str = "fedavg"
+    server_lr: float = 1.0
+    server_momentum: float = 0.9  # FedAvgM's beta; FedAdam's beta1
+    adam_beta2: float = 0.99
+    adam_tau: float = 1e-3
+    warm_start_size: int = 0  # proxy images the server trains on before round 1 (0: off)
+    warm_start_epochs: int = 1
 
     def __post_init__(self):
+        _positive_int(self.warm_start_size, "warm_start_size", minimum=0)
+        _positive_int(self.warm_start_epochs, "warm_start_epochs")
+        _choice(self.server_optimizer, "server_optimizer", SERVER_OPTIMIZERS)
+        _number(self.server_lr, "server_lr", 0, low_open=True)
+        _number(self.server_momentum, "server_momentum", 0, 1, high_open=True)
+        _number(self.adam_beta2, "adam_beta2", 0, 1, high_open=True)
+        _number(self.adam_tau, "adam_tau", 0, low_open=True)
         _choice(self.algorithm, "algorithm", ALGORITHMS)
         _choice(self.model, "model", MODELS)
         _positive_int(self.rounds, "rounds")
@@ -153,6 +177,9 @@ class FederationConfig:
             _number(self.round_timeout, "round_timeout", 0, low_open=True)
         _choice(self.on_too_few, "on_too_few", ON_TOO_FEW)
         _positive_int(self.max_retries, "max_retries", minimum=0)
+        if self.algorithm == "fedsgd" and self.server_optimizer != "fedavg":
+            raise ConfigError("server_optimizer", "fedsgd keeps its own server momentum; "
+                              f"{self.server_optimizer!r} works with algorithm='fedavg'")
         if self.algorithm == "fedsgd" and self.aggregator != "fedavg":
             raise ConfigError("aggregator", f"{self.aggregator!r} needs several updates per "
                               "step; fedsgd applies one worker's step at a time (use fedavg)")
@@ -225,17 +252,27 @@ class ExperimentConfig:
     plan: TrainPlan = field(default_factory=TrainPlan)
     federation: FederationConfig = field(default_factory=FederationConfig)
     dp: DPConfig | None = None
+    dp_sgd: DPSGDConfig | None = None  # sample-level DP-SGD inside each in-process worker
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     secure_aggregation: bool = False
+    availability: object | None = None  # a fedlearn.availability.AvailabilityConfig
     seed: int = 0
 
     def __post_init__(self):
+        if self.availability is not None:
+            from fedlearn.availability import AvailabilityConfig
+
+            _check(isinstance(self.availability, AvailabilityConfig), "availability",
+                   f"must be an AvailabilityConfig (got {type(self.availability).__name__})")
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                "seed", f"must be an integer >= 0 (got {self.seed!r})")
         fed = self.federation
         extras = [name for name, on in (("dp", self.dp is not None),
                                         ("compression", self.compression.method != "none"),
                                         ("secure_aggregation", self.secure_aggregation)) if on]
+        if self.dp_sgd is not None and fed.algorithm != "fedavg":
+            raise ConfigError("dp_sgd_noise", "DP-SGD workers train whole epochs: needs "
+                              f"algorithm='fedavg' (got {fed.algorithm!r})")
         if extras and (fed.algorithm != "fedavg" or fed.aggregator != "fedavg"):
             raise ConfigError(extras[0], "works with algorithm='fedavg' and aggregator='fedavg' "
                               f"only (got {fed.algorithm!r} / {fed.aggregator!r})")

@@ -37,6 +37,7 @@ class DPSGDWorker:
         self._model_name = model
         self._engine = self._module = self._optimizer = self._loader = None
         self._plan = None
+        self._restored: dict | None = None
 
     @property
     def num_examples(self) -> int:
@@ -56,9 +57,28 @@ class DPSGDWorker:
             noise_multiplier=self._dp.noise_multiplier, max_grad_norm=self._dp.max_grad_norm,
             poisson_sampling=True)
         self._plan = plan
+        if self._restored is not None:
+            self._engine.accountant.load_state_dict(self._restored)
+
+    def state_dict(self) -> dict:
+        """The worker's own privacy ledger, to survive a restart (its data is not in it)."""
+        if self._engine is None:
+            return dict(self._restored or {})
+        return self._engine.accountant.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = dict(state) if state else None
+        if self._engine is not None and self._restored is not None:
+            self._engine.accountant.load_state_dict(self._restored)
 
     def epsilon(self) -> float:
         if self._engine is None:
+            if self._restored:
+                from opacus.accountants import RDPAccountant
+
+                accountant = RDPAccountant()
+                accountant.load_state_dict(self._restored)
+                return float(accountant.get_epsilon(self._dp.delta))
             return 0.0
         return float(self._engine.get_epsilon(self._dp.delta))
 

@@ -7,6 +7,7 @@ is a thin layer over it; practitioners call it from Python.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -19,6 +20,7 @@ from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.data import load_mnist
 from fedlearn.federation import FederationResult, resolve_device, run_federation
 from fedlearn.plots import learning_curve, save_figure
+from fedlearn.warm_start import split_proxy, warm_start_weights
 from fedlearn.workers import make_virtual_workers
 
 CHECKPOINT = "checkpoint.pt"
@@ -79,14 +81,35 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     out = prepare_output_dir(out_dir, resume=resume)
     device = resolve_device(config.federation.device)
     data = load_mnist(config.data, seed=config.seed)
-    if workers is None:
-        workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
-                                          model=config.federation.model, seed=config.seed,
-                                          device=device, progress=progress)
+    fed, part = config.federation, config.partition
+    weights = None
+    if fed.warm_start_size:  # the proxy set is split off before the clients get theirs
+        proxy, rest = split_proxy(len(data.train_y), fed.warm_start_size, config.seed)
+        if not resume:
+            weights, _ = warm_start_weights(fed.model, data.train_x[proxy], data.train_y[proxy],
+                                            config.plan, epochs=fed.warm_start_epochs,
+                                            seed=config.seed, device=device)
+        data = dataclasses.replace(data, train_x=data.train_x[rest], train_y=data.train_y[rest])
+    if workers is None and config.dp_sgd is not None:
+        from fedlearn.dp_sgd import DPSGDWorker
+        from fedlearn.partition import partition
+
+        parts = partition(data.train_y.numpy(), config.partition, config.seed)
+        workers = [DPSGDWorker(name, data.train_x[torch.as_tensor(p)],
+                               data.train_y[torch.as_tensor(p)], model=config.federation.model,
+                               dp=config.dp_sgd, device=device)
+                   for name, p in zip(config.partition.workers, parts)]
+    elif workers is None:
+        growth = ((part.initial_share, part.growth_per_round)
+                  if part.initial_share < 1 or part.growth_per_round > 0 else None)
+        workers, _ = make_virtual_workers(data.train_x, data.train_y, part,
+                                          model=fed.model, seed=config.seed, device=device,
+                                          progress=progress, holdout=part.holdout, growth=growth)
     elif [w.name for w in workers] != list(config.partition.workers):
         raise ConfigError("workers", f"the workers {[w.name for w in workers]} are not the "
                           f"configured {list(config.partition.workers)}")
     result = run_federation(workers, config, data.test_x, data.test_y,
-                            checkpoint=out / CHECKPOINT, resume=resume, progress=progress)
+                            checkpoint=out / CHECKPOINT, resume=resume, progress=progress,
+                            weights=weights)
     write_outputs(out, config, result)
     return ExperimentResult(result.weights, result.history, result.reached_target, out)

@@ -12,6 +12,11 @@ Two algorithms:
   server, which makes the run exactly SGD with momentum over the interleaved
   batch stream.
 
+The server applies the aggregated change with plain addition (FedAvg), server
+momentum, or Adam (:mod:`fedlearn.server_opt`). With an availability model
+(:mod:`fedlearn.availability`) only eligible devices are selected, with
+over-selection, and only those that report before the deadline count.
+
 Every random choice is derived from ``(seed, round, worker)``, so a run resumed
 from its checkpoint ends with the same weights as one that never stopped.
 """
@@ -27,13 +32,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fedlearn.availability import client_profiles, plan_round, round_seconds, upload_nbytes
 from fedlearn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.models import build_model
 from fedlearn.pipeline import UpdatePipeline
 from fedlearn.rounds import derive_seed, fedavg_round, fedsgd_round  # noqa: F401 (re-export)
+from fedlearn.server_opt import server_step
 from fedlearn.training import evaluate
-from fedlearn.updates import detached_cpu_state
+from fedlearn.updates import detached_cpu_state, state_nbytes
 
 
 class RoundFailedError(RuntimeError):
@@ -122,6 +129,10 @@ class FederatedServer:
         self.history: list[dict] = []
         self.progress = progress
         self._model = build_model(config.federation.model).to(self.device)
+        self.server_state: dict = {}
+        self.retired: list[str] = []  # e.g. personalized clients, out of the training pool
+        self.profiles = (client_profiles(len(self.workers), config.availability, config.seed)
+                         if config.availability is not None else None)
 
     @property
     def round(self) -> int:
@@ -152,12 +163,22 @@ class FederatedServer:
         indexed = list(enumerate(self.workers))
         retries = fed.max_retries if fed.on_too_few == "retry" else 0
         problems: list[str] = []
+        for worker in self.workers:  # new local data arrives on some devices between rounds
+            if hasattr(worker, "set_round"):
+                worker.set_round(round_)
+        active = [i for i, w in indexed if w.name not in self.retired]
+        if not active:
+            raise RoundFailedError(f"round {round_}: every worker has left the training pool")
         for attempt in range(retries + 1):
-            chosen = [indexed[i] for i in
-                      select_workers(len(indexed), fed.fraction, seed, round_, attempt)]
-            record = {"round": round_, "attempt": attempt, "selected": [w.name for _, w in chosen],
-                      "train_loss": {}, "examples": {}, "bytes_down": {}, "bytes_up": {},
-                      "failed": {}, "rejected": {}, "skipped": False}
+            record = {"round": round_, "attempt": attempt, "train_loss": {}, "examples": {},
+                      "bytes_down": {}, "bytes_up": {}, "failed": {}, "rejected": {},
+                      "skipped": False}
+            if self.profiles is None:
+                chosen = [indexed[active[i]] for i in
+                          select_workers(len(active), fed.fraction, seed, round_, attempt)]
+                record["selected"] = [w.name for _, w in chosen]
+            else:
+                chosen = self._plan_availability(active, round_, attempt, record)
             if fed.algorithm == "fedavg":
                 outcome = fedavg_round(chosen, self.weights, plan, fed, seed, round_, record,
                                        self.pipeline)
@@ -177,9 +198,13 @@ class FederatedServer:
             record["skipped"] = True
         if outcome is not None:
             if fed.algorithm == "fedavg":
-                self.weights = outcome
+                delta = {k: outcome[k] - self.weights[k] for k in self.weights}
+                self.weights, self.server_state = server_step(self.weights, delta,
+                                                              self.server_state, fed)
             else:
                 self.weights, self.velocity = outcome
+        if "availability" in record:
+            record["availability"]["completed"] = len(record["examples"])
         record["train_seconds"] = time.perf_counter() - t0
         metrics = self.evaluate()
         record.update(test_loss=metrics["loss"], test_accuracy=metrics["accuracy"],
@@ -187,14 +212,52 @@ class FederatedServer:
         self.history.append(record)
         return record
 
+    def _plan_availability(self, active: list[int], round_: int, attempt: int,
+                           record: dict) -> list:
+        """Eligible devices, over-selection, declines, drop-outs and stragglers (simulated)."""
+        fed, cfg = self.config.federation, self.config.availability
+        down = state_nbytes(self.weights)
+        up = upload_nbytes(down, self.config.compression) * (2 if self.config.secure_aggregation
+                                                             else 1)
+        epochs = self.config.plan.epochs
+
+        def seconds(i: int) -> float:
+            return round_seconds(self.profiles, i, down_nbytes=down, up_nbytes=up,
+                                 examples=epochs * self.workers[i].num_examples)
+
+        goal = workers_per_round(len(active), fed.fraction)
+        plan = plan_round(self.profiles, active, goal, cfg, seed=self.config.seed, round_=round_,
+                          attempt=attempt, seconds=seconds)
+        names = {key: [self.names[i] for i in plan[key]]
+                 for key in ("selected", "declined", "dropped", "stragglers", "late")}
+        record["selected"] = names.pop("selected")
+        record["availability"] = {"available": len(plan["available"]),
+                                  "selected": len(record["selected"]),
+                                  **{k: len(v) for k, v in names.items()},
+                                  "goal": goal, "simulated_seconds": plan["simulated_seconds"]}
+        record.update({f"{k}_clients": v for k, v in names.items()})
+        return [(i, self.workers[i]) for i in plan["reporting"]]
+
+    def retire(self, names) -> None:
+        """Take workers out of the training pool (e.g. after personalizing)."""
+        unknown = sorted(set(names) - set(self.names))
+        if unknown:
+            raise ValueError(f"retire: unknown workers {unknown}")
+        self.retired = sorted(set(self.retired) | set(names))
+
     def state_dict(self) -> dict:
         return {"fingerprint": self.config.fingerprint(), "workers": self.names,
                 "round": self.round, "weights": detached_cpu_state(self.weights),
                 "velocity": detached_cpu_state(self.velocity),
+                "server_state": {k: detached_cpu_state(v) for k, v in self.server_state.items()},
+                "retired": list(self.retired),
                 "history": json.dumps(self.history), "config": json.dumps(self.config.to_dict()),
                 "pipeline": self.pipeline.state_dict() if self.pipeline else {},
                 # kept apart: in a deployment this stays on each worker's device
-                "simulated_clients": self.pipeline.client_state_dict() if self.pipeline else {}}
+                "simulated_clients": self.pipeline.client_state_dict() if self.pipeline else {},
+                # e.g. a DP-SGD worker's privacy ledger: also the worker's own state
+                "worker_states": {w.name: w.state_dict() for w in self.workers
+                                  if hasattr(w, "state_dict")}}
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         if state["fingerprint"] != self.config.fingerprint() or list(state["workers"]) != self.names:
@@ -203,9 +266,15 @@ class FederatedServer:
                                   "new run in another output directory or use the original settings")
         self.weights = {k: v.to(self.device) for k, v in state["weights"].items()}
         self.velocity = {k: v.to(self.device) for k, v in state["velocity"].items()}
+        self.server_state = {k: {n: t.to(self.device) for n, t in v.items()}
+                             for k, v in state.get("server_state", {}).items()}
+        self.retired = list(state.get("retired", []))
         self.history = json.loads(state["history"])
         if self.pipeline is not None:
             self.pipeline.load_state_dict(state["pipeline"], state["simulated_clients"])
+        for worker in self.workers:
+            if worker.name in state.get("worker_states", {}):
+                worker.load_state_dict(state["worker_states"][worker.name])
 
 
 def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Tensor,

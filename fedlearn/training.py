@@ -29,6 +29,9 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
     ``seed`` fixes the shuffling. ``batches=(start, stop)`` runs only those
     minibatches of a single pass (federated SGD visits one batch at a time).
     ``progress``, if given, is a tqdm-like object advanced once per batch.
+    With ``plan.prox_mu`` > 0 the loss gains FedProx's proximal term
+    (mu/2)·||w - w_start||² (Li et al. 2020, "Federated Optimization in
+    Heterogeneous Networks"), which keeps local training near the global model.
     Returns the mean training loss and how many steps and examples were used.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -36,6 +39,8 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
     start, stop = batches if batches is not None else (0, num_batches(n, bs))
     epochs = 1 if batches is not None else plan.epochs
     model.train()
+    mu = getattr(plan, "prox_mu", 0.0)
+    anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
     loss_sum = torch.zeros((), device=x.device)
     steps = examples = 0
     for _ in range(epochs):
@@ -44,7 +49,11 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
             idx = order[b * bs:(b + 1) * bs]
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
+            if anchor is not None:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                (loss + mu / 2 * prox).backward()
+            else:
+                loss.backward()
             optimizer.step()
             # accumulate on the device: .item() per step would force a sync on CUDA
             loss_sum += loss.detach() * len(idx)

@@ -51,3 +51,33 @@ def test_bad_dp_sgd_settings(kwargs, argument):
     with pytest.raises(ConfigError) as info:
         DPSGDConfig(**kwargs)
     assert info.value.argument == argument
+
+
+def test_worker_epsilon_survives_resume(synthetic, tmp_path):
+    """Kill after 2 rounds, resume with fresh worker objects: epsilon continues, not restarts."""
+    x, y = synthetic
+    dp = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0)
+    cfg = ExperimentConfig(plan=TrainPlan(batch_size=20, lr=0.1, momentum=0.0),
+                           federation=FederationConfig(model="mlp2nn", rounds=3, device="cpu"))
+
+    def workers():
+        return [DPSGDWorker("bob", x[:100], y[:100], model="mlp2nn", dp=dp),
+                DPSGDWorker("alice", x[100:], y[100:], model="mlp2nn", dp=dp)]
+
+    straight = run_federation(workers(), cfg, x, y)
+    import dataclasses
+    two = dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, rounds=2))
+    run_federation(workers(), two, x, y, checkpoint=tmp_path / "ck.pt")
+    resumed = run_federation(workers(), cfg, x, y, checkpoint=tmp_path / "ck.pt", resume=True)
+    assert resumed.history[-1]["worker_epsilon"] == straight.history[-1]["worker_epsilon"]
+    assert all(torch.equal(resumed.weights[k], straight.weights[k]) for k in straight.weights)
+
+
+def test_cli_builds_dp_sgd_workers():
+    from fedlearn.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--dp-sgd-noise", "1.1", "--dp-sgd-clip", "0.1"])
+    assert config_from_args(args).dp_sgd == DPSGDConfig(noise_multiplier=1.1, max_grad_norm=0.1)
+    with pytest.raises(ConfigError, match="algorithm='fedavg'"):
+        config_from_args(build_parser().parse_args(["train", "--dp-sgd-noise", "1",
+                                                    "--algorithm", "fedsgd"]))

@@ -123,7 +123,9 @@ def test_server_state_holds_no_single_worker_update(synthetic):
     server.step()
     state = server.state_dict()
     assert set(state) == {"fingerprint", "workers", "round", "weights", "velocity", "history",
-                          "config", "pipeline", "simulated_clients"}
+                          "config", "pipeline", "simulated_clients", "server_state", "retired",
+                          "worker_states"}
+    assert state["server_state"] == {} and state["worker_states"] == {}  # FedAvg, plain workers
     assert "delta" not in state["history"]
 
 

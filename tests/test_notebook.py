@@ -32,6 +32,8 @@ def test_notebook_runs_end_to_end_with_pysyft(tmp_path, mnist_dir):
     assert results["final_test_accuracy"] > 0.85  # 3,000 images, 2 rounds; chance is 0.10
     assert results["max_abs_weight_diff"] <= 1e-6
     assert results["final_test_accuracy"] == results["inprocess_final_test_accuracy"]
+    if expected_backend == "pysyft":  # Bob and Alice as two server processes, over HTTP
+        assert results["network_max_abs_weight_diff"] <= 1e-6
     assert results["fedsgd_test_accuracy"] > 0.5
     comm = results["communication"]
     assert comm["float32"]["upload_MB_per_round"] / comm["8-bit"]["upload_MB_per_round"] >= 3.9
@@ -77,3 +79,4 @@ def test_committed_notebook_has_outputs_of_a_full_run():
     assert results["images_per_owner"] == 30_000 and results["backend"] == "pysyft"
     assert results["final_test_accuracy"] >= 0.99
     assert results["max_abs_weight_diff"] <= 1e-6
+    assert results["network_max_abs_weight_diff"] <= 1e-6

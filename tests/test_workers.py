@@ -10,7 +10,9 @@ def test_worker_offers_updates_not_samples(synthetic):
     bob = VirtualWorker("bob", x, y, model="mlp2nn")
     assert isinstance(bob, Worker)
     public = {k: getattr(bob, k) for k in dir(bob) if not k.startswith("_")}
-    assert set(public) == {"name", "num_examples", "fit", "evaluate"}
+    assert set(public) == {"name", "num_examples", "fit", "evaluate", "set_round", "personalize",
+                           "personal_weights"}  # weights the device keeps, never samples
+    assert bob.personal_weights is None
     assert not any(isinstance(v, torch.Tensor) for v in public.values())
     weights = build_model("mlp2nn", seed=0).state_dict()
     update = bob.fit(weights, TrainPlan(batch_size=50), seed=0)
@@ -48,3 +50,32 @@ def test_make_virtual_workers_partitions(synthetic):
                                           model="mlp2nn", seed=0)
     assert [w.name for w in workers] == ["bob", "alice", "carol"]
     assert sum(w.num_examples for w in workers) == 200 == sum(len(p) for p in parts)
+
+
+def test_local_data_grows_between_rounds(synthetic):
+    x, y = synthetic
+    bob = VirtualWorker("bob", x, y, model="mlp2nn", growth=(0.25, 0.25), seed=1)
+    sizes = []
+    for r in (1, 2, 3, 4, 5):
+        bob.set_round(r)
+        sizes.append(bob.num_examples)
+    assert sizes == [50, 100, 150, 200, 200]
+    weights = build_model("mlp2nn", seed=0).state_dict()
+    bob.set_round(1)
+    assert bob.fit(weights, TrainPlan(batch_size=10), seed=0).num_examples == 50
+
+
+def test_personalization_never_touches_the_global_model(synthetic):
+    x, y = synthetic
+    bob = VirtualWorker("bob", x, y, model="mlp2nn", holdout=0.25, seed=0)
+    assert bob.num_examples == 150  # 50 held out for measuring personalization
+    weights = build_model("mlp2nn", seed=0).state_dict()
+    before = {k: v.clone() for k, v in weights.items()}
+    row = bob.personalize(weights, TrainPlan(batch_size=10, lr=0.1), steps=15, seed=0)
+    assert all(torch.equal(weights[k], before[k]) for k in weights)
+    assert row["held_out"] == 50 and row["steps"] == 15 and row["after"] > row["before"]
+    assert not all(torch.equal(bob.personal_weights[k], weights[k]) for k in weights)
+    no_holdout = VirtualWorker("alice", x, y, model="mlp2nn")
+    import pytest
+    with pytest.raises(ValueError, match="held-out share"):
+        no_holdout.personalize(weights, TrainPlan(), steps=1, seed=0)

@@ -40,23 +40,49 @@ class VirtualWorker:
     """``VirtualWorker("bob", x, y, model="tutorial_cnn")``: Bob and his private data."""
 
     def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, *, model: str,
-                 device: str | torch.device = "cpu", progress: bool = False):
+                 device: str | torch.device = "cpu", progress: bool = False,
+                 holdout: float = 0.0, growth: tuple[float, float] | None = None,
+                 seed: int = 0):
+        """``holdout``: share of the local data kept aside to measure personalization.
+        ``growth=(initial, per_round)``: only that share of the data exists at round 1,
+        and ``per_round`` more arrives each round (in a seeded order), as on a device.
+        """
         if len(x) != len(y) or len(y) == 0:
             raise ValueError(f"worker {name!r}: need as many images as labels, and at least one "
                              f"(got {len(x)} images, {len(y)} labels)")
+        if not 0 <= holdout < 1:
+            raise ValueError(f"worker {name!r}: holdout must be in [0, 1) (got {holdout})")
+        if growth is not None and not (0 < growth[0] <= 1 and growth[1] >= 0):
+            raise ValueError(f"worker {name!r}: growth=(initial, per_round) needs 0 < initial "
+                             f"<= 1 and per_round >= 0 (got {growth})")
         self.name = name
         self._model_name = model
         self._device = str(torch.device(device))
         self._progress = progress
-        self.__x = x.to(self._device)
-        self.__y = y.to(self._device)
+        # the data keeps its order unless some is held out or arrives later (the PySyft
+        # backend holds it in this order, and same order + same seed = same weights)
+        order = (torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+                 if holdout > 0 or growth is not None else torch.arange(len(y)))
+        kept = len(y) - int(holdout * len(y))
+        train, held = order[:kept], order[kept:]
+        self.__x, self.__y = x[train].to(self._device), y[train].to(self._device)
+        self.__hx, self.__hy = x[held].to(self._device), y[held].to(self._device)
+        self._growth = growth
+        self._visible = len(train) if growth is None else max(1, int(growth[0] * len(train)))
+        self.personal_weights: dict | None = None  # stays on the device
+
+    def set_round(self, round_: int) -> None:
+        """New samples arrive between rounds (a no-op without ``growth``)."""
+        if self._growth is not None:
+            share = min(1.0, self._growth[0] + self._growth[1] * (round_ - 1))
+            self._visible = max(1, int(share * len(self.__y)))
 
     def __repr__(self) -> str:
         return f"VirtualWorker({self.name!r}, {self.num_examples} examples)"
 
     @property
     def num_examples(self) -> int:
-        return len(self.__y)
+        return self._visible
 
     def _load(self, weights: Mapping[str, torch.Tensor]) -> torch.nn.Module:
         model = _scratch_model(self._model_name, self._device)
@@ -70,18 +96,41 @@ class VirtualWorker:
                  else plan.epochs * num_batches(self.num_examples, plan.batch_size))
         with tqdm(total=steps, desc=f"{self.name} local", leave=False,
                   disable=not self._progress or batches is not None) as bar:
-            metrics = train_epochs(model, make_optimizer(model, plan), self.__x, self.__y, plan,
-                                   seed=seed, batches=batches, progress=bar)
+            metrics = train_epochs(model, make_optimizer(model, plan), self.__x[:self._visible],
+                                   self.__y[:self._visible], plan, seed=seed, batches=batches,
+                                   progress=bar)
         delta = {k: v.detach() - weights[k].to(v.device) for k, v in model.state_dict().items()}
         return Update(self.name, delta, metrics["examples"], metrics)
 
     def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
-        return evaluate(self._load(weights), self.__x, self.__y)
+        return evaluate(self._load(weights), self.__x[:self._visible], self.__y[:self._visible])
+
+    def personalize(self, weights: Mapping[str, torch.Tensor], plan: TrainPlan, *, steps: int,
+                    seed: int) -> dict:
+        """Fine-tune a copy of ``weights`` for ``steps`` minibatches on the local data.
+
+        Returns accuracy on the held-out share before and after; the personalized
+        weights stay here (``personal_weights``), the given ones are not touched.
+        """
+        if len(self.__hy) == 0:
+            raise ValueError(f"worker {self.name!r}: personalization needs a held-out share "
+                             "(create the worker with holdout > 0)")
+        model = self._load({k: v.clone() for k, v in weights.items()})
+        before = evaluate(model, self.__hx, self.__hy)["accuracy"]
+        steps = min(steps, num_batches(self._visible, plan.batch_size))
+        train_epochs(model, make_optimizer(model, plan), self.__x[:self._visible],
+                     self.__y[:self._visible], plan, seed=seed, batches=(0, steps))
+        self.personal_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        after = evaluate(model, self.__hx, self.__hy)["accuracy"]
+        return {"worker": self.name, "before": before, "after": after, "steps": steps,
+                "held_out": len(self.__hy)}
 
 
 def make_virtual_workers(x: torch.Tensor, y: torch.Tensor, config: PartitionConfig, *,
                          model: str, seed: int, device: str | torch.device = "cpu",
-                         progress: bool = False) -> tuple[list[VirtualWorker], list[np.ndarray]]:
+                         progress: bool = False, holdout: float = 0.0,
+                         growth: tuple[float, float] | None = None
+                         ) -> tuple[list[VirtualWorker], list[np.ndarray]]:
     """Partition (x, y) between ``config.workers``; return the workers and their index sets.
 
     The index sets are the simulation's bookkeeping (for label histograms); a
@@ -89,6 +138,7 @@ def make_virtual_workers(x: torch.Tensor, y: torch.Tensor, config: PartitionConf
     """
     parts = partition(y.numpy(), config, seed)
     workers = [VirtualWorker(name, x[torch.as_tensor(p)], y[torch.as_tensor(p)], model=model,
-                             device=device, progress=progress)
-               for name, p in zip(config.workers, parts)]
+                             device=device, progress=progress, holdout=holdout, growth=growth,
+                             seed=seed * 100_003 + i)
+               for i, (name, p) in enumerate(zip(config.workers, parts))]
     return workers, parts

@@ -1,0 +1,47 @@
+"""How the server applies the aggregated weight change: FedAvg, FedAvgM, FedAdam.
+
+The aggregate Δ of a round is a "pseudo-gradient" (its negative). FedAvg adds it
+(server learning rate 1). FedAvgM (Hsu, Qi & Brown 2019, "Measuring the Effects
+of Non-Identical Data Distribution") keeps server momentum v ← βv + Δ and adds
+η·v. FedAdam (Reddi et al. 2021, "Adaptive Federated Optimization", Algorithm 2)
+keeps m ← β₁m + (1-β₁)Δ and v ← β₂v + (1-β₂)Δ² and adds η·m / (√v + τ).
+Pure functions on state dicts; the state lives in the server's checkpoint.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+State = Mapping[str, torch.Tensor]
+
+
+def fedavg_step(weights: State, delta: State, lr: float = 1.0) -> dict[str, torch.Tensor]:
+    return {k: weights[k] + lr * delta[k] for k in weights}
+
+
+def momentum_step(weights: State, delta: State, velocity: State | None, *, lr: float,
+                  beta: float) -> tuple[dict, dict]:
+    velocity = {k: (beta * velocity[k] if velocity else 0) + delta[k] for k in weights}
+    return {k: weights[k] + lr * velocity[k] for k in weights}, velocity
+
+
+def adam_step(weights: State, delta: State, m: State | None, v: State | None, *, lr: float,
+              beta1: float, beta2: float, tau: float) -> tuple[dict, dict, dict]:
+    m = {k: (beta1 * m[k] if m else 0) + (1 - beta1) * delta[k] for k in weights}
+    v = {k: (beta2 * v[k] if v else 0) + (1 - beta2) * delta[k] ** 2 for k in weights}
+    return {k: weights[k] + lr * m[k] / (v[k].sqrt() + tau) for k in weights}, m, v
+
+
+def server_step(weights: State, delta: State, state: dict, fed) -> tuple[dict, dict]:
+    """Apply ``delta`` as ``fed.server_optimizer`` says; return new weights and state."""
+    kind = fed.server_optimizer
+    if kind == "fedavg":
+        return fedavg_step(weights, delta, fed.server_lr), state
+    if kind == "momentum":
+        new, velocity = momentum_step(weights, delta, state.get("velocity"), lr=fed.server_lr,
+                                      beta=fed.server_momentum)
+        return new, {"velocity": velocity}
+    new, m, v = adam_step(weights, delta, state.get("m"), state.get("v"), lr=fed.server_lr,
+                          beta1=fed.server_momentum, beta2=fed.adam_beta2, tau=fed.adam_tau)
+    return new, {"m": m, "v": v}
