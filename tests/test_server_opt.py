@@ -1,0 +1,80 @@
+"""Server optimizers on hand-computed examples; FedProx with mu = 0 is FedAvg."""
+import pytest
+import torch
+
+from fedlearn.config import ConfigError, ExperimentConfig, FederationConfig, TrainPlan
+from fedlearn.federation import run_federation
+from fedlearn.server_opt import adam_step, fedavg_step, momentum_step
+from fedlearn.workers import VirtualWorker
+
+
+def test_fedavg_momentum_and_adam_by_hand():
+    w, d = {"a": torch.tensor([1.0, 2.0])}, {"a": torch.tensor([0.5, -1.0])}
+    assert torch.equal(fedavg_step(w, d)["a"], torch.tensor([1.5, 1.0]))
+    new, v = momentum_step(w, d, None, lr=1.0, beta=0.9)
+    assert torch.equal(v["a"], d["a"]) and torch.equal(new["a"], torch.tensor([1.5, 1.0]))
+    new, v = momentum_step(new, d, v, lr=1.0, beta=0.9)  # v = 0.9 * d + d = 1.9 d
+    assert torch.allclose(v["a"], torch.tensor([0.95, -1.9]))
+    assert torch.allclose(new["a"], torch.tensor([2.45, -0.9]))
+    new, m, v = adam_step(w, d, None, None, lr=0.1, beta1=0.9, beta2=0.99, tau=1e-3)
+    # m = 0.1 d = [0.05, -0.1]; v = 0.01 d^2 = [0.0025, 0.01]; step = 0.1 m / (sqrt v + tau)
+    expected = torch.tensor([1 + 0.1 * 0.05 / (0.05 + 1e-3), 2 - 0.1 * 0.1 / (0.1 + 1e-3)])
+    assert torch.allclose(new["a"], expected)
+
+
+def cfg(**fed):
+    return ExperimentConfig(plan=TrainPlan(batch_size=20, lr=0.1),
+                            federation=FederationConfig(**{"model": "mlp2nn", "rounds": 2,
+                                                           "device": "cpu", **fed}))
+
+
+def workers(synthetic):
+    x, y = synthetic
+    return [VirtualWorker("bob", x[:100], y[:100], model="mlp2nn"),
+            VirtualWorker("alice", x[100:], y[100:], model="mlp2nn")]
+
+
+def test_fedprox_with_mu_zero_is_fedavg_and_mu_pulls_towards_the_global_model(synthetic):
+    x, y = synthetic
+    plain = run_federation(workers(synthetic), cfg(), x, y)
+    import dataclasses
+    zero = dataclasses.replace(cfg(), plan=TrainPlan(batch_size=20, lr=0.1, prox_mu=0.0))
+    assert all(torch.equal(run_federation(workers(synthetic), zero, x, y).weights[k],
+                           plain.weights[k]) for k in plain.weights)
+    from fedlearn.models import build_model
+    w = build_model("mlp2nn", seed=0).state_dict()
+    free = workers(synthetic)[0].fit(w, TrainPlan(batch_size=20, lr=0.1, epochs=3), seed=0)
+    prox = workers(synthetic)[0].fit(w, TrainPlan(batch_size=20, lr=0.1, epochs=3, prox_mu=1.0),
+                                     seed=0)
+    norm = lambda d: sum(v.pow(2).sum() for v in d.values()).sqrt()  # noqa: E731
+    assert norm(prox.delta) < norm(free.delta)
+
+
+def test_server_lr_one_fedavg_equals_plain_and_adam_state_survives_resume(synthetic, tmp_path):
+    x, y = synthetic
+    plain = run_federation(workers(synthetic), cfg(), x, y)
+    same = run_federation(workers(synthetic), cfg(server_optimizer="fedavg", server_lr=1.0), x, y)
+    assert all(torch.equal(plain.weights[k], same.weights[k]) for k in plain.weights)
+    adam = cfg(server_optimizer="adam", server_lr=0.01, rounds=3)
+    straight = run_federation(workers(synthetic), adam, x, y)
+    import dataclasses
+    two = dataclasses.replace(adam, federation=dataclasses.replace(adam.federation, rounds=2))
+    run_federation(workers(synthetic), two, x, y, checkpoint=tmp_path / "c.pt")
+    resumed = run_federation(workers(synthetic), adam, x, y, checkpoint=tmp_path / "c.pt",
+                             resume=True)
+    assert all(torch.equal(resumed.weights[k], straight.weights[k]) for k in straight.weights)
+    assert straight.history[-1]["test_accuracy"] > 0.3
+
+
+@pytest.mark.parametrize("kwargs,argument", [({"server_optimizer": "sgdx"}, "server_optimizer"),
+                                             ({"server_lr": 0}, "server_lr"),
+                                             ({"server_momentum": 1.0}, "server_momentum"),
+                                             ({"algorithm": "fedsgd", "server_optimizer": "adam"},
+                                              "server_optimizer")])
+def test_bad_server_optimizer_settings(kwargs, argument):
+    with pytest.raises(ConfigError) as err:
+        FederationConfig(**kwargs)
+    assert err.value.argument == argument
+    with pytest.raises(ConfigError) as err:
+        TrainPlan(prox_mu=-0.1)
+    assert err.value.argument == "prox_mu"
