@@ -15,6 +15,8 @@ from fedlearn.config import (AGGREGATORS, ALGORITHMS, COMPRESSIONS, DEVICES, MOD
                              DPSGDConfig,
                              ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan)
 from fedlearn.cli_datasite import add_datasite_parser, add_pysyft_train_flags
+from fedlearn.cli_scale import FLAGS as SCALE_FLAGS
+from fedlearn.cli_scale import add_scale_flags, scale_settings
 from fedlearn.data import DataError
 
 # config field -> the flag a user typed
@@ -39,7 +41,7 @@ FLAGS = {"workers": "--workers", "partition": "--partition", "alpha": "--alpha",
          "approval_timeout": "--approval-timeout", "backend": "--backend", "name": "--name",
          "shard": "--shard", "port": "--port", "admin_email": "--admin-email",
          "admin_password": "--admin-password-file", "scientist": "--scientist",
-         "scientist_password": "--scientist-password-file"}
+         "scientist_password": "--scientist-password-file", **SCALE_FLAGS}
 
 EPILOG = """examples:
   fedlearn train                                   # Bob and Alice, FedAvg, 5 rounds
@@ -158,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue the run whose checkpoint is in --out")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_scale_flags(train)
     add_pysyft_train_flags(train)
     add_datasite_parser(sub)
     return parser
@@ -172,14 +175,18 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         from fedlearn.backends.remote import parse_addresses
 
         args.workers = [a.name for a in parse_addresses(args.datasite)]
+    if args.personalize_steps < 0:
+        raise ConfigError("personalize_steps", f"must be >= 0 (got {args.personalize_steps})")
+    scale = scale_settings(args)
     return ExperimentConfig(
         data=DataConfig(data_dir=args.data_dir, train_size=args.train_size,
                         test_size=args.test_size),
         partition=PartitionConfig(workers=tuple(args.workers), scheme=args.partition,
                                   alpha=args.alpha, shards_per_worker=args.shards_per_worker,
-                                  min_size=args.min_size),
+                                  min_size=args.min_size, **scale["partition"]),
         plan=TrainPlan(epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                       momentum=args.momentum, weight_decay=args.weight_decay),
+                       momentum=args.momentum, weight_decay=args.weight_decay,
+                       **scale["plan"]),
         federation=FederationConfig(algorithm=args.algorithm, model=args.model,
                                     rounds=args.rounds, fraction=args.fraction,
                                     target_accuracy=args.target_accuracy, device=args.device,
@@ -189,7 +196,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                                     max_update_norm=args.max_update_norm,
                                     min_updates=args.min_updates,
                                     round_timeout=args.round_timeout,
-                                    on_too_few=args.on_too_few, max_retries=args.max_retries),
+                                    on_too_few=args.on_too_few, max_retries=args.max_retries,
+                                    **scale["federation"]),
         dp=(DPConfig(clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
                      target_epsilon=args.target_epsilon, delta=args.delta)
             if args.noise_multiplier is not None or args.target_epsilon is not None else None),
@@ -198,7 +206,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         compression=CompressionConfig(method=args.compression, bits=args.bits,
                                       topk_fraction=args.topk_fraction,
                                       error_feedback=not args.no_error_feedback),
-        secure_aggregation=args.secure_aggregation,
+        secure_aggregation=args.secure_aggregation, **scale["experiment"],
         seed=args.seed)
 
 
@@ -220,7 +228,8 @@ def train(args) -> int:
         workers, cleanup = pysyft_workers(args, config, load_mnist(config.data, seed=config.seed))
     try:
         result = run_experiment(config, args.out, resume=args.resume,
-                                progress=not args.no_progress, workers=workers)
+                                progress=not args.no_progress, workers=workers,
+                                personalize_steps=args.personalize_steps)
     finally:
         cleanup()
     last = result.history[-1] if result.history else None

@@ -19,6 +19,7 @@ import torch
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.data import load_mnist
 from fedlearn.federation import FederationResult, resolve_device, run_federation
+from fedlearn.personalization import personalize_workers, summarize
 from fedlearn.plots import learning_curve, save_figure
 from fedlearn.warm_start import split_proxy, warm_start_weights
 from fedlearn.workers import make_virtual_workers
@@ -72,12 +73,19 @@ def write_outputs(out: Path, config: ExperimentConfig, result: FederationResult)
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False,
-                   progress: bool = False, workers=None) -> ExperimentResult:
+                   progress: bool = False, workers=None,
+                   personalize_steps: int = 0) -> ExperimentResult:
     """Run ``config`` and write its outputs to ``out_dir``.
 
     ``workers`` defaults to in-process workers holding ``config.partition``'s
     shards; pass others (e.g. PySyft Datasites) and only the test set is used here.
+    ``personalize_steps`` > 0: afterwards every worker fine-tunes the final model on
+    its own data and ``personalization.json`` gets each one's held-out accuracy
+    before and after (needs ``partition.holdout`` > 0).
     """
+    if personalize_steps and config.partition.holdout <= 0:
+        raise ConfigError("holdout", "personalization measures accuracy on each worker's "
+                          "held-out share: set holdout > 0 (e.g. 0.2)")
     out = prepare_output_dir(out_dir, resume=resume)
     device = resolve_device(config.federation.device)
     data = load_mnist(config.data, seed=config.seed)
@@ -112,4 +120,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                             checkpoint=out / CHECKPOINT, resume=resume, progress=progress,
                             weights=weights)
     write_outputs(out, config, result)
+    if personalize_steps:
+        rows = personalize_workers(workers, [w.name for w in workers], result.weights,
+                                   config.plan, steps=personalize_steps, seed=config.seed)
+        _atomic_write(out / "personalization.json", lambda f: f.write(json.dumps(
+            {"summary": summarize(rows), "workers": rows}, indent=1).encode()))
     return ExperimentResult(result.weights, result.history, result.reached_target, out)

@@ -14,11 +14,12 @@ from fedlearn.config import TrainPlan
 from fedlearn.rounds import derive_seed
 
 
-def personalize_clients(server, names, plan: TrainPlan, *, steps: int = 20) -> list[dict]:
-    """Fine-tune on each named client; return one row per client; retire them from training."""
+def personalize_workers(workers, names, weights, plan: TrainPlan, *, steps: int,
+                        seed: int) -> list[dict]:
+    """Each named worker fine-tunes a copy of ``weights`` locally; one row per worker."""
     if steps < 1:
-        raise ValueError(f"steps must be >= 1 (got {steps})")
-    by_name = {w.name: (i, w) for i, w in enumerate(server.workers)}
+        raise ValueError(f"personalize: steps must be >= 1 (got {steps})")
+    by_name = {w.name: (i, w) for i, w in enumerate(workers)}
     unknown = sorted(set(names) - set(by_name))
     if unknown:
         raise ValueError(f"personalize: unknown workers {unknown}")
@@ -28,8 +29,15 @@ def personalize_clients(server, names, plan: TrainPlan, *, steps: int = 20) -> l
         if not hasattr(worker, "personalize"):
             raise ValueError(f"personalize: worker {name!r} ({type(worker).__name__}) cannot "
                              "fine-tune locally")
-        rows.append(worker.personalize(server.weights, plan, steps=steps,
-                                       seed=derive_seed(server.config.seed, 0, 20_000 + i)))
+        rows.append(worker.personalize(weights, plan, steps=steps,
+                                       seed=derive_seed(seed, 0, 20_000 + i)))
+    return rows
+
+
+def personalize_clients(server, names, plan: TrainPlan, *, steps: int = 20) -> list[dict]:
+    """Fine-tune on each named client of a running federation; they leave the training pool."""
+    rows = personalize_workers(server.workers, names, server.weights, plan, steps=steps,
+                               seed=server.config.seed)
     server.retire(names)
     return rows
 

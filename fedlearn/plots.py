@@ -49,6 +49,17 @@ def label_histograms(histograms: np.ndarray, names: Sequence[str], *,
     return fig
 
 
+def client_label_heatmaps(histograms: Mapping[str, np.ndarray], *, clients: int = 20) -> Figure:
+    """One heatmap per split: the first ``clients`` clients (rows) by digit (columns)."""
+    fig = Figure(figsize=(5 * len(histograms), 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(histograms)))
+    for ax, (label, hist) in zip(axes, histograms.items()):
+        image = ax.imshow(np.asarray(hist)[:clients], cmap="Blues", aspect="auto")
+        ax.set(xlabel="digit", ylabel="client", title=label, xticks=range(10))
+        fig.colorbar(image, ax=ax, label="samples")
+    return fig
+
+
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor,
                      num_classes: int = 10) -> np.ndarray:
     """(true, predicted) counts."""
@@ -99,6 +110,45 @@ def digit_grid(images: torch.Tensor, labels: torch.Tensor,
             ax.set_title(f"{pred} ({label})", color="black" if pred == label else "red",
                          fontsize=9)
     fig.suptitle(title)
+    return fig
+
+
+def availability_figure(history: Sequence[dict], *,
+                        title: str = "Who took part in each round") -> Figure:
+    """Per round: eligible devices, selected, and what became of the selected ones."""
+    rounds = [h["round"] for h in history]
+    counts = [h["availability"] for h in history]
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax = fig.subplots()
+    width = 0.4
+    xs = np.asarray(rounds, dtype=float)
+    ax.bar(xs - width / 2, [c["available"] for c in counts], width, color="#cccccc",
+           label="eligible (idle, charging, unmetered)")
+    bottom = np.zeros(len(counts))
+    for key, color in (("completed", "#2a9d8f"), ("late", "#8ab17d"), ("stragglers", "#e9c46a"),
+                       ("dropped", "#f4a261"), ("declined", "#e76f51")):
+        values = np.asarray([c.get(key, 0) for c in counts], dtype=float)
+        ax.bar(xs + width / 2, values, width, bottom=bottom, color=color, label=key)
+        bottom += values
+    ax.plot(xs, [c["goal"] for c in counts], "k--", label="reporting goal")
+    ax.set(xlabel="round", ylabel="devices", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize="small", ncols=2)
+    return fig
+
+
+def personalization_figure(rows: Sequence[dict], *,
+                           title: str = "Each client's held-out accuracy") -> Figure:
+    """Before vs after local fine-tuning, one point per client."""
+    fig = Figure(figsize=(5, 5), layout="constrained")
+    ax = fig.subplots()
+    before = [100 * r["before"] for r in rows]
+    after = [100 * r["after"] for r in rows]
+    ax.scatter(before, after, s=14)
+    low = min(before + after + [100.0])
+    ax.plot([low, 100], [low, 100], "k--", linewidth=1, label="no change")
+    ax.set(xlabel="global model (%)", ylabel="after personalization (%)", title=title)
+    ax.legend()
     return fig
 
 

@@ -13,7 +13,8 @@ NOTEBOOK = REPO / "Federated_Learning.ipynb"
 
 def smoke_parameters(tmp_path, mnist_dir, **extra):
     return {"IMAGES_PER_OWNER": 1500, "TEST_IMAGES": 1000, "ROUNDS": 2, "BATCH_SIZE": 32,
-            "FEDSGD_ROUNDS": 1, "ROBUST_TRAIN_SIZE": 2000, "ROBUST_ROUNDS": 1, "PRIVACY_TRAIN_SIZE": 2000, "PRIVACY_ROUNDS": 1, "DATA_DIR": mnist_dir, "FIGURES_DIR": str(tmp_path / "figures"),
+            "FEDSGD_ROUNDS": 1, "ROBUST_TRAIN_SIZE": 2000, "ROBUST_ROUNDS": 1, "PRIVACY_TRAIN_SIZE": 2000, "PRIVACY_ROUNDS": 1,
+            "SCALE_TRAIN_SIZE": 2000, "SCALE_ROUNDS": 2, "DATA_DIR": mnist_dir, "FIGURES_DIR": str(tmp_path / "figures"),
             "RESULTS_PATH": str(tmp_path / "results.json"), **extra}
 
 
@@ -41,7 +42,12 @@ def test_notebook_runs_end_to_end_with_pysyft(tmp_path, mnist_dir):
     assert results["dp_epsilon"] > 0
     assert set(results["robust_demo"]) == {"FedAvg, all honest", "FedAvg, owner e sends noise",
                                            "median, owner e sends noise"}
-    for name in ("learning_curve", "confusion_matrix", "test_predictions", "label_histograms"):
+    assert set(results["scale_accuracy"]) == {"FedSGD (E=1, B=all)", "FedAvg (E=5, B=10)",
+                                              "FedProx (mu=0.01)", "FedAdam (server lr 0.01)"}
+    assert all(a["goal"] == 10 and a["selected"] <= 13 for a in results["availability"])
+    assert results["personalization"]["clients"] == 50
+    for name in ("learning_curve", "confusion_matrix", "test_predictions", "label_histograms",
+                 "scale_curves", "availability", "personalization", "scale_label_histograms"):
         assert (tmp_path / "figures" / f"notebook_{name}.png").stat().st_size > 5000
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
