@@ -62,6 +62,16 @@ BAD = [
     (["--aggregator", "median", "--secure-aggregation"], "--secure-aggregation"),
     (["--round-timeout", "-3"], "--round-timeout"),
     (["--min-updates", "3"], "--min-updates"),
+    (["--dp-sgd-noise", "-1"], "--dp-sgd-noise"),
+    (["--prox-mu", "-0.1"], "--prox-mu"),
+    (["--server-optimizer", "sgdm"], "--server-optimizer"),
+    (["--availability", "--over-selection", "0.5"], "--over-selection"),
+    (["--availability", "--deadline", "0"], "--deadline"),
+    (["--holdout", "1"], "--holdout"),
+    (["--warm-start-size", "-1"], "--warm-start-size"),
+    (["--backend", "tcp"], "--backend"),
+    (["--datasite", "bob=http://h:1"], "--datasite"),
+    (["--backend", "pysyft", "--datasite", "bob"], "--datasite"),
 ]
 
 
@@ -107,3 +117,27 @@ def test_console_script_is_installed():
     exe = shutil.which("fedlearn") or os.path.join(os.path.dirname(sys.executable), "fedlearn")
     r = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "train" in r.stdout
+
+
+def test_train_at_scale_with_devices_that_come_and_go(mnist_dir, tmp_path):
+    out = tmp_path / "scale"
+    clients = [f"client{i:02d}" for i in range(40)]
+    r = fedlearn("train", *SMALL, "--workers", *clients, "--partition", "dirichlet", "--alpha",
+                 "0.3", "--fraction", "0.25", "--availability", "--deadline", "5",
+                 "--compression", "quantize", "--prox-mu", "0.01", "--server-optimizer", "adam",
+                 "--server-lr", "0.01", "--warm-start-size", "300", "--holdout", "0.2",
+                 "--personalize-steps", "5", "--initial-share", "0.5", "--growth-per-round",
+                 "0.25", "--rounds", "2", "--data-dir", mnist_dir, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    history = json.loads((out / "history.json").read_text())
+    for record in history:
+        counts = record["availability"]
+        assert counts["goal"] == 10 and counts["selected"] <= 13
+        assert counts["completed"] == len(record["examples"])
+    examples = [sum(h["examples"].values()) / max(1, len(h["examples"])) for h in history]
+    assert examples[1] > examples[0]  # new data arrived between rounds
+    personal = json.loads((out / "personalization.json").read_text())
+    assert personal["summary"]["clients"] == 40 and len(personal["workers"]) == 40
+    r = fedlearn("train", *SMALL, "--personalize-steps", "5", "--data-dir", mnist_dir,
+                 "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "--holdout" in r.stderr
