@@ -18,7 +18,9 @@ rounds, 1,000 test images; FedAvg must beat FedSGD after the same rounds.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 from common import write_results
 from fedlearn.config import (DataConfig, ExperimentConfig, FederationConfig, PartitionConfig,
@@ -88,6 +90,11 @@ def main(argv=None):
     out = {"command": "python benchmarks/mcmahan_table2.py " + " ".join(argv or []),
            "quick": args.quick, "clients": clients, "images_per_client": local_size,
            "target": args.target, "settings": {}}
+    if args.json and Path(args.json).exists():  # settings run separately accumulate in one file
+        earlier = json.loads(Path(args.json).read_text())
+        if earlier.get("quick") == args.quick:
+            out["settings"] = earlier["settings"]
+            out["command"] = "; ".join(dict.fromkeys([earlier["command"], out["command"]]))
     for name in args.settings:
         config = setting(name, args, clients, local_size)
         row = run_setting(name, config, data, progress=not args.quick)

@@ -17,7 +17,7 @@ import statistics
 import tempfile
 import time
 
-from common import write_results
+from common import interleave, write_results
 from fedlearn.backends.local_hosts import ServerProcess, free_port, local_hosts
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig
 from fedlearn.data import load_mnist
@@ -66,24 +66,10 @@ def main(argv=None):
                 s.wait_ready(timeout=600)
             remote = scientist_workers(servers, config.federation.model, 2 * args.rounds + 5)
             setup_seconds = time.perf_counter() - t0
-            runs = {"in-process": FederatedServer(virtual, config, data.test_x, data.test_y),
-                    "network": FederatedServer(remote, config, data.test_x, data.test_y)}
-            rows = []
-            for r in range(1, args.rounds + 1):
-                rec = {name: server.step() for name, server in runs.items()}
-                diff = max((runs["network"].weights[k] - runs["in-process"].weights[k])
-                           .abs().max().item() for k in runs["network"].weights)
-                row = {"round": r, "inprocess_seconds": rec["in-process"]["train_seconds"],
-                       "network_seconds": rec["network"]["train_seconds"],
-                       "inprocess_accuracy": rec["in-process"]["test_accuracy"],
-                       "network_accuracy": rec["network"]["test_accuracy"],
-                       "max_abs_weight_diff": diff}
-                row["ratio"] = row["network_seconds"] / row["inprocess_seconds"]
-                rows.append(row)
-                print(f"round {r}: in-process {row['inprocess_seconds']:.2f}s | network "
-                      f"{row['network_seconds']:.2f}s | ratio {row['ratio']:.3f} | accuracy "
-                      f"{row['network_accuracy']:.4f} vs {row['inprocess_accuracy']:.4f} | "
-                      f"max |w diff| {diff:.1e}", flush=True)
+            rows = interleave({"inprocess": FederatedServer(virtual, config, data.test_x,
+                                                            data.test_y),
+                               "network": FederatedServer(remote, config, data.test_x,
+                                                          data.test_y)}, args.rounds)
         finally:
             for s in servers:
                 s.stop()

@@ -15,7 +15,7 @@ import resource
 import statistics
 import time
 
-from common import write_results
+from common import interleave, write_results
 from fedlearn.backends.pysyft import launch_syft_workers
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig
 from fedlearn.data import load_mnist, to_uint8
@@ -42,22 +42,9 @@ def main(argv=None):
         model=config.federation.model, max_calls=2 * args.rounds + 2, port=args.port)
     setup_seconds = time.perf_counter() - t0
     try:
-        servers = {"in-process": FederatedServer(virtual, config, data.test_x, data.test_y),
-                   "pysyft": FederatedServer(syft_workers, config, data.test_x, data.test_y)}
-        rows = []
-        for r in range(1, args.rounds + 1):
-            rec = {name: server.step() for name, server in servers.items()}
-            diff = max((servers["pysyft"].weights[k] - servers["in-process"].weights[k])
-                       .abs().max().item() for k in servers["pysyft"].weights)
-            row = {"round": r, "inprocess_seconds": rec["in-process"]["train_seconds"],
-                   "pysyft_seconds": rec["pysyft"]["train_seconds"],
-                   "inprocess_accuracy": rec["in-process"]["test_accuracy"],
-                   "pysyft_accuracy": rec["pysyft"]["test_accuracy"], "max_abs_weight_diff": diff}
-            row["ratio"] = row["pysyft_seconds"] / row["inprocess_seconds"]
-            rows.append(row)
-            print(f"round {r}: in-process {row['inprocess_seconds']:.2f}s | PySyft "
-                  f"{row['pysyft_seconds']:.2f}s | ratio {row['ratio']:.3f} | accuracy "
-                  f"{row['pysyft_accuracy']:.4f} | max |w diff| {diff:.1e}", flush=True)
+        rows = interleave({"inprocess": FederatedServer(virtual, config, data.test_x, data.test_y),
+                           "pysyft": FederatedServer(syft_workers, config, data.test_x,
+                                                     data.test_y)}, args.rounds)
     finally:
         for site in sites:
             site.land()

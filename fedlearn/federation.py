@@ -188,7 +188,9 @@ class FederatedServer:
             if outcome is not None:
                 break
             problems.append("; ".join(f"{n}: {r}" for n, r in
-                                      {**record["failed"], **record["rejected"]}.items()))
+                                      {**record["failed"], **record["rejected"]}.items())
+                            or (f"devices: {record['availability']}" if "availability" in record
+                                else "no updates"))
         else:
             if fed.on_too_few != "skip":
                 raise RoundFailedError(

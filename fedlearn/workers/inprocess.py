@@ -61,14 +61,17 @@ class VirtualWorker:
         self._progress = progress
         # the data keeps its order unless some is held out or arrives later (the PySyft
         # backend holds it in this order, and same order + same seed = same weights)
-        order = (torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-                 if holdout > 0 or growth is not None else torch.arange(len(y)))
-        kept = len(y) - int(holdout * len(y))
-        train, held = order[:kept], order[kept:]
-        self.__x, self.__y = x[train].to(self._device), y[train].to(self._device)
-        self.__hx, self.__hy = x[held].to(self._device), y[held].to(self._device)
+        if holdout > 0 or growth is not None:
+            order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+            kept = len(y) - int(holdout * len(y))
+            train, held = order[:kept], order[kept:]
+            self.__hx, self.__hy = x[held].to(self._device), y[held].to(self._device)
+            x, y = x[train], y[train]
+        else:  # no copy: a thousand small copies would fragment the heap
+            self.__hx, self.__hy = x[:0].to(self._device), y[:0].to(self._device)
+        self.__x, self.__y = x.to(self._device), y.to(self._device)
         self._growth = growth
-        self._visible = len(train) if growth is None else max(1, int(growth[0] * len(train)))
+        self._visible = len(y) if growth is None else max(1, int(growth[0] * len(y)))
         self.personal_weights: dict | None = None  # stays on the device
 
     def set_round(self, round_: int) -> None:
@@ -137,8 +140,12 @@ def make_virtual_workers(x: torch.Tensor, y: torch.Tensor, config: PartitionConf
     real deployment never has them.
     """
     parts = partition(y.numpy(), config, seed)
-    workers = [VirtualWorker(name, x[torch.as_tensor(p)], y[torch.as_tensor(p)], model=model,
+    # one copy of the data in partition order; each worker holds a view of its slice, so a
+    # thousand workers cost a thousand tensor headers, not a thousand small allocations
+    xs, ys = x[torch.as_tensor(np.concatenate(parts))], y[torch.as_tensor(np.concatenate(parts))]
+    ends = np.cumsum([len(p) for p in parts])
+    workers = [VirtualWorker(name, xs[end - len(p):end], ys[end - len(p):end], model=model,
                              device=device, progress=progress, holdout=holdout, growth=growth,
                              seed=seed * 100_003 + i)
-               for i, (name, p) in enumerate(zip(config.workers, parts))]
+               for i, (name, p, end) in enumerate(zip(config.workers, parts, ends))]
     return workers, parts
