@@ -56,6 +56,7 @@ def client_label_heatmaps(histograms: Mapping[str, np.ndarray], *, clients: int 
     for ax, (label, hist) in zip(axes, histograms.items()):
         image = ax.imshow(np.asarray(hist)[:clients], cmap="Blues", aspect="auto")
         ax.set(xlabel="digit", ylabel="client", title=label, xticks=range(10))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         fig.colorbar(image, ax=ax, label="samples")
     return fig
 
