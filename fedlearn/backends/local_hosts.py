@@ -42,33 +42,50 @@ def _ip(*args: str, netns: str | None = None) -> None:
     subprocess.run(cmd, check=True, capture_output=True, text=True)
 
 
+def _make_namespaces(names, tag: str, subnet: int, made: list) -> list[LocalHost]:
+    hosts = []
+    for i, name in enumerate(names):
+        ns, outer, inner = f"fl{tag}-{i}", f"fl{tag}h{i}", f"fl{tag}n{i}"
+        _ip("netns", "add", ns)
+        made.append((ns, outer))
+        _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        _ip("link", "set", inner, "netns", ns)
+        _ip("addr", "add", f"10.{subnet}.{i}.1/24", "dev", outer)
+        _ip("link", "set", outer, "up")
+        _ip("addr", "add", f"10.{subnet}.{i}.2/24", "dev", inner, netns=ns)
+        _ip("link", "set", inner, "up", netns=ns)
+        _ip("link", "set", "lo", "up", netns=ns)
+        hosts.append(LocalHost(name, f"10.{subnet}.{i}.2", ["ip", "netns", "exec", ns], True))
+    return hosts
+
+
+def _remove_namespaces(made: list) -> None:
+    for ns, outer in made:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", outer], capture_output=True)
+    made.clear()
+
+
 @contextlib.contextmanager
 def local_hosts(names, *, subnet: int = 231, isolate: bool | None = None):
-    """Yield one :class:`LocalHost` per name; tear the namespaces down afterwards."""
-    isolate = namespaces_available() if isolate is None else isolate
-    tag = f"{os.getpid() % 10000}"
-    hosts, made = [], []
+    """Yield one :class:`LocalHost` per name; tear the namespaces down afterwards.
+
+    ``isolate=None`` uses namespaces where they can be made (e.g. not in a container
+    without CAP_SYS_ADMIN) and loopback otherwise; ``True`` insists on namespaces.
+    """
+    made: list = []
+    hosts = [LocalHost(name, "127.0.0.1") for name in names]
     try:
-        for i, name in enumerate(names):
-            if not isolate:
-                hosts.append(LocalHost(name, "127.0.0.1"))
-                continue
-            ns, outer, inner = f"fl{tag}-{i}", f"fl{tag}h{i}", f"fl{tag}n{i}"
-            _ip("netns", "add", ns)
-            made.append((ns, outer))
-            _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
-            _ip("link", "set", inner, "netns", ns)
-            _ip("addr", "add", f"10.{subnet}.{i}.1/24", "dev", outer)
-            _ip("link", "set", outer, "up")
-            _ip("addr", "add", f"10.{subnet}.{i}.2/24", "dev", inner, netns=ns)
-            _ip("link", "set", inner, "up", netns=ns)
-            _ip("link", "set", "lo", "up", netns=ns)
-            hosts.append(LocalHost(name, f"10.{subnet}.{i}.2", ["ip", "netns", "exec", ns], True))
+        if isolate or (isolate is None and namespaces_available()):
+            try:
+                hosts = _make_namespaces(names, f"{os.getpid() % 10000}", subnet, made)
+            except subprocess.CalledProcessError:
+                _remove_namespaces(made)
+                if isolate:
+                    raise
         yield hosts
     finally:
-        for ns, outer in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-            subprocess.run(["ip", "link", "del", outer], capture_output=True)
+        _remove_namespaces(made)
 
 
 def free_port() -> int:

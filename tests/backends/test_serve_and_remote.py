@@ -101,3 +101,21 @@ def test_a_rejection_or_the_timeout_stops_with_the_reason():
     with pytest.raises(ApprovalError, match=r"not approved within 5 s: bob \(req-bob\).*--resume"):
         wait_for_approval([FakeWorker("bob", ["pending"])], timeout=5, poll=2,
                           clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+
+
+def test_local_hosts_fall_back_to_loopback_where_namespaces_cannot_be_made(monkeypatch):
+    import subprocess
+
+    import fedlearn.backends.local_hosts as lh
+
+    def refuse(*args, **kwargs):  # e.g. a container without CAP_SYS_ADMIN
+        raise subprocess.CalledProcessError(1, ["ip", *args])
+
+    monkeypatch.setattr(lh, "namespaces_available", lambda: True)
+    monkeypatch.setattr(lh, "_ip", refuse)
+    with lh.local_hosts(["bob", "alice"]) as hosts:
+        assert [(h.name, h.address, h.isolated) for h in hosts] == \
+            [("bob", "127.0.0.1", False), ("alice", "127.0.0.1", False)]
+    with pytest.raises(subprocess.CalledProcessError):
+        with lh.local_hosts(["bob"], isolate=True):
+            pass
