@@ -27,7 +27,7 @@ ADMIN_EMAIL = "info@openmined.org"
 
 def add_datasite_parser(sub) -> None:
     site = sub.add_parser("datasite", help="run and review a data owner's PySyft Datasite",
-                          description=__doc__.split("\n\n")[0],
+                          description=__doc__,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     cmds = site.add_subparsers(dest="datasite_command", required=True, metavar="ACTION")
     serve = cmds.add_parser("serve", help="serve this owner's MNIST shard as a Datasite")
