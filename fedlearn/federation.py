@@ -200,8 +200,7 @@ class FederatedServer:
             record["skipped"] = True
         if outcome is not None:
             if fed.algorithm == "fedavg":
-                delta = {k: outcome[k] - self.weights[k] for k in self.weights}
-                self.weights, self.server_state = server_step(self.weights, delta,
+                self.weights, self.server_state = server_step(self.weights, outcome,
                                                               self.server_state, fed)
             else:
                 self.weights, self.velocity = outcome

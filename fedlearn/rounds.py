@@ -95,10 +95,12 @@ def checked_fit(worker, weights, plan: TrainPlan, fed: FederationConfig, record:
 
 
 def fedavg_round(chosen, weights, plan, fed, seed, round_, record, pipeline=None):
-    """Every chosen worker trains locally; the valid updates are aggregated.
+    """Every chosen worker trains locally; return the aggregate of the valid updates.
 
-    With a :class:`fedlearn.pipeline.UpdatePipeline`, updates are clipped,
-    compressed and masked on their way and noised after aggregation.
+    The result is the combined weight change (the server applies it, see
+    :mod:`fedlearn.server_opt`), or None with fewer than ``min_updates``. With a
+    :class:`fedlearn.pipeline.UpdatePipeline`, updates are clipped, compressed and
+    masked on their way and noised after aggregation.
     """
     arrived = []
     for i, worker in chosen:
@@ -118,11 +120,10 @@ def fedavg_round(chosen, weights, plan, fed, seed, round_, record, pipeline=None
     if len(arrived) < fed.min_updates:
         return None
     if pipeline is None:
-        return apply_delta(weights, aggregate(arrived, fed))
+        return aggregate(arrived, fed)
     noise = torch.Generator().manual_seed(derive_seed(seed, round_, 2 ** 31))
-    combined = pipeline.combine([(u.worker, u.delta, u.num_examples) for u in arrived],
-                                [w.name for _, w in chosen], weights, round_, noise, record)
-    return apply_delta(weights, combined)
+    return pipeline.combine([(u.worker, u.delta, u.num_examples) for u in arrived],
+                            [w.name for _, w in chosen], weights, round_, noise, record)
 
 
 def fedsgd_round(chosen, weights, velocity, plan, fed, seed, round_, record, progress):

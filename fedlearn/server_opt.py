@@ -13,17 +13,19 @@ from collections.abc import Mapping
 
 import torch
 
+from fedlearn.aggregation import apply_delta
+
 State = Mapping[str, torch.Tensor]
 
 
 def fedavg_step(weights: State, delta: State, lr: float = 1.0) -> dict[str, torch.Tensor]:
-    return {k: weights[k] + lr * delta[k] for k in weights}
+    return apply_delta(weights, delta, lr)
 
 
 def momentum_step(weights: State, delta: State, velocity: State | None, *, lr: float,
                   beta: float) -> tuple[dict, dict]:
     velocity = {k: (beta * velocity[k] if velocity else 0) + delta[k] for k in weights}
-    return {k: weights[k] + lr * velocity[k] for k in weights}, velocity
+    return apply_delta(weights, velocity, lr), velocity
 
 
 def adam_step(weights: State, delta: State, m: State | None, v: State | None, *, lr: float,
