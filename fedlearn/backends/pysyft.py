@@ -202,6 +202,9 @@ def _login(url: str, email: str, password: str):
         return sy.login(url=f"{scheme}://{host}", port=int(port), email=email, password=password)
     except sy.SyftException as exc:
         raise PermissionError(f"login to {url} as {email} failed: {exc.public_message}") from exc
+    except OSError as exc:  # requests' ConnectionError and timeouts are OSErrors
+        raise ConnectionError(f"cannot reach a Datasite at {url} ({type(exc).__name__}); is "
+                              "the server running, and are the host and port right?") from exc
 
 
 class SyftWorker:

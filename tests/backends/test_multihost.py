@@ -144,3 +144,18 @@ def test_serve_refuses_the_pysyft_default_password(tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "published default password" in r.stderr
     assert "syft" not in r.stderr.lower().replace("pysyft", "")  # refused before syft loads
+
+
+@needs_syft
+def test_owner_commands_say_clearly_when_the_datasite_is_unreachable_or_the_password_wrong(
+        servers, tmp_path):
+    env = {**os.environ, "FEDLEARN_ADMIN_PASSWORD": ADMIN}
+    port = free_port()  # nothing listens there
+    r = subprocess.run([sys.executable, "-m", "fedlearn", "datasite", "requests", "--url",
+                        f"http://127.0.0.1:{port}"], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "cannot reach a Datasite" in r.stderr
+    assert "Traceback" not in r.stderr
+    env["FEDLEARN_ADMIN_PASSWORD"] = "not-the-owner-password"
+    r = subprocess.run([sys.executable, "-m", "fedlearn", "datasite", "requests", "--url",
+                        servers[0].url], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "login to" in r.stderr and "Traceback" not in r.stderr
