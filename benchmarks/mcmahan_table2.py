@@ -9,7 +9,8 @@ non-IID: sort by label, 200 shards of 300, 2 shards per client. Paper, rounds to
 non-IID 483. Learning rates: the paper tuned them on a grid; ours are arguments.
 
 Each setting runs until the target or ``--max-rounds``; the wall time is
-recorded. ``--quick`` is a CI-sized check: 6,000 images (60 per client), 3
+recorded. With ``--checkpoint-dir`` a long setting survives being stopped: run
+the same command again and it continues from its last round. ``--quick`` is a CI-sized check: 6,000 images (60 per client), 3
 rounds, 1,000 test images; FedAvg must beat FedSGD after the same rounds.
 
     python benchmarks/mcmahan_table2.py --settings fedavg-iid --json benchmarks/results/mcmahan_table2.json
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 from common import write_results
+from fedlearn.checkpoint import load_checkpoint, save_checkpoint
 from fedlearn.config import (DataConfig, ExperimentConfig, FederationConfig, PartitionConfig,
                              TrainPlan)
 from fedlearn.data import load_mnist
@@ -48,13 +50,26 @@ def setting(name: str, args, clients: int, local_size: int) -> ExperimentConfig:
         seed=args.seed)
 
 
-def run_setting(name, config, data, progress=False) -> dict:
+def run_setting(name, config, data, progress=False, checkpoint_dir=None) -> dict:
+    """Run one setting; with ``checkpoint_dir`` every round is checkpointed and a
+    stopped run continues from its last round (the wall time adds up across runs)."""
     workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
                                       model=config.federation.model, seed=config.seed)
     server = FederatedServer(workers, config, data.test_x, data.test_y)
-    t0 = time.perf_counter()
+    checkpoint = Path(checkpoint_dir) / f"{name}.pt" if checkpoint_dir else None
+    earlier_seconds = 0.0
+    if checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        server.load_state_dict(state, source=f"checkpoint {checkpoint}")
+        earlier_seconds = float(state["benchmark_seconds"])
+        if progress:
+            print(f"{name}: resumed after round {server.round} ({earlier_seconds:.0f} s)", flush=True)
+    t0 = time.perf_counter() - earlier_seconds
     while server.round < config.federation.rounds and not server.reached_target:
         record = server.step()
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {**server.state_dict(),
+                                         "benchmark_seconds": time.perf_counter() - t0})
         if progress:
             print(f"{name} round {record['round']}: {record['test_accuracy']:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -79,6 +94,8 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoint every round here; a rerun continues a stopped setting")
     args = p.parse_args(argv)
     if args.quick:
         args.train_size, args.test_size, args.max_rounds = 6000, 1000, 3
@@ -97,7 +114,8 @@ def main(argv=None):
             out["command"] = "; ".join(dict.fromkeys([earlier["command"], out["command"]]))
     for name in args.settings:
         config = setting(name, args, clients, local_size)
-        row = run_setting(name, config, data, progress=not args.quick)
+        row = run_setting(name, config, data, progress=not args.quick,
+                          checkpoint_dir=args.checkpoint_dir)
         out["settings"][name] = row
         print(f"{name:14s} rounds to {args.target:.0%}: {row['rounds_to_target']} "
               f"(paper {row['paper_rounds']}), final accuracy {row['accuracy'][-1]:.4f}, "
