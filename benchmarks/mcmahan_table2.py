@@ -29,6 +29,7 @@ from fedlearn.config import (DataConfig, ExperimentConfig, FederationConfig, Par
                              TrainPlan)
 from fedlearn.data import load_mnist
 from fedlearn.federation import FederatedServer
+from fedlearn.plots import rounds_to_target_figure, save_figure
 from fedlearn.workers import make_virtual_workers
 
 PAPER_ROUNDS = {"fedavg-iid": 20, "fedavg-noniid": 229, "fedsgd-iid": 626, "fedsgd-noniid": 483}
@@ -94,6 +95,8 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
+    p.add_argument("--figure", default=None,
+                   help="save the accuracy curves of every setting in the JSON to this PNG")
     p.add_argument("--checkpoint-dir", default=None,
                    help="checkpoint every round here; a rerun continues a stopped setting")
     args = p.parse_args(argv)
@@ -121,6 +124,8 @@ def main(argv=None):
               f"(paper {row['paper_rounds']}), final accuracy {row['accuracy'][-1]:.4f}, "
               f"{row['wall_seconds']:.0f} s", flush=True)
         write_results(args.json, out)  # partial results survive a stopped run
+    if args.figure:
+        save_figure(rounds_to_target_figure(out["settings"], target=args.target), args.figure)
     return out
 
 

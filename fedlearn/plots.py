@@ -153,6 +153,30 @@ def personalization_figure(rows: Sequence[dict], *,
     return fig
 
 
+def rounds_to_target_figure(runs: Mapping[str, Mapping], *, target: float = 0.99,
+                            title: str = "Rounds to 99%: here vs McMahan et al. 2017") -> Figure:
+    """Test accuracy per round for each setting, the target line, and the paper's round count.
+
+    ``runs`` maps a setting name to a row of ``benchmarks/mcmahan_table2.py``
+    (``accuracy`` per round, ``paper_rounds``). Rounds are on a log axis: the
+    settings differ by an order of magnitude.
+    """
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, low, panel in ((axes[0], 0, title), (axes[1], 95, "near the target")):
+        for name, row in runs.items():
+            rounds = np.arange(1, len(row["accuracy"]) + 1)
+            line, = ax.plot(rounds, [100 * a for a in row["accuracy"]], label=name)
+            ax.axvline(row["paper_rounds"], color=line.get_color(), linestyle=":", linewidth=1.5)
+        ax.axhline(100 * target, color="black", linestyle="--", linewidth=1,
+                   label=f"target {target:.0%} (dotted: the paper's rounds)")
+        ax.set(xscale="log", xlabel="round", ylabel="test accuracy (%)", title=panel,
+               ylim=(low, 100))
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(loc="lower right", fontsize="small")
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,3 +27,19 @@ def test_figures_render(tmp_path):
     for name, fig in figs.items():
         path = plots.save_figure(fig, tmp_path / f"{name}.png")
         assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 2000
+
+
+def test_rounds_to_target_figure_draws_each_setting_and_the_paper_mark(tmp_path):
+    runs = {"fedavg-iid": {"accuracy": [0.95, 0.98, 0.991], "paper_rounds": 20},
+            "fedsgd-iid": {"accuracy": [0.5 + i / 400 for i in range(1, 190)], "paper_rounds": 626}}
+    fig = plots.rounds_to_target_figure(runs)
+    assert len(fig.axes) == 2  # the whole climb, and a zoom near the target
+    ax = fig.axes[0]
+    curves = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]
+    assert [len(c.get_xdata()) for c in curves] == [3, 189]
+    assert list(curves[0].get_ydata()) == [95.0, 98.0, 99.1]
+    paper_marks = sorted(line.get_xdata()[0] for line in ax.get_lines()
+                         if line.get_linestyle() == ":")
+    assert paper_marks == [20, 626]
+    assert ax.get_xscale() == "log"
+    assert plots.save_figure(fig, tmp_path / "t2.png").stat().st_size > 2000
