@@ -10,8 +10,9 @@ non-IID 483. Learning rates: the paper tuned them on a grid; ours are arguments.
 
 Each setting runs until the target or ``--max-rounds``; the wall time is
 recorded. With ``--checkpoint-dir`` a long setting survives being stopped: run
-the same command again and it continues from its last round. ``--quick`` is a CI-sized check: 6,000 images (60 per client), 3
-rounds, 1,000 test images; FedAvg must beat FedSGD after the same rounds.
+the same command again and it continues from its last round. ``--quick`` is a
+CI-sized check: 6,000 images (60 per client), 3 rounds, 1,000 test images;
+FedAvg must beat FedSGD after the same rounds.
 
     python benchmarks/mcmahan_table2.py --settings fedavg-iid --json benchmarks/results/mcmahan_table2.json
     python benchmarks/mcmahan_table2.py --quick --json benchmarks/results/mcmahan_table2_quick.json
