@@ -65,7 +65,8 @@ def run_setting(name, config, data, progress=False, checkpoint_dir=None) -> dict
         server.load_state_dict(state, source=f"checkpoint {checkpoint}")
         earlier_seconds = float(state["benchmark_seconds"])
         if progress:
-            print(f"{name}: resumed after round {server.round} ({earlier_seconds:.0f} s)", flush=True)
+            print(f"{name}: resumed after round {server.round} ({earlier_seconds:.0f} s)",
+                  flush=True)
     t0 = time.perf_counter() - earlier_seconds
     while server.round < config.federation.rounds and not server.reached_target:
         record = server.step()
