@@ -29,7 +29,7 @@ ADMIN, SCIENTIST, EMAIL = "benchmark-owner-pw", "benchmark-scientist-pw", "ds@be
 
 def scientist_workers(servers, model: str, max_calls: int):
     from fedlearn.backends.pysyft import Datasite, SyftWorker
-    from fedlearn.backends.remote import wait_for_approval
+    from fedlearn.backends.pysyft.remote import wait_for_approval
 
     workers = [SyftWorker.connect(s.host.name, s.url, email=EMAIL, password=SCIENTIST)
                for s in servers]

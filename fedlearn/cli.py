@@ -18,6 +18,7 @@ from fedlearn.cli_datasite import add_datasite_parser, add_pysyft_train_flags
 from fedlearn.cli_scale import FLAGS as SCALE_FLAGS
 from fedlearn.cli_scale import add_scale_flags, scale_settings
 from fedlearn.data import DataError
+from fedlearn.errors import FedlearnError
 
 # config field -> the flag a user typed
 FLAGS = {"workers": "--workers", "partition": "--partition", "alpha": "--alpha",
@@ -41,7 +42,9 @@ FLAGS = {"workers": "--workers", "partition": "--partition", "alpha": "--alpha",
          "approval_timeout": "--approval-timeout", "backend": "--backend", "name": "--name",
          "shard": "--shard", "port": "--port", "admin_email": "--admin-email",
          "admin_password": "--admin-password-file", "scientist": "--scientist",
-         "scientist_password": "--scientist-password-file", **SCALE_FLAGS}
+         "scientist_password": "--scientist-password-file", "tls_cert": "--tls-cert",
+         "tls_key": "--tls-key", "client_ca": "--client-ca", "ca_file": "--ca-file",
+         "client_cert": "--client-cert", "client_key": "--client-key", **SCALE_FLAGS}
 
 EPILOG = """examples:
   fedlearn train                                   # Bob and Alice, FedAvg, 5 rounds
@@ -172,7 +175,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if args.datasite and args.backend != "pysyft":
         raise ConfigError("datasite", "needs --backend pysyft")
     if args.datasite:
-        from fedlearn.backends.remote import parse_addresses
+        from fedlearn.backends.pysyft.remote import parse_addresses
 
         args.workers = [a.name for a in parse_addresses(args.datasite)]
     if args.personalize_steps < 0:
@@ -242,8 +245,9 @@ def train(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from fedlearn.backends.remote import ApprovalError
-    from fedlearn.backends.syft_import import SyftUnavailableError
+    args.exec_allowed = argv is None  # a real command line: `serve` may re-exec itself
+    from fedlearn.backends.pysyft.loading import SyftUnavailableError
+    from fedlearn.backends.pysyft.remote import ApprovalError
     from fedlearn.federation import RoundFailedError
 
     try:
@@ -254,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         return train(args)
     except ConfigError as exc:
         return _fail(f"argument {FLAGS.get(exc.argument, exc.argument)}: {exc.detail}")
-    except (DataError, CheckpointError, ValueError, SyftUnavailableError, KeyError,
-            PermissionError) as exc:
+    except (FedlearnError, DataError, CheckpointError, ValueError, SyftUnavailableError,
+            KeyError, PermissionError) as exc:
         return _fail(str(exc).strip("'\""))
     except (ApprovalError, ConnectionError) as exc:
         print(f"fedlearn: stopped: {exc}", file=sys.stderr)

@@ -9,6 +9,12 @@ Owner, on their own machine::
     fedlearn datasite requests --url http://127.0.0.1:8080 --code
     fedlearn datasite approve REQUEST_ID --url http://127.0.0.1:8080
 
+``approve`` refuses a request whose inputs, requester or source are not what
+fedlearn submits (``requests --code`` shows why); ``--force`` overrides it. Serve
+over TLS with ``--tls-cert FILE --tls-key FILE`` (and ``--client-ca FILE`` to
+require client certificates); clients then pass ``--ca-file`` (and
+``--client-cert``/``--client-key``).
+
 Data scientist::
 
     export FEDLEARN_SCIENTIST_PASSWORD=...
@@ -18,6 +24,8 @@ Data scientist::
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 from fedlearn.config import PARTITIONS, ConfigError, DataConfig
@@ -48,6 +56,13 @@ def add_datasite_parser(sub) -> None:
                        help="register this data-scientist account (password from "
                             "$FEDLEARN_SCIENTIST_PASSWORD or --scientist-password-file)")
     serve.add_argument("--scientist-password-file", default=None, metavar="FILE")
+    serve.add_argument("--tls-cert", default=None, metavar="FILE",
+                       help="serve HTTPS with this certificate (PEM); needs --tls-key")
+    serve.add_argument("--tls-key", default=None, metavar="FILE",
+                       help="the certificate's private key (PEM)")
+    serve.add_argument("--client-ca", default=None, metavar="FILE",
+                       help="require client certificates signed by this CA")
+    serve.add_argument("--password-fd", type=int, default=None, help=argparse.SUPPRESS)
     for name, helptext in (("requests", "list code requests (pending unless --all)"),
                            ("approve", "approve a code request by its id"),
                            ("deny", "deny a code request by its id")):
@@ -58,13 +73,40 @@ def add_datasite_parser(sub) -> None:
                          help="the Datasite (default: http://127.0.0.1:8080)")
         if name == "requests":
             cmd.add_argument("--all", action="store_true", help="also approved and denied ones")
-            cmd.add_argument("--code", action="store_true", help="print the submitted source")
+            cmd.add_argument("--code", action="store_true",
+                             help="print the policies, the checks and the submitted source")
+        if name == "approve":
+            cmd.add_argument("--force", action="store_true",
+                             help="approve even if fedlearn's checks fail (prints a warning)")
         if name == "deny":
             cmd.add_argument("--reason", required=True, help="told to the data scientist")
     for cmd in (serve, *[cmds.choices[n] for n in ("requests", "approve", "deny")]):
         cmd.add_argument("--admin-email", default=ADMIN_EMAIL, help=f"(default: {ADMIN_EMAIL})")
         cmd.add_argument("--admin-password-file", default=None, metavar="FILE",
                          help="default: $FEDLEARN_ADMIN_PASSWORD")
+        add_tls_client_flags(cmd)
+
+
+def add_tls_client_flags(cmd) -> None:
+    cmd.add_argument("--ca-file", default=None, metavar="FILE",
+                     help="for https:// Datasites: the CA certificate that signed them "
+                          "(serve: default --tls-cert, right for a self-signed one)")
+    cmd.add_argument("--client-cert", default=None, metavar="FILE",
+                     help="this side's client certificate, where the Datasite requires one")
+    cmd.add_argument("--client-key", default=None, metavar="FILE",
+                     help="the client certificate's private key")
+
+
+def tls_client(args, *, default_ca: str | None = None):
+    """The TLS client settings from the flags, or None for plain HTTP."""
+    from fedlearn.backends.pysyft.connection import TLSClientConfig
+
+    ca = args.ca_file or default_ca
+    if ca is None:
+        if args.client_cert or args.client_key:
+            raise ConfigError("ca_file", "--client-cert needs --ca-file (an https:// Datasite)")
+        return None
+    return TLSClientConfig(ca, args.client_cert, args.client_key)
 
 
 def add_pysyft_train_flags(train) -> None:
@@ -81,29 +123,43 @@ def add_pysyft_train_flags(train) -> None:
                        help="the scientist's password (default: $FEDLEARN_SCIENTIST_PASSWORD)")
     group.add_argument("--approval-timeout", type=float, default=600.0, metavar="SECONDS",
                        help="how long to wait for the owners to approve (default: 600)")
+    add_tls_client_flags(group)
 
 
 def datasite_main(args) -> int:
-    from fedlearn.backends.serve import (ADMIN_PASSWORD_ENV, SCIENTIST_PASSWORD_ENV, ServeConfig,
-                                         parse_shard, read_password, serve)
+    from fedlearn.backends.pysyft.serve import (ADMIN_PASSWORD_ENV, SCIENTIST_PASSWORD_ENV,
+                                                ServeConfig, check_distinct, parse_shard,
+                                                read_password)
 
+    if args.datasite_command == "serve" and args.password_fd is not None:
+        with os.fdopen(args.password_fd) as pipe:  # from the process that exec'd this one
+            admin_password, scientist_password = json.load(pipe)
+        return _serve(args, admin_password, scientist_password)
+    in_environment = ADMIN_PASSWORD_ENV in os.environ or SCIENTIST_PASSWORD_ENV in os.environ
     admin_password = read_password("admin_password", env=ADMIN_PASSWORD_ENV,
                                    file=args.admin_password_file)
     if args.datasite_command == "serve":
         config = ServeConfig(name=args.name, shard=parse_shard(args.shard), scheme=args.partition,
                              data=DataConfig(data_dir=args.data_dir, train_size=args.train_size),
                              seed=args.seed, host=args.host, port=args.port,
-                             admin_email=args.admin_email, scientist_email=args.scientist)
+                             admin_email=args.admin_email, scientist_email=args.scientist,
+                             tls_cert=args.tls_cert, tls_key=args.tls_key,
+                             client_ca=args.client_ca,
+                             tls_client=tls_client(args, default_ca=args.tls_cert))
         scientist_password = (read_password("scientist_password", env=SCIENTIST_PASSWORD_ENV,
                                             file=args.scientist_password_file)
                               if args.scientist else None)
-        serve(config, admin_password=admin_password, scientist_password=scientist_password)
-        return 0
+        check_distinct(admin_password, scientist_password)
+        if in_environment and getattr(args, "exec_allowed", False):
+            _exec_without_passwords(admin_password, scientist_password)
+        return _serve(args, admin_password, scientist_password, config)
     from fedlearn.backends.pysyft import Datasite
+    from fedlearn.backends.pysyft.connection import use_tls
 
+    use_tls(tls_client(args))
     site = Datasite.connect(args.url, email=args.admin_email, password=admin_password)
     if args.datasite_command == "approve":
-        site.approve(args.request_id)
+        site.approve(args.request_id, force=args.force)
         print(f"{site.name}: approved {args.request_id}")
     elif args.datasite_command == "deny":
         site.deny(args.request_id, args.reason)
@@ -111,23 +167,75 @@ def datasite_main(args) -> int:
     else:
         shown = site.requests(include_decided=args.all)
         for r in shown:
-            print(f"{r['id']}  {r['status']:<8}  {r['function']}  by {r['requester']}  "
-                  f"at {r['time']}")
-            if args.code:
-                print(r["code"])
+            print(format_request(r, code=args.code))
         if not shown:
             print(f"{site.name}: no {'' if args.all else 'pending '}code requests")
     return 0
 
 
+def _exec_without_passwords(admin_password: str, scientist_password: str | None) -> None:
+    """Start this command afresh with the password variables gone from its environment.
+
+    Removing a variable from ``os.environ`` does not erase it from the block the
+    process started with (``/proc/PID/environ``), which the server's child and
+    any code it runs could read; a new process image gets a clean block. The
+    passwords travel through a pipe.
+    """
+    read, write = os.pipe()
+    os.write(write, json.dumps([admin_password, scientist_password]).encode())
+    os.close(write)
+    os.set_inheritable(read, True)
+    argv = [sys.executable, "-m", "fedlearn", *sys.argv[1:], "--password-fd", str(read)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, dict(os.environ))
+
+
+def _serve(args, admin_password: str, scientist_password: str | None, config=None) -> int:
+    from fedlearn.backends.pysyft.serve import ServeConfig, parse_shard, serve
+
+    config = config or ServeConfig(
+        name=args.name, shard=parse_shard(args.shard), scheme=args.partition,
+        data=DataConfig(data_dir=args.data_dir, train_size=args.train_size), seed=args.seed,
+        host=args.host, port=args.port, admin_email=args.admin_email,
+        scientist_email=args.scientist, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        client_ca=args.client_ca, tls_client=tls_client(args, default_ca=args.tls_cert))
+    serve(config, admin_password=admin_password, scientist_password=scientist_password)
+    return 0
+
+
+def format_request(r: dict, *, code: bool) -> str:
+    """One request for the owner: a summary line; with ``code``, what it binds and runs."""
+    who = f"{r['requester'] or '(no account: a guest)'} ({r['role'] or 'no role'})"
+    verdict = ("checks passed" if not r["problems"] else
+               f"{len(r['problems'])} problem(s): approve refuses it")
+    lines = [f"{r['id']}  {r['status']:<8}  {r['function']}  by {who}  at {r['time']}  "
+             f"[{verdict}]"]
+    if code:
+        lines.append("  inputs:")
+        lines += [f"    {name:<8} <- {what}" for name, what in r["inputs"].items()]
+        lines.append(f"  output policy: {r['output_policy']}")
+        same = (f"equals fedlearn's generated function for {r['matches']}" if r["matches"]
+                else "does NOT equal fedlearn's generated function")
+        lines.append(f"  source SHA-256: {r['sha256']} ({same})")
+        lines += [f"  PROBLEM: {p}" for p in r["problems"]]
+        lines += ["  source:", r["code"]]
+    return "\n".join(lines)
+
+
 def pysyft_workers(args, config, data):
     """Workers for ``train --backend pysyft``, and a function that cleans up after them."""
-    from fedlearn.backends.remote import connect_datasites, parse_addresses
-    from fedlearn.backends.serve import SCIENTIST_PASSWORD_ENV, read_password
+    from fedlearn.backends.pysyft.connection import use_tls
+    from fedlearn.backends.pysyft.remote import connect_datasites, parse_addresses
+    from fedlearn.backends.pysyft.serve import SCIENTIST_PASSWORD_ENV, read_password
 
     fed = config.federation
     max_calls = fed.rounds * (fed.max_retries + 1) + 10
     if not args.datasite:  # the tutorial's setting: Bob and Alice launched in this process
+        for flag in ("ca_file", "client_cert", "client_key"):
+            if getattr(args, flag):
+                raise ConfigError(flag, "is for Datasites on other machines (--datasite); "
+                                  "Datasites launched here need no TLS")
         from fedlearn.backends.pysyft import launch_syft_workers
         from fedlearn.data import to_uint8
         from fedlearn.partition import partition
@@ -147,6 +255,11 @@ def pysyft_workers(args, config, data):
 
     if args.approval_timeout <= 0:
         raise ConfigError("approval_timeout", f"must be > 0 seconds (got {args.approval_timeout})")
+    tls = tls_client(args)
+    if tls is None and any(a.url.startswith("https://") for a in addresses):
+        raise ConfigError("ca_file", "https:// Datasites need --ca-file (the CA that signed "
+                          "their certificates)")
+    use_tls(tls)
     workers = connect_datasites(addresses, email=args.email, password=password, model=fed.model,
                                 max_calls=max_calls, approval_timeout=args.approval_timeout,
                                 on_wait=waiting)

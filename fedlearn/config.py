@@ -12,6 +12,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from fedlearn.errors import FedlearnError
+
 PARTITIONS = ("iid", "shards", "dirichlet", "unbalanced")
 MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn")
 ALGORITHMS = ("fedavg", "fedsgd")
@@ -21,7 +23,7 @@ SERVER_OPTIMIZERS = ("fedavg", "momentum", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class ConfigError(ValueError):
+class ConfigError(FedlearnError, ValueError):
     """A configuration value is not allowed. ``argument`` names the culprit."""
 
     def __init__(self, argument: str, message: str):

@@ -99,7 +99,8 @@ class ServerProcess:
 
     def __init__(self, host: LocalHost, port: int, args: list[str], env: dict):
         self.host, self.port, self.env = host, port, env
-        self.url = f"http://{host.address}:{port}"
+        scheme = "https" if "--tls-cert" in args else "http"
+        self.url = f"{scheme}://{host.address}:{port}"
         cmd = host.prefix + [sys.executable, "-m", "fedlearn", "datasite", "serve",
                              "--name", host.name, "--host", host.address, "--port", str(port),
                              *args]

@@ -111,7 +111,7 @@ def test_one_round_over_the_network_equals_the_in_process_oracle(servers, mnist_
 @needs_syft
 def test_a_server_stopped_mid_run_is_left_out_and_cleans_up(servers, mnist_dir):
     from fedlearn.backends.pysyft import SyftWorker
-    from fedlearn.backends.remote import wait_for_approval
+    from fedlearn.backends.pysyft.remote import wait_for_approval
     from fedlearn.federation import FederatedServer
 
     from fedlearn.data import load_mnist

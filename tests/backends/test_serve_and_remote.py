@@ -1,10 +1,13 @@
 """Credentials, shard and address parsing, and the approval wait: no PySyft needed."""
+import os
+
 import numpy as np
 import pytest
 
-from fedlearn.backends.remote import (ApprovalError, DatasiteAddress, parse_addresses,
+from fedlearn.backends.pysyft.remote import (ApprovalError, DatasiteAddress, parse_addresses,
                                       wait_for_approval)
-from fedlearn.backends.serve import ServeConfig, load_shard, parse_shard, read_password
+from fedlearn.backends.pysyft.serve import (ServeConfig, check_distinct, load_shard, parse_shard,
+                                            read_password)
 from fedlearn.config import ConfigError, DataConfig, ExperimentConfig
 from fedlearn.partition import partition
 
@@ -12,21 +15,33 @@ from fedlearn.partition import partition
 def test_password_from_env_or_file_and_never_the_pysyft_default(monkeypatch, tmp_path):
     monkeypatch.setenv("PW", "a-long-password")
     assert read_password("admin_password", env="PW") == "a-long-password"
+    assert "PW" not in os.environ  # removed once read: code run later cannot find it
     file = tmp_path / "pw"
     file.write_text("from-the-file-123\nignored\n")
+    monkeypatch.setenv("PW", "a-long-password")
     assert read_password("admin_password", env="PW", file=str(file)) == "from-the-file-123"
-    monkeypatch.setenv("PW", "changethis")
-    with pytest.raises(ConfigError, match="published default") as err:
-        read_password("admin_password", env="PW")
-    assert err.value.argument == "admin_password"
-    monkeypatch.setenv("PW", "short")
-    with pytest.raises(ConfigError, match="at least 10 characters"):
-        read_password("admin_password", env="PW")
-    monkeypatch.delenv("PW")
+    assert "PW" not in os.environ  # removed even when the file was used
+    for text, error in [("changethis", "published default"), ("short", "at least 10 characters"),
+                        (" " * 12, "only blank space"), ("\t \t" * 5, "only blank space")]:
+        monkeypatch.setenv("PW", text)
+        with pytest.raises(ConfigError, match=error) as err:
+            read_password("admin_password", env="PW")
+        assert err.value.argument == "admin_password"
     with pytest.raises(ConfigError, match="set PW or pass a file with --admin-password-file"):
         read_password("admin_password", env="PW")
     with pytest.raises(ConfigError, match="cannot read the password file"):
         read_password("admin_password", env="PW", file=str(tmp_path / "missing"))
+    (tmp_path / "blank").write_text("            \n")
+    with pytest.raises(ConfigError, match="only blank space"):
+        read_password("admin_password", env="PW", file=str(tmp_path / "blank"))
+
+
+def test_the_scientist_may_not_share_the_owners_password():
+    check_distinct("owner-password-1", "scientist-password-1")
+    check_distinct("owner-password-1", None)
+    with pytest.raises(ConfigError, match="must differ from the admin password") as err:
+        check_distinct("same-password-1", "same-password-1")
+    assert err.value.argument == "scientist_password"
 
 
 @pytest.mark.parametrize("text,error", [("1/2", None), ("2/2", "0..COUNT-1"), ("a/2", "INDEX/COUNT"),

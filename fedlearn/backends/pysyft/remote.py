@@ -35,7 +35,7 @@ class DatasiteAddress:
                               f"(got {self.name!r})")
         if not _URL.match(self.url):
             raise ConfigError("datasite", f"{self.name}: URL must look like http://HOST:PORT "
-                              f"(got {self.url!r})")
+                              f"or https://HOST:PORT (got {self.url!r})")
 
     @classmethod
     def parse(cls, text: str) -> DatasiteAddress:
@@ -88,16 +88,21 @@ def wait_for_approval(workers, *, timeout: float, poll: float = 2.0, on_wait=Non
 def connect_datasites(addresses, *, email: str, password: str, model: str, max_calls: int,
                       approval_timeout: float, on_wait=None, poll: float = 2.0) -> list:
     """Log in to every Datasite, submit the code, wait for approvals; return the workers."""
-    from fedlearn.backends.pysyft import SyftWorker
+    from fedlearn.backends.pysyft.connection import LoginError
+    from fedlearn.backends.pysyft.hardening import RefusedBySecurityPolicy
+    from fedlearn.backends.pysyft.scientist import SyftWorker
 
     workers = []
     for address in addresses:
         try:
             worker = SyftWorker.connect(address.name, address.url, email=email,
                                         password=password)
-        except PermissionError as exc:
-            raise ApprovalError(f"{address.name}: {exc}") from exc
-        except Exception as exc:  # connection refused, DNS, a server that is not a Datasite
+        except (LoginError, ConnectionError):
+            raise
+        except RefusedBySecurityPolicy as exc:  # e.g. a Datasite answering with a code gadget
+            raise ConnectionError(f"{address.name}: {address.url} sent something fedlearn "
+                                  f"refuses to decode ({exc}); is it really a Datasite?") from exc
+        except Exception as exc:  # a server that is not a Datasite
             raise ConnectionError(f"{address.name}: cannot reach a Datasite at {address.url} "
                                   f"({type(exc).__name__}: {exc})") from exc
         worker.submit(model, max_calls=max_calls)

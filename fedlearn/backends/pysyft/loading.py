@@ -1,7 +1,8 @@
-"""Importing syft 0.9.5 — or saying clearly why it cannot be — and one workaround for it.
+"""Importing syft 0.9.5 — or saying clearly why it cannot be — hardened, with one speed fix.
 
-Kept apart from the backend so that the only place that imports syft is small
-and easy to audit.
+The only place fedlearn imports syft: small and easy to audit. Every process that
+gets syft through :func:`require_syft` (owner's server, data scientist's client)
+runs with :mod:`fedlearn.backends.pysyft.hardening` applied.
 """
 from __future__ import annotations
 
@@ -26,8 +27,25 @@ def require_syft():
         raise SyftUnavailableError(
             f"the PySyft backend needs syft=={SYFT_VERSION}, the last Datasite-API release; "
             f"found {syft.__version__} (0.10 is a different product). Install syft==0.9.5.")
+    from fedlearn.backends.pysyft.hardening import harden
+
+    harden(syft)
     _skip_bytes_in_attribute_walk()
     return syft
+
+
+def set_root_credentials(email: str, password: str) -> None:
+    """Make Datasites launched from now on in this process (and their forked HTTP servers)
+    create their root admin with these credentials instead of PySyft's published
+    ``info@openmined.org`` / ``changethis``.
+
+    syft 0.9.5 binds the defaults of ``Server.__init__`` when it is imported, from
+    ``DEFAULT_ROOT_PASSWORD``; launches never pass them, so the defaults are replaced.
+    """
+    from syft.server.server import Server
+
+    defaults = Server.__init__.__kwdefaults__
+    defaults["root_email"], defaults["root_password"] = email, password
 
 
 def _skip_bytes_in_attribute_walk() -> None:

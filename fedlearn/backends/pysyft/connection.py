@@ -1,0 +1,151 @@
+"""Reaching a Datasite by URL: log in, check the account's role, and speak TLS when asked.
+
+``http://HOST:PORT`` is plain HTTP (loopback, or inside an SSH tunnel/WireGuard);
+``https://HOST:PORT`` is verified against a CA file and can present a client
+certificate, for Datasites served with ``fedlearn datasite serve --tls-cert``.
+PySyft 0.9.5's client sends every request through ``requests`` inside
+``syft.client.client``; :func:`use_tls` gives that module a ``requests`` whose
+sessions carry the CA file and the client certificate, and a ``verify_tls``
+that returns the CA file, so every call — login, API calls, results — is checked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedlearn.backends.pysyft.loading import require_syft
+from fedlearn.config import ConfigError
+from fedlearn.errors import FedlearnError
+
+
+class LoginError(FedlearnError, PermissionError):
+    """A login failed, or the account is not allowed to do what was asked."""
+
+
+@dataclass(frozen=True)
+class TLSClientConfig:
+    """The CA that signed the Datasites' certificates, and this client's own certificate."""
+
+    ca_file: str
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def __post_init__(self):
+        for argument, path in (("ca_file", self.ca_file), ("client_cert", self.cert_file),
+                               ("client_key", self.key_file)):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(argument, f"no such file: {path}")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("client_cert", "give both --client-cert and --client-key, or "
+                              "neither")
+
+
+class _RequestsWithTLS:
+    """Stands in for ``requests`` inside ``syft.client.client``: sessions with our TLS settings."""
+
+    def __init__(self, requests_module, tls: TLSClientConfig):
+        self._requests, self._tls = requests_module, tls
+
+    def __getattr__(self, name):
+        return getattr(self._requests, name)
+
+    def Session(self):  # noqa: N802 (the name syft calls)
+        session = self._requests.Session()
+        session.verify = self._tls.ca_file
+        if self._tls.cert_file:
+            session.cert = (self._tls.cert_file, self._tls.key_file)
+        return session
+
+    def post(self, url, **kwargs):
+        with self.Session() as session:
+            return session.post(url, **kwargs)
+
+
+def _keep_https_ports() -> None:
+    """syft 0.9.5 rewrites every https:// URL to port 443, whatever port it names: keep it."""
+    from syft.types.server_url import ServerURL
+
+    original = ServerURL.from_url.__func__
+    if getattr(original, "_fedlearn_keeps_port", False):
+        return
+
+    def from_url(cls, url):
+        parsed = original(cls, url)
+        if isinstance(url, str) and url.startswith("https://"):
+            netloc = url[len("https://"):].split("/", 1)[0]
+            if ":" in netloc and netloc.rpartition(":")[2].isdigit():
+                parsed.port = int(netloc.rpartition(":")[2])
+        return parsed
+
+    from_url._fedlearn_keeps_port = True
+    ServerURL.from_url = classmethod(from_url)
+
+
+def use_tls(tls: TLSClientConfig | None) -> None:
+    """From now on, every https:// Datasite this process talks to is checked with ``tls``."""
+    require_syft()
+    import requests
+    import syft.client.client as client
+
+    _keep_https_ports()
+
+    original = getattr(client, "_fedlearn_requests", None) or client.requests
+    client._fedlearn_requests = original
+    if tls is None:
+        client.requests = original
+        client.verify_tls = lambda: True
+    else:
+        client.requests = _RequestsWithTLS(requests, tls)
+        client.verify_tls = lambda: tls.ca_file
+
+
+def split_url(url: str) -> tuple[str, str, int]:
+    """``https://10.0.0.2:8443`` -> ("https", "10.0.0.2", 8443), or a clear error."""
+    scheme, sep, rest = url.rstrip("/").partition("://")
+    host, _, port = rest.rpartition(":")
+    if not sep or scheme not in ("http", "https") or not host or not port.isdigit():
+        raise ConfigError("datasite", f"a Datasite URL looks like http(s)://HOST:PORT "
+                          f"(got {url!r})")
+    return scheme, host, int(port)
+
+
+def login(url: str, email: str, password: str):
+    """Log in to a Datasite at ``http(s)://host:port``; PySyft wants host and port apart."""
+    from fedlearn.backends.pysyft.hardening import RefusedBySecurityPolicy
+
+    sy = require_syft()
+    scheme, host, port = split_url(url)
+    try:
+        return sy.login(url=f"{scheme}://{host}", port=port, email=email, password=password)
+    except (RefusedBySecurityPolicy, sy.SyftException) as exc:
+        refused = _refusal_in(exc)
+        if refused is not None:  # a hostile or impersonated server
+            raise ConnectionError(f"{url} sent something fedlearn refuses to decode "
+                                  f"({refused}); is it really a Datasite?") from exc
+        raise LoginError(f"login to {url} as {email} failed: {exc.public_message}") from exc
+    except OSError as exc:  # requests' ConnectionError, SSLError and timeouts are OSErrors
+        kind = "TLS check failed" if "SSL" in type(exc).__name__ or "SSL" in str(exc) else \
+            type(exc).__name__
+        raise ConnectionError(f"cannot reach a Datasite at {url} ({kind}); is the server "
+                              "running, and are the host, port and certificates right?") from exc
+
+
+def _refusal_in(exc: BaseException):
+    """The hardening's refusal behind ``exc`` (syft re-wraps errors it catches), or None."""
+    from fedlearn.backends.pysyft.hardening import RefusedBySecurityPolicy
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, RefusedBySecurityPolicy):
+            return exc
+        if "refused to decode" in str(getattr(exc, "public_message", "")):
+            return exc.public_message
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def role_of(client) -> str:
+    """The account's role as the server reports it: ADMIN, DATA_OWNER, DATA_SCIENTIST, GUEST."""
+    user = client.api.services.user.get_current_user()
+    return str(getattr(user, "role", "")).rpartition(".")[2].upper()

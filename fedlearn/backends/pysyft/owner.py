@@ -1,0 +1,221 @@
+"""The data owner's side: a PySyft 0.9.5 Datasite holding one owner's private shard.
+
+:class:`Datasite` launches a Datasite (in-process, or a real uvicorn HTTP server
+with ``port=``) whose admin password is random (never PySyft's published
+``changethis``), uploads the owner's shard as a private asset with a small mock,
+registers a data-scientist account, reviews code requests — showing and checking
+what will really run (:mod:`fedlearn.backends.pysyft.review`) — approves or denies
+them, and ``land()``\ s with its temporary files removed.
+
+syft is imported only through :mod:`fedlearn.backends.pysyft.loading`, when first
+needed, and always hardened.
+"""
+from __future__ import annotations
+
+import secrets
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fedlearn.backends.pysyft.connection import login
+from fedlearn.backends.pysyft.loading import require_syft, set_root_credentials
+from fedlearn.backends.pysyft.review import RequestReview, review_request
+from fedlearn.backends.pysyft.server_process import install_child_hooks
+from fedlearn.errors import FedlearnError
+
+ADMIN_EMAIL = "info@openmined.org"
+PYSYFT_DEFAULT_PASSWORD = "changethis"
+DATASET = "mnist"
+
+
+class ApprovalRefused(FedlearnError):
+    """The owner asked to approve a request that does not pass fedlearn's checks."""
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def check_result(result, what: str):
+    """PySyft reports many failures as returned SyftError objects: turn them into exceptions."""
+    sy = require_syft()
+    if isinstance(result, sy.SyftError):
+        raise RuntimeError(f"PySyft: {what} failed: {result.message}")
+    return result
+
+
+class Datasite:
+    """A data owner (e.g. Bob) running a PySyft Datasite."""
+
+    def __init__(self, name: str, handle, admin):
+        self.name = name
+        self._handle = handle
+        self._admin = admin
+
+    @classmethod
+    def launch(cls, name: str, *, port: int | str | None = None, host: str = "127.0.0.1",
+               admin_email: str = ADMIN_EMAIL, admin_password: str | None = None) -> Datasite:
+        """Start a Datasite: in-process (``port=None``) or an HTTP server (``port="auto"``).
+
+        Without ``admin_password`` the admin gets a random one, known only to this
+        object: nobody else can log in as the owner, even on an HTTP Datasite.
+        """
+        sy = require_syft()
+        password = admin_password or secrets.token_urlsafe(24)
+        set_root_credentials(admin_email, password)
+        if port is not None:  # an HTTP server in a forked child: it must die with us
+            install_child_hooks(workspace=None)
+        handle = sy.orchestra.launch(name=name, reset=True, host=host, port=port)
+        try:
+            admin = handle.login(email=admin_email, password=password)
+        except BaseException:
+            handle.land()
+            raise
+        return cls(name, handle, admin)
+
+    @classmethod
+    def serve(cls, name: str, *, host: str, port: int, url: str, admin_email: str,
+              admin_password: str) -> Datasite:
+        """Start a network Datasite with the owner's admin password.
+
+        Proves the published default password does not open it; stops it otherwise.
+        """
+        sy = require_syft()
+        set_root_credentials(admin_email, admin_password)
+        handle = sy.orchestra.launch(name=name, reset=True, host=host, port=port)
+        try:
+            admin = login(url, admin_email, admin_password)
+            try:
+                login(url, ADMIN_EMAIL, PYSYFT_DEFAULT_PASSWORD)
+                opened = True
+            except Exception:
+                opened = False
+            if opened:
+                raise RuntimeError(f"{name}: PySyft's default admin password still opens this "
+                                   "Datasite; refusing to serve")
+        except BaseException:
+            handle.land()
+            raise
+        site = cls(name, handle, admin)
+        site._url = url
+        return site
+
+    @classmethod
+    def connect(cls, url: str, *, email: str, password: str) -> Datasite:
+        """Log in to a running Datasite as its owner (admin), e.g. to review requests."""
+        admin = login(url, email, password)
+        return cls(str(admin.name), None, admin)
+
+    @property
+    def url(self) -> str | None:
+        if getattr(self, "_url", None):
+            return self._url
+        port = getattr(self._handle, "port", None)
+        return f"http://localhost:{port}" if port else None
+
+    @property
+    def handle(self):
+        """What a data scientist logs in through (in-process) — see :meth:`SyftWorker.connect`."""
+        return self._handle
+
+    def upload_mnist(self, images: np.ndarray, labels: np.ndarray, *, mock_size: int = 16,
+                     seed: int = 0) -> None:
+        """Upload a shard as private assets ``images`` (N, 28, 28) uint8 and ``labels`` (N,).
+
+        The mocks are seeded random noise of the same dtype and shape per sample:
+        enough for a data scientist to write code against, nothing about the data.
+        """
+        sy = require_syft()
+        images, labels = np.asarray(images), np.asarray(labels).astype(np.int64)
+        if images.dtype != np.uint8 or images.ndim != 3 or len(images) != len(labels):
+            raise ValueError(f"{self.name}: need uint8 images (N, 28, 28) and N labels, got "
+                             f"{images.dtype} {images.shape} and {labels.shape}")
+        rng = np.random.default_rng(seed)
+        dataset = sy.Dataset(name=DATASET, description=f"{self.name}'s private MNIST shard",
+                             asset_list=[
+            # shape is set explicitly: PySyft would infer it from the mock
+            sy.Asset(name="images", data=images, shape=images.shape,
+                     mock=rng.integers(0, 256, (mock_size, *images.shape[1:]), dtype=np.uint8)),
+            sy.Asset(name="labels", data=labels, shape=labels.shape,
+                     mock=rng.integers(0, 10, mock_size).astype(np.int64))])
+        check_result(self._admin.upload_dataset(dataset), f"upload to {self.name}")
+
+    def register_scientist(self, email: str, password: str, name: str = "Data Scientist") -> None:
+        check_result(self._admin.register(name=name, email=email, password=password,
+                                    password_verify=password), f"register {email}")
+
+    def requests(self, *, include_decided: bool = False) -> list[dict]:
+        """Code requests as plain dicts: id, status, function, requester and role, time, the
+        input and output policies, the source, its SHA-256, and what fedlearn's checks found."""
+        rows = []
+        for r in check_result(self._admin.requests, f"list requests on {self.name}"):
+            status = str(r.status).rpartition(".")[2].lower()
+            if include_decided or status == "pending":
+                rows.append(self.review_request(r).as_dict())
+        return rows
+
+    def review_request(self, request) -> RequestReview:
+        """What this request would run, on which inputs, for whom — and every problem found."""
+        if not hasattr(request, "code"):
+            request = self.request(request)
+        return review_request(request, self._admin)
+
+    def pending_requests(self) -> list:
+        return [r for r in self._admin.requests if str(r.status).endswith("PENDING")]
+
+    def request(self, request_id):
+        matches = [r for r in self._admin.requests if str(r.id) == str(request_id)]
+        if not matches:
+            raise KeyError(f"{self.name}: no code request with id {request_id}")
+        return matches[0]
+
+    def review(self, request_id) -> str:
+        """The exact source the data scientist asks to run on this owner's data."""
+        return self.request(request_id).code.raw_code
+
+    def approve(self, request_id, *, force: bool = False, warn=None) -> RequestReview:
+        """Approve the request with this id (never 'the latest one': it may be another).
+
+        Refused with :class:`ApprovalRefused` unless fedlearn's checks pass: the
+        images and labels bound to this Datasite's own assets, every other input
+        user-owned and of the expected plain type, a registered data scientist
+        asking, and the source equal to fedlearn's generated function.
+        ``force=True`` approves anyway, after printing the problems as a warning.
+        """
+        request = self.request(request_id)
+        review = self.review_request(request)
+        if review.problems:
+            listed = "; ".join(review.problems)
+            if not force:
+                raise ApprovalRefused(f"{self.name}: not approving {request_id}: {listed}. "
+                                      "Deny it, or approve with --force if you have read the "
+                                      "code and trust it")
+            (warn or _warn)(f"WARNING: {self.name}: approving {request_id} despite: {listed}")
+        check_result(request.approve(), f"approve {request_id} on {self.name}")
+        return review
+
+    def deny(self, request_id, reason: str) -> None:
+        check_result(self.request(request_id).deny(reason=reason), f"deny {request_id} on {self.name}")
+
+    def land(self) -> None:
+        """Stop the Datasite and delete its SQLite and blob files."""
+        if self._handle is None:
+            raise RuntimeError(f"{self.name}: only the process that launched a Datasite can "
+                               "stop it")
+        server_id = self._admin.id
+        self._handle.land()
+        shutil.rmtree(self.files_dir(server_id), ignore_errors=True)
+
+    @staticmethod
+    def files_dir(server_id) -> Path:
+        """Where syft 0.9.5 keeps a Datasite's database and blobs."""
+        return Path(tempfile.gettempdir()) / "syft" / str(server_id)
+
+    @property
+    def server_id(self) -> str:
+        return str(self._admin.id)
+
+

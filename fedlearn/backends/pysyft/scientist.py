@@ -1,0 +1,200 @@
+"""The data scientist's side: a PySyft 0.9.5 Datasite as a fedlearn worker.
+
+:class:`SyftWorker` has the same interface as :class:`fedlearn.workers.VirtualWorker`,
+so the same federation loop drives both. It logs in as a **data scientist** (an
+admin account, which bypasses approval, is refused: the server's answer about the
+account's role decides, not the e-mail), can read the mock, never the data;
+it submits the training code once (one code request per owner for the whole run)
+and then calls it once per round.
+
+PySyft issue #9391: the execution-count limit of an output policy is not
+enforced in 0.9.5, and were it enforced, a call past the limit would silently
+return the last stored result. Every call therefore sends a fresh nonce; the
+code returns a digest of it, and a result without the right digest raises
+:class:`StaleResultError`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import uuid
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from fedlearn.backends.pysyft.connection import LoginError, login, role_of
+from fedlearn.backends.pysyft.loading import require_syft
+from fedlearn.backends.pysyft.owner import DATASET, Datasite, check_result
+from fedlearn.backends.pysyft.training_code import (FUNCTION_NAME, load_training_function,
+                                                    nonce_proof, training_function_source)
+from fedlearn.config import TrainPlan
+from fedlearn.training import num_batches
+from fedlearn.updates import Update, detached_cpu_state
+
+
+class StaleResultError(RuntimeError):
+    """A Datasite returned a result that was not computed for this call."""
+
+
+class SyftWorker:
+    """The data scientist's handle on one Datasite, with the fedlearn worker interface."""
+
+    remote = True  # work that must run inside the approved code is refused for it
+
+    def __init__(self, name: str, client):
+        self.name = name
+        self._client = client
+        assets = check_result(client.datasets[DATASET], f"find dataset on {name}").assets
+        self._images, self._labels = assets["images"], assets["labels"]
+        self._request_id = None
+        self.calls = 0
+
+    @classmethod
+    def connect(cls, name: str, server, *, email: str, password: str) -> SyftWorker:
+        """Log in as a data scientist through a launch handle or a ``http(s)://`` URL.
+
+        Any other role is refused: an admin or data owner bypasses the owner's
+        approval, so training under such an account would make the consent step fake.
+        """
+        if isinstance(server, str):
+            client = login(server, email, password)
+        else:
+            client = server.login(email=email, password=password)
+        role = role_of(client)
+        if role != "DATA_SCIENTIST":
+            raise LoginError(f"{name}: {email} is a {role or 'unknown'} account on this "
+                             "Datasite; fedlearn trains only as a data scientist, whose code "
+                             "the owner must approve (an admin bypasses approval)")
+        return cls(name, client)
+
+    @property
+    def num_examples(self) -> int:
+        return int(self._images.shape[0])
+
+    @property
+    def request_id(self) -> str | None:
+        return self._request_id
+
+    @property
+    def assets(self) -> dict:
+        """The data scientist's asset pointers; ``.mock`` works, ``.data`` is refused."""
+        return {"images": self._images, "labels": self._labels}
+
+    def mock(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mock images and labels: all a data scientist may look at."""
+        return np.asarray(self._images.mock), np.asarray(self._labels.mock)
+
+    def submit(self, model: str, *, max_calls: int) -> str:
+        """Submit the training code as one code request for the whole run; return its id.
+
+        PySyft keeps one request per piece of code: if this scientist already asked
+        this Datasite to run exactly this code (e.g. a resumed run), that request is
+        used again instead of asking the owner twice.
+        """
+        sy = require_syft()
+        from syft.service.policy.policy import OutputPolicyExecuteCount
+
+        function = load_training_function(model)
+        source = training_function_source(model).strip()
+        for request in check_result(self._client.requests, f"list requests on {self.name}"):
+            if getattr(request.code, "raw_code", "").strip() == source:
+                self._request_id = str(request.id)
+                return self._request_id
+        policy = sy.MixedInputPolicy(client=self._client, images=self._images,
+                                     labels=self._labels, weights=dict, plan=dict, seed=int,
+                                     nonce=str, mode=str)
+        code = sy.syft_function(input_policy=policy,
+                                output_policy=OutputPolicyExecuteCount(limit=max_calls))(function)
+        request = check_result(self._client.code.request_code_execution(code),
+                         f"code request to {self.name}")
+        self._request_id = str(request.id)
+        return self._request_id
+
+    def approval(self) -> tuple[str, str | None]:
+        """("pending" | "approved" | "rejected", the owner's reason when rejected)."""
+        if self._request_id is None:
+            raise RuntimeError(f"{self.name}: nothing submitted yet")
+        request = next((r for r in self._client.requests if str(r.id) == self._request_id), None)
+        if request is None:
+            raise RuntimeError(f"{self.name}: code request {self._request_id} is gone")
+        status = str(request.status).rpartition(".")[2].lower()
+        return status, (str(request.deny_reason) if status == "rejected" else None)
+
+    def _call(self, weights: Mapping[str, torch.Tensor], mode: str, plan: dict, seed: int) -> dict:
+        if self._request_id is None:
+            raise RuntimeError(f"{self.name}: submit() the training code and have the owner "
+                               "approve it before training")
+        nonce = uuid.uuid4().hex
+        out = self._invoke(weights=detached_cpu_state(weights), plan=plan, seed=int(seed),
+                           nonce=nonce, mode=mode)
+        self.calls += 1
+        if not isinstance(out, dict) or out.get("proof") != nonce_proof(nonce):
+            raise StaleResultError(
+                f"{self.name} returned a result that was not computed for this call (nonce "
+                "mismatch): PySyft 0.9.5 returns the last stored output once an output policy "
+                "is used up (issue #9391). Submit a new code request.")
+        return out
+
+    def _invoke(self, **kwargs) -> dict:
+        """One execution of the approved code on the Datasite, next to the data."""
+        sy = require_syft()
+        what = f"{kwargs['mode']} on {self.name}"
+        try:
+            remote = getattr(self._client.code, FUNCTION_NAME)
+            pointer = check_result(remote(images=self._images, labels=self._labels, **kwargs), what)
+            return check_result(pointer.get(), f"fetching the result of {what}")
+        except sy.SyftException as exc:  # e.g. the request is not approved (yet)
+            raise RuntimeError(f"PySyft: {what} failed: {exc}") from exc
+
+    def fit(self, weights: Mapping[str, torch.Tensor], plan: TrainPlan, *, seed: int,
+            batches: tuple[int, int] | None = None) -> Update:
+        if batches is not None:
+            raise NotImplementedError(
+                "the PySyft backend runs FedAvg only: per-batch model hopping (fedsgd) would "
+                "be one code execution (~1-3 s) per minibatch")
+        out = self._call(weights, "fit", dataclasses.asdict(plan), seed)
+        delta = {k: v.to(next(iter(weights.values())).device) for k, v in out["delta"].items()}
+        examples = int(out["num_examples"])
+        # the Datasite returns only the loss and the count; the steps follow from the plan
+        metrics = {"loss": float(out["loss"]),
+                   "steps": plan.epochs * num_batches(self.num_examples, plan.batch_size),
+                   "examples": examples}
+        return Update(self.name, delta, examples, metrics)
+
+    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
+        out = self._call(weights, "evaluate", {}, 0)
+        return {"loss": float(out["loss"]), "accuracy": float(out["accuracy"]),
+                "examples": int(out["num_examples"])}
+
+
+def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *, model: str,
+                        max_calls: int, port: int | str | None = None,
+                        scientist: tuple[str, str] | None = None,
+                        seed: int = 0) -> tuple[list[Datasite], list[SyftWorker]]:
+    """Every step of the tutorial at once, for tests and benchmarks.
+
+    For each name: launch a Datasite (random admin password), upload its part of
+    (images, labels), register the data scientist (``scientist`` = (email,
+    password); a random password by default), log in as them (never as admin),
+    submit the code request, and approve it by its id as the owner — which runs
+    fedlearn's checks on it. Returns the Datasites (call ``land()`` on each) and
+    the workers.
+    """
+    scientist = scientist or ("scientist@fedlearn.example", secrets.token_urlsafe(18))
+    sites, workers = [], []
+    try:
+        for i, (name, part) in enumerate(zip(names, parts)):
+            site = Datasite.launch(name, port=port)  # a random admin password
+            sites.append(site)
+            site.upload_mnist(images[part], labels[part], seed=seed + i)
+            site.register_scientist(*scientist)
+            worker = SyftWorker.connect(name, site.url or site.handle, email=scientist[0],
+                                        password=scientist[1])
+            site.approve(worker.submit(model, max_calls=max_calls))
+            workers.append(worker)
+    except BaseException:
+        for site in sites:
+            site.land()
+        raise
+    return sites, workers

@@ -1,0 +1,162 @@
+"""The training code a data scientist submits to a Datasite, built from fedlearn's own source.
+
+PySyft ships a code request as the source of one function and runs it with a
+plain ``exec`` inside the data owner's server: no closures, no module globals.
+So the function is generated: the model class, the normalisation and the
+training/evaluation functions are inlined from ``fedlearn.models``,
+``fedlearn.data`` and ``fedlearn.training`` into its body. The owner reviews
+exactly the code that runs, and it is the same code the in-process workers run,
+which is why the two backends give the same weights.
+
+The function distrusts its caller: every input is checked against stated
+bounds (:data:`LIMITS`) before any private data is touched, and it returns only
+the weight change, the example count and the loss (or loss and accuracy) —
+never one of its inputs. Freshness is proven by a digest of the call's nonce
+(:func:`nonce_proof`), not by echoing it.
+
+The generated file is written to a cache directory and imported, so that
+``inspect.getsource`` (which PySyft uses) finds real source.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import textwrap
+from pathlib import Path
+
+from fedlearn import data, models, training
+from fedlearn.config import MODELS
+from fedlearn.data import cache_dir
+
+FUNCTION_NAME = "fedlearn_round"
+INPUTS = ("images", "labels", "weights", "plan", "seed", "nonce", "mode")
+ASSET_INPUTS = ("images", "labels")  # bound to the owner's private assets
+# what the data scientist supplies, and the plain type each must have
+USER_INPUTS = {"weights": dict, "plan": dict, "seed": int, "nonce": str, "mode": str}
+# bounds the code enforces on the Datasite: generous for real training, small enough
+# that an approved request cannot be turned into a resource sink
+LIMITS = {"epochs": (1, 50), "batch_size": (1, 8192), "lr": (0.0, 10.0),
+          "momentum": (0.0, 1.0), "weight_decay": (0.0, 1.0), "prox_mu": (0.0, 100.0),
+          "seed": (0, 2**63 - 1), "nonce_length": 32}
+
+_HEADER = '''def {name}(images, labels, weights, plan, seed, nonce, mode):
+    """fedlearn: one federated round on this Datasite's private MNIST shard.
+
+    mode == "fit": load the global `weights` into a {model} and train it with SGD
+    as `plan` says (epochs, batch_size, lr, momentum, weight_decay, prox_mu),
+    shuffling with `seed`; return ONLY the weight change, the number of examples
+    used and the mean training loss. mode == "evaluate": return only the loss and
+    accuracy of `weights` on the local data. Every input is checked first (bounds
+    below); no input and no image or label is ever returned. `proof`, a SHA-256 of
+    the 32-hex-digit `nonce`, shows the data scientist the result is fresh (PySyft
+    issue #9391) without echoing anything they sent.
+    """
+    import hashlib
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from types import SimpleNamespace as TrainPlan
+
+    MNIST_MEAN, MNIST_STD = {mean!r}, {std!r}
+    LIMITS = {limits!r}
+'''
+
+_CHECKS = '''
+    def _bounded(name, value, kind):
+        low, high = LIMITS[name]
+        if type(value) is not kind and not (kind is float and type(value) is int):
+            raise ValueError(f"{{name}} must be {{kind.__name__}}, got {{type(value).__name__}}")
+        if not low <= value <= high:
+            raise ValueError(f"{{name}} must be in [{{low}}, {{high}}], got {{value!r}}")
+
+    if type(mode) is not str or mode not in ("fit", "evaluate"):
+        raise ValueError("mode must be 'fit' or 'evaluate'")
+    if (type(nonce) is not str or len(nonce) != LIMITS["nonce_length"]
+            or any(c not in "0123456789abcdef" for c in nonce)):
+        raise ValueError("nonce must be {{}} lowercase hex digits".format(LIMITS["nonce_length"]))
+    _bounded("seed", seed, int)
+    if type(plan) is not dict:
+        raise ValueError("plan must be a dict")
+    plan_keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "prox_mu")
+    if mode == "evaluate":
+        plan_keys = ()
+    if sorted(plan) != sorted(plan_keys):
+        raise ValueError(f"plan must have exactly the keys {{sorted(plan_keys)}}")
+    for key in ("epochs", "batch_size"):
+        if key in plan:
+            _bounded(key, plan[key], int)
+    for key in ("lr", "momentum", "weight_decay", "prox_mu"):
+        if key in plan:
+            _bounded(key, plan[key], float)
+    model = {model}()
+    expected = model.state_dict()
+    if type(weights) is not dict or sorted(weights) != sorted(expected):
+        raise ValueError("weights must have exactly the model's keys")
+    for key, value in expected.items():
+        given = weights[key]
+        if (not isinstance(given, torch.Tensor) or given.shape != value.shape
+                or given.dtype != value.dtype or given.requires_grad):
+            raise ValueError(f"weights[{{key!r}}] must be a {{value.dtype}} tensor of shape "
+                             f"{{tuple(value.shape)}}")
+    proof = hashlib.sha256(("fedlearn-round:" + nonce).encode()).hexdigest()
+'''
+
+_BODY = '''
+    x = _normalise(torch.as_tensor(images))
+    y = torch.as_tensor(labels).long()
+    model.load_state_dict(weights)
+    if mode == "evaluate":
+        metrics = evaluate(model, x, y)
+        return {{"proof": proof, "loss": float(metrics["loss"]),
+                "accuracy": float(metrics["accuracy"]), "num_examples": int(metrics["examples"])}}
+    plan = TrainPlan(**plan)
+    metrics = train_epochs(model, make_optimizer(model, plan), x, y, plan, seed=seed)
+    delta = {{k: v.detach() - weights[k] for k, v in model.state_dict().items()}}
+    return {{"proof": proof, "delta": delta, "num_examples": int(metrics["examples"]),
+            "loss": float(metrics["loss"])}}
+'''
+
+
+def nonce_proof(nonce: str) -> str:
+    """What the generated function returns for ``nonce``: proof the result is fresh."""
+    return hashlib.sha256(("fedlearn-round:" + nonce).encode()).hexdigest()
+
+
+def training_function_source(model_name: str) -> str:
+    """The full source of the submitted function for ``model_name``."""
+    model_cls = type(models.build_model(model_name))
+    parts = [data._normalise, model_cls, training.make_optimizer, training.num_batches,
+             training.train_epochs, training.predict, training.evaluate]
+    inlined = "\n".join(textwrap.indent(inspect.getsource(p), "    ") for p in parts)
+    header = _HEADER.format(name=FUNCTION_NAME, model=model_cls.__name__,
+                            mean=data.MNIST_MEAN, std=data.MNIST_STD, limits=LIMITS)
+    return (header + "\n" + inlined + _CHECKS.format(model=model_cls.__name__)
+            + _BODY.format())
+
+
+def source_digest(source: str) -> str:
+    """SHA-256 of a function's source, as the owner sees it (surrounding blank space ignored)."""
+    return hashlib.sha256(source.strip().encode()).hexdigest()
+
+
+def known_digests() -> dict[str, str]:
+    """SHA-256 of fedlearn's generated function for each ready-made model -> the model name."""
+    return {source_digest(training_function_source(name)): name for name in MODELS}
+
+
+def load_training_function(model_name: str):
+    """Import the generated function from a real file (PySyft reads its source)."""
+    source = training_function_source(model_name)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    path = Path(cache_dir()) / "syft_code" / f"fedlearn_round_{digest}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != source:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source)
+        os.replace(tmp, path)  # two processes may write it at once
+    spec = importlib.util.spec_from_file_location(f"fedlearn_syft_code_{digest}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, FUNCTION_NAME)
