@@ -37,6 +37,10 @@ class StaleResultError(RuntimeError):
     """A Datasite returned a result that was not computed for this call."""
 
 
+class InputRefusedError(RuntimeError):
+    """The approved code refused its inputs (out of bounds, wrong keys or shapes)."""
+
+
 class SyftWorker:
     """The data scientist's handle on one Datasite, with the fedlearn worker interface."""
 
@@ -129,6 +133,9 @@ class SyftWorker:
         out = self._invoke(weights=detached_cpu_state(weights), plan=plan, seed=int(seed),
                            nonce=nonce, mode=mode)
         self.calls += 1
+        if isinstance(out, dict) and "refused" in out:
+            raise InputRefusedError(f"{self.name}: the approved code refused this call: "
+                                    f"{out['refused']}")
         if not isinstance(out, dict) or out.get("proof") != nonce_proof(nonce):
             raise StaleResultError(
                 f"{self.name} returned a result that was not computed for this call (nonce "
@@ -139,7 +146,7 @@ class SyftWorker:
     def _invoke(self, **kwargs) -> dict:
         """One execution of the approved code on the Datasite, next to the data."""
         sy = require_syft()
-        what = f"{kwargs['mode']} on {self.name}"
+        what = f"{kwargs.get('mode')} on {self.name}"
         try:
             remote = getattr(self._client.code, FUNCTION_NAME)
             pointer = check_result(remote(images=self._images, labels=self._labels, **kwargs), what)

@@ -9,8 +9,9 @@ exactly the code that runs, and it is the same code the in-process workers run,
 which is why the two backends give the same weights.
 
 The function distrusts its caller: every input is checked against stated
-bounds (:data:`LIMITS`) before any private data is touched, and it returns only
-the weight change, the example count and the loss (or loss and accuracy) —
+bounds (:data:`LIMITS`) before any private data is touched (a refusal comes
+back as ``{"refused": reason}``, naming the bound, never the data), and it returns
+only the weight change, the example count and the loss (or loss and accuracy) —
 never one of its inputs. Freshness is proven by a digest of the call's nonce
 (:func:`nonce_proof`), not by echoing it.
 
@@ -71,35 +72,43 @@ _CHECKS = '''
         if not low <= value <= high:
             raise ValueError(f"{{name}} must be in [{{low}}, {{high}}], got {{value!r}}")
 
-    if type(mode) is not str or mode not in ("fit", "evaluate"):
-        raise ValueError("mode must be 'fit' or 'evaluate'")
-    if (type(nonce) is not str or len(nonce) != LIMITS["nonce_length"]
-            or any(c not in "0123456789abcdef" for c in nonce)):
-        raise ValueError("nonce must be {{}} lowercase hex digits".format(LIMITS["nonce_length"]))
-    _bounded("seed", seed, int)
-    if type(plan) is not dict:
-        raise ValueError("plan must be a dict")
-    plan_keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "prox_mu")
-    if mode == "evaluate":
-        plan_keys = ()
-    if sorted(plan) != sorted(plan_keys):
-        raise ValueError(f"plan must have exactly the keys {{sorted(plan_keys)}}")
-    for key in ("epochs", "batch_size"):
-        if key in plan:
-            _bounded(key, plan[key], int)
-    for key in ("lr", "momentum", "weight_decay", "prox_mu"):
-        if key in plan:
-            _bounded(key, plan[key], float)
-    model = {model}()
-    expected = model.state_dict()
-    if type(weights) is not dict or sorted(weights) != sorted(expected):
-        raise ValueError("weights must have exactly the model's keys")
-    for key, value in expected.items():
-        given = weights[key]
-        if (not isinstance(given, torch.Tensor) or given.shape != value.shape
-                or given.dtype != value.dtype or given.requires_grad):
-            raise ValueError(f"weights[{{key!r}}] must be a {{value.dtype}} tensor of shape "
-                             f"{{tuple(value.shape)}}")
+    def _checked_model():
+        if type(mode) is not str or mode not in ("fit", "evaluate"):
+            raise ValueError("mode must be 'fit' or 'evaluate'")
+        if (type(nonce) is not str or len(nonce) != LIMITS["nonce_length"]
+                or any(c not in "0123456789abcdef" for c in nonce)):
+            raise ValueError("nonce must be {{}} lowercase hex digits".format(
+                LIMITS["nonce_length"]))
+        _bounded("seed", seed, int)
+        if type(plan) is not dict:
+            raise ValueError("plan must be a dict")
+        plan_keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "prox_mu")
+        if mode == "evaluate":
+            plan_keys = ()
+        if sorted(plan) != sorted(plan_keys):
+            raise ValueError(f"plan must have exactly the keys {{sorted(plan_keys)}}")
+        for key in ("epochs", "batch_size"):
+            if key in plan:
+                _bounded(key, plan[key], int)
+        for key in ("lr", "momentum", "weight_decay", "prox_mu"):
+            if key in plan:
+                _bounded(key, plan[key], float)
+        model = {model}()
+        expected = model.state_dict()
+        if type(weights) is not dict or sorted(weights) != sorted(expected):
+            raise ValueError("weights must have exactly the model's keys")
+        for key, value in expected.items():
+            given = weights[key]
+            if (not isinstance(given, torch.Tensor) or given.shape != value.shape
+                    or given.dtype != value.dtype or given.requires_grad):
+                raise ValueError(f"weights[{{key!r}}] must be a {{value.dtype}} tensor of shape "
+                                 f"{{tuple(value.shape)}}")
+        return model
+
+    try:
+        model = _checked_model()
+    except ValueError as refusal:  # told to the caller (syft hides raised errors from them)
+        return {{"refused": str(refusal)}}
     proof = hashlib.sha256(("fedlearn-round:" + nonce).encode()).hexdigest()
 '''
 
