@@ -40,6 +40,22 @@ class TLSClientConfig:
                               "neither")
 
 
+def _tls_session(requests_module, tls: TLSClientConfig):
+    """A ``requests`` session that checks servers against ``tls.ca_file`` and presents the
+    client certificate. ``verify`` is set per request: requests would otherwise let
+    ``REQUESTS_CA_BUNDLE`` from the environment replace the session's CA."""
+
+    class TLSSession(requests_module.Session):
+        def request(self, method, url, **kwargs):
+            if kwargs.get("verify") in (None, True):
+                kwargs["verify"] = tls.ca_file
+            if kwargs.get("cert") is None and tls.cert_file:
+                kwargs["cert"] = (tls.cert_file, tls.key_file)
+            return super().request(method, url, **kwargs)
+
+    return TLSSession()
+
+
 class _RequestsWithTLS:
     """Stands in for ``requests`` inside ``syft.client.client``: sessions with our TLS settings."""
 
@@ -50,11 +66,7 @@ class _RequestsWithTLS:
         return getattr(self._requests, name)
 
     def Session(self):  # noqa: N802 (the name syft calls)
-        session = self._requests.Session()
-        session.verify = self._tls.ca_file
-        if self._tls.cert_file:
-            session.cert = (self._tls.cert_file, self._tls.key_file)
-        return session
+        return _tls_session(self._requests, self._tls)
 
     def post(self, url, **kwargs):
         with self.Session() as session:
