@@ -43,3 +43,23 @@ def synthetic():
     x = torch.randn(200, 1, 28, 28, generator=g) * 0.3
     x[torch.arange(200), 0, y, y] += 3.0  # a bright pixel whose position is the label
     return x, y
+
+
+@pytest.fixture(scope="session")
+def served(mnist_dir, tmp_path_factory):
+    """Bob's Datasite served for real on loopback, shared by the attack tests (tests/security)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "security"))
+    from target import start_server
+
+    try:
+        from fedlearn.backends.pysyft import require_syft
+        require_syft()
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the attack tests need syft 0.9.5: {exc}")
+        pytest.skip(f"syft 0.9.5 not installed: {exc}")
+    server = start_server(mnist_dir, tmp_path_factory.mktemp("bob"))
+    yield server
+    server.stop()

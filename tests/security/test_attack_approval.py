@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ADMIN, ADMIN_EMAIL
+from target import ADMIN, ADMIN_EMAIL
 
 EVE = ("eve@lab.example", "eve-password-123")
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ADMIN, ADMIN_EMAIL, SCIENTIST
+from target import ADMIN, ADMIN_EMAIL, SCIENTIST
 
 
 def test_training_as_the_admin_is_refused_on_the_servers_word(served, tmp_path, mnist_dir):

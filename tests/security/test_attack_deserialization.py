@@ -9,6 +9,7 @@ import threading
 import typing
 
 import pytest
+
 import requests
 
 from attacks import alias_blob, in_a_list

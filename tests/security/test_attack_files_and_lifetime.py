@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import start_server, workspace_of
+from target import start_server, workspace_of
 
 
 def listening(port: int) -> bool:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from conftest import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, tree_size, workspace_of
+from target import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, tree_size, workspace_of
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from attacks import new_key, payload, signed_call
-from conftest import EMAIL, SCIENTIST
+from target import EMAIL, SCIENTIST
 
 REFUSAL = "refused by fedlearn's Datasite policy"
 

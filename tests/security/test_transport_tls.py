@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from certificates import TestCA
-from conftest import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, start_server
+from target import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, start_server
 
 
 @pytest.fixture(scope="module")

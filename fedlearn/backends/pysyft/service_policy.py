@@ -32,7 +32,7 @@ from __future__ import annotations
 
 REFUSAL = "refused by fedlearn's Datasite policy"
 GUEST_ALLOWED = frozenset({
-    "metadata.get_metadata", "metadata.get_env", "settings.welcome_show",
+    "metadata.get_metadata", "settings.welcome_show",
     "dataset.get_all", "dataset.search", "action.get_mock"})
 ADMIN_ONLY_PREFIXES = ("network.", "project.", "attestation.", "api.", "sync.")
 MAX_UPLOAD_BYTES = 64 * 2**20  # the ready-made models' weights are 0.8-6.6 MB

@@ -1,16 +1,9 @@
-"""A real ``fedlearn datasite serve`` on loopback for the attack tests, and its credentials."""
+"""Bob's Datasite as the attack tests find it: served for real on loopback, and its credentials."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # attacks.py
-sys.path.insert(0, str(Path(__file__).parents[1] / "backends"))
-
-from test_pysyft import HAVE_SYFT  # noqa: E402 (tests/backends is on sys.path)
 
 ADMIN, SCIENTIST, EMAIL = "owner-password-1", "scientist-password-1", "ds@lab.example"
 ADMIN_EMAIL = "info@openmined.org"
@@ -36,16 +29,6 @@ def start_server(mnist_dir: str, tmp: Path, *extra: str, name: str = "bob"):
         server.stop()
         raise
     return server
-
-
-@pytest.fixture(scope="package")
-def served(mnist_dir, tmp_path_factory):
-    """Bob's Datasite, served as an owner would, shared by the attacks that leave it intact."""
-    if not HAVE_SYFT:
-        pytest.skip("syft 0.9.5 not installed (Python >= 3.13?)")
-    server = start_server(mnist_dir, tmp_path_factory.mktemp("bob"))
-    yield server
-    server.stop()
 
 
 def workspace_of(server) -> Path:
