@@ -229,7 +229,10 @@ def pysyft_workers(args, config, data):
     from fedlearn.backends.pysyft.remote import connect_datasites, parse_addresses
     from fedlearn.backends.pysyft.serve import SCIENTIST_PASSWORD_ENV, read_password
 
+    from fedlearn.backends.pysyft.training_code import check_plan
+
     fed = config.federation
+    check_plan(config.plan)
     max_calls = fed.rounds * (fed.max_retries + 1) + 10
     if not args.datasite:  # the tutorial's setting: Bob and Alice launched in this process
         for flag in ("ca_file", "client_cert", "client_key"):

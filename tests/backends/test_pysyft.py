@@ -102,7 +102,7 @@ def test_stale_result_is_refused(mnist_small, monkeypatch):
 
     worker = SyftWorker.__new__(SyftWorker)
     worker.name, worker._request_id, worker.calls = "bob", "req", 0
-    old = {"nonce": "from-an-earlier-call", "delta": {}, "num_examples": 1, "metrics": {}}
+    old = {"proof": "from-an-earlier-call", "delta": {}, "num_examples": 1, "loss": 0.0}
     monkeypatch.setattr(SyftWorker, "_invoke", lambda self, **kw: old)
     with pytest.raises(StaleResultError, match="9391"):
         worker.fit({"w": torch.zeros(1)}, TrainPlan(), seed=0)
@@ -156,3 +156,77 @@ def test_a_datasite_that_stops_mid_run_is_left_out(mnist_small):
         sites[0].land()
     assert set(record["failed"]) == {"alice"} and record["examples"] == {"bob": 300}
     assert all(torch.isfinite(v).all() for v in server.weights.values())
+
+
+@needs_syft
+def test_approval_checks_the_requester_and_the_source_and_force_overrides(mnist_small):
+    import syft as sy
+    from syft.service.policy.policy import OutputPolicyExecuteCount
+
+    from fedlearn.backends.pysyft import ApprovalRefused, Datasite, SyftWorker
+    from fedlearn.backends.pysyft.training_code import load_training_function
+    from fedlearn.data import to_uint8
+
+    bob = Datasite.launch("bob")
+    try:
+        bob.upload_mnist(to_uint8(mnist_small.train_x[:100]).numpy(),
+                         mnist_small.train_y[:100].numpy(), mock_size=4)
+        # the admin submitting code: the admin bypasses approval, so the request is suspect
+        assets = bob._admin.datasets["mnist"].assets
+        policy = sy.MixedInputPolicy(client=bob._admin, images=assets["images"],
+                                     labels=assets["labels"], weights=dict, plan=dict, seed=int,
+                                     nonce=str, mode=str)
+        code = sy.syft_function(input_policy=policy, output_policy=OutputPolicyExecuteCount(
+            limit=3))(load_training_function("tutorial_cnn"))
+        by_admin = str(bob._admin.code.request_code_execution(code).id)
+        review = bob.review_request(by_admin)
+        assert review.role == "ADMIN" and review.matches == "tutorial_cnn"
+        assert any("not a data scientist" in p for p in review.problems)
+        with pytest.raises(ApprovalRefused, match="not a data scientist"):
+            bob.approve(by_admin)
+        warnings = []
+        bob.approve(by_admin, force=True, warn=warnings.append)
+        assert "WARNING" in warnings[0] and "not a data scientist" in warnings[0]
+
+        # a data scientist's code that is not fedlearn's generated function
+        bob.register_scientist("ds@fedlearn.example", "secret-password")
+        worker = SyftWorker.connect("bob", bob.handle, email="ds@fedlearn.example",
+                                    password="secret-password")
+
+        def fedlearn_round(images, labels, weights, plan, seed, nonce, mode):
+            return {"images": images}
+
+        ds_assets = worker.assets
+        code = sy.syft_function(
+            input_policy=sy.MixedInputPolicy(client=worker._client, images=ds_assets["images"],
+                                             labels=ds_assets["labels"], weights=dict,
+                                             plan=dict, seed=int, nonce=str, mode=str),
+            output_policy=OutputPolicyExecuteCount(limit=3))(fedlearn_round)
+        other = str(worker._client.code.request_code_execution(code).id)
+        review = bob.review_request(other)
+        assert review.role == "DATA_SCIENTIST" and review.matches is None
+        assert review.problems == ["the source is not fedlearn's generated training function"]
+        with pytest.raises(ApprovalRefused, match="not fedlearn's generated"):
+            bob.approve(other)
+        assert {r["id"]: r["status"] for r in bob.requests(include_decided=True)}[other] == \
+            "pending"
+    finally:
+        bob.land()
+
+
+@needs_syft
+def test_the_approved_code_refuses_a_plan_out_of_its_bounds(mnist_small):
+    from fedlearn.backends.pysyft import launch_syft_workers
+    from fedlearn.backends.pysyft.scientist import InputRefusedError
+    from fedlearn.data import to_uint8
+    from fedlearn.models import build_model
+
+    x, y = mnist_small.train_x[:100], mnist_small.train_y[:100]
+    sites, workers = launch_syft_workers(to_uint8(x).numpy(), y.numpy(), [np.arange(100)],
+                                         ["bob"], model="tutorial_cnn", max_calls=3)
+    try:
+        with pytest.raises(InputRefusedError, match=r"bob: .*epochs must be in \[1, 50\]"):
+            workers[0].fit(build_model("tutorial_cnn").state_dict(), TrainPlan(epochs=51),
+                           seed=0)
+    finally:
+        sites[0].land()

@@ -25,7 +25,7 @@ def _write(folder: Path, stem: str, cert, key) -> tuple[str, str]:
     return str(cert_path), str(key_path)
 
 
-class TestCA:
+class CertificateAuthority:
     """A certificate authority that signs server and client certificates for one test."""
 
     def __init__(self, folder: Path, name: str = "fedlearn test CA"):

@@ -9,13 +9,13 @@ import threading
 import pytest
 import torch
 
-from certificates import TestCA
+from certificates import CertificateAuthority
 from target import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, start_server
 
 
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory):
-    return TestCA(tmp_path_factory.mktemp("pki"))
+    return CertificateAuthority(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_without_the_right_certificates_nothing_gets_through(mutual, ca, tmp_pat
     tls_client(ca.ca_file)  # the right CA, but no client certificate
     with pytest.raises(ConnectionError, match="cannot reach a Datasite"):
         login(mutual.url, EMAIL, SCIENTIST)
-    stranger = TestCA(tmp_path, "another CA")
+    stranger = CertificateAuthority(tmp_path, "another CA")
     tls_client(stranger.ca_file, *stranger.issue("scientist", server=False))
     with pytest.raises(ConnectionError, match="TLS check failed"):
         login(mutual.url, EMAIL, SCIENTIST)  # the server is not the one the CA vouches for

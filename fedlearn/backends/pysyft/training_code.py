@@ -128,6 +128,18 @@ _BODY = '''
 '''
 
 
+def check_plan(plan) -> None:
+    """Refuse, before anyone is asked to approve, a plan the approved code would refuse."""
+    from fedlearn.config import ConfigError
+
+    for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "prox_mu"):
+        low, high = LIMITS[name]
+        value = getattr(plan, name)
+        if not low <= value <= high:
+            raise ConfigError(name, f"the PySyft backend's approved code accepts {low} to "
+                              f"{high} (got {value})")
+
+
 def nonce_proof(nonce: str) -> str:
     """What the generated function returns for ``nonce``: proof the result is fresh."""
     return hashlib.sha256(("fedlearn-round:" + nonce).encode()).hexdigest()
