@@ -91,11 +91,3 @@ def harden(sy) -> None:
 
     service_policy.install()
     sy._fedlearn_hardened = True
-
-
-def is_hardened() -> bool:
-    """Whether this process's syft runs with fedlearn's patches (checked by the tests)."""
-    import sys
-
-    sy = sys.modules.get("syft")
-    return bool(sy is not None and getattr(sy, "_fedlearn_hardened", False))
