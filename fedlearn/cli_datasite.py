@@ -231,8 +231,11 @@ def pysyft_workers(args, config, data):
 
     from fedlearn.backends.pysyft.training_code import check_plan
 
+    from fedlearn.federation import refuse_what_remote_workers_cannot_do
+
     fed = config.federation
     check_plan(config.plan)
+    refuse_what_remote_workers_cannot_do(config, list(config.partition.workers))
     max_calls = fed.rounds * (fed.max_retries + 1) + 10
     if not args.datasite:  # the tutorial's setting: Bob and Alice launched in this process
         for flag in ("ca_file", "client_cert", "client_key"):

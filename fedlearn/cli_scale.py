@@ -28,7 +28,8 @@ def add_scale_flags(train) -> None:
                      metavar="{" + ",".join(SERVER_OPTIMIZERS) + "}",
                      help="how the server applies the average: fedavg, momentum (FedAvgM), "
                           "adam (FedAdam) (default: fedavg)")
-    opt.add_argument("--server-lr", type=float, default=1.0, help="(default: 1.0)")
+    opt.add_argument("--server-lr", type=float, default=None,
+                     help="(default: 1.0 for fedavg and momentum, 0.01 for adam)")
     opt.add_argument("--server-momentum", type=float, default=0.9,
                      help="FedAvgM beta / FedAdam beta1 (default: 0.9)")
     dev = train.add_argument_group("devices that come and go (simulated)")

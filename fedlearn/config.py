@@ -20,6 +20,7 @@ ALGORITHMS = ("fedavg", "fedsgd")
 AGGREGATORS = ("fedavg", "median", "trimmed_mean", "krum")
 ON_TOO_FEW = ("retry", "skip", "stop")
 SERVER_OPTIMIZERS = ("fedavg", "momentum", "adam")
+SERVER_LR_DEFAULTS = {"fedavg": 1.0, "momentum": 1.0, "adam": 0.01}
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -146,7 +147,9 @@ class FederationConfig:
     max_retries: int = 2
     # how the server applies the aggregate (server_opt.py): FedAvg, FedAvgM or FedAdam
     server_optimizer: str = "fedavg"
-    server_lr: float = 1.0
+    # None: the optimizer's own default (SERVER_LR_DEFAULTS); FedAdam's steps are ~lr per
+    # coordinate whatever the update's size (Reddi et al. 2021), so 1.0 would be far too large
+    server_lr: float | None = None
     server_momentum: float = 0.9  # FedAvgM's beta; FedAdam's beta1
     adam_beta2: float = 0.99
     adam_tau: float = 1e-3
@@ -157,7 +160,8 @@ class FederationConfig:
         _positive_int(self.warm_start_size, "warm_start_size", minimum=0)
         _positive_int(self.warm_start_epochs, "warm_start_epochs")
         _choice(self.server_optimizer, "server_optimizer", SERVER_OPTIMIZERS)
-        _number(self.server_lr, "server_lr", 0, low_open=True)
+        if self.server_lr is not None:
+            _number(self.server_lr, "server_lr", 0, low_open=True)
         _number(self.server_momentum, "server_momentum", 0, 1, high_open=True)
         _number(self.adam_beta2, "adam_beta2", 0, 1, high_open=True)
         _number(self.adam_tau, "adam_tau", 0, low_open=True)

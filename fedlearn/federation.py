@@ -43,6 +43,27 @@ from fedlearn.training import evaluate
 from fedlearn.updates import detached_cpu_state, state_nbytes
 
 
+def refuse_what_remote_workers_cannot_do(config, remote: list[str]) -> None:
+    """Options that would have to run inside each Datasite's approved code, which does plain
+    local SGD only: refused, never silently dropped."""
+    fed, part = config.federation, config.partition
+    inside = [("secure_aggregation", config.secure_aggregation),
+              ("compression", config.compression.method != "none"),
+              ("dp_sgd_noise", config.dp_sgd is not None),
+              ("algorithm", fed.algorithm != "fedavg"),
+              ("holdout", part.holdout > 0),
+              ("initial_share", part.initial_share < 1 or part.growth_per_round > 0)]
+    for argument, on in inside:
+        if on:
+            raise ConfigError(argument, "must run inside each Datasite's approved code, which "
+                              "the PySyft backend does not do (remote workers: "
+                              f"{', '.join(remote)}); use in-process workers")
+    if fed.warm_start_size > 0:
+        raise ConfigError("warm_start_size", "the server's proxy set would be drawn from images "
+                          "the Datasites hold, so it would not be disjoint from their data; "
+                          "use in-process workers")
+
+
 class RoundFailedError(RuntimeError):
     """Too few valid updates arrived, even after the configured retries."""
 
@@ -108,11 +129,8 @@ class FederatedServer:
         if config.secure_aggregation and per_round < 2:
             raise ConfigError("secure_aggregation", "needs at least 2 workers per round: with "
                               f"one, the sum is that worker's update ({per_round} asked)")
-        if remote and (config.secure_aggregation or config.compression.method != "none"):
-            raise ConfigError("secure_aggregation" if config.secure_aggregation else "compression",
-                              "must run inside each Datasite's approved code, which the PySyft "
-                              f"backend does not do yet (remote workers: {', '.join(remote)}); "
-                              "use in-process workers")
+        if remote:
+            refuse_what_remote_workers_cannot_do(config, remote)
         extras = (config.dp is not None or config.secure_aggregation
                   or config.compression.method != "none")
         self.pipeline = (UpdatePipeline(config, num_workers=len(self.workers), per_round=per_round)

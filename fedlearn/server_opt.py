@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from fedlearn.aggregation import apply_delta
+from fedlearn.config import SERVER_LR_DEFAULTS
 
 State = Mapping[str, torch.Tensor]
 
@@ -38,12 +39,13 @@ def adam_step(weights: State, delta: State, m: State | None, v: State | None, *,
 def server_step(weights: State, delta: State, state: dict, fed) -> tuple[dict, dict]:
     """Apply ``delta`` as ``fed.server_optimizer`` says; return new weights and state."""
     kind = fed.server_optimizer
+    lr = fed.server_lr if fed.server_lr is not None else SERVER_LR_DEFAULTS[kind]
     if kind == "fedavg":
-        return fedavg_step(weights, delta, fed.server_lr), state
+        return fedavg_step(weights, delta, lr), state
     if kind == "momentum":
-        new, velocity = momentum_step(weights, delta, state.get("velocity"), lr=fed.server_lr,
+        new, velocity = momentum_step(weights, delta, state.get("velocity"), lr=lr,
                                       beta=fed.server_momentum)
         return new, {"velocity": velocity}
-    new, m, v = adam_step(weights, delta, state.get("m"), state.get("v"), lr=fed.server_lr,
+    new, m, v = adam_step(weights, delta, state.get("m"), state.get("v"), lr=lr,
                           beta1=fed.server_momentum, beta2=fed.adam_beta2, tau=fed.adam_tau)
     return new, {"m": m, "v": v}

@@ -134,3 +134,38 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("changes,argument", [
+    ({"dp_sgd": "on"}, "dp_sgd_noise"),
+    ({"secure_aggregation": True}, "secure_aggregation"),
+    ({"compression": "8bit"}, "compression"),
+    ({"algorithm": "fedsgd"}, "algorithm"),
+    ({"warm_start_size": 100}, "warm_start_size"),
+    ({"holdout": 0.2}, "holdout"),
+    ({"growth_per_round": 0.1}, "initial_share"),
+])
+def test_options_a_remote_worker_cannot_honour_are_refused(synthetic, changes, argument):
+    """The PySyft backend's approved code does plain local SGD: anything else is refused."""
+    from fedlearn.config import CompressionConfig, ConfigError, DPSGDConfig
+
+    class RemoteWorker:
+        remote = True
+
+        def __init__(self, name):
+            self.name, self.num_examples = name, 10
+
+    fed = FederationConfig(algorithm=changes.get("algorithm", "fedavg"),
+                           warm_start_size=changes.get("warm_start_size", 0), device="cpu")
+    part = PartitionConfig(holdout=changes.get("holdout", 0.0),
+                           growth_per_round=changes.get("growth_per_round", 0.0))
+    cfg = ExperimentConfig(federation=fed, partition=part,
+                           secure_aggregation=changes.get("secure_aggregation", False),
+                           dp_sgd=DPSGDConfig(noise_multiplier=1.0) if "dp_sgd" in changes
+                           else None,
+                           compression=CompressionConfig(method="quantize", bits=8)
+                           if "compression" in changes else CompressionConfig())
+    x, y = synthetic
+    with pytest.raises(ConfigError, match="PySyft backend|not be disjoint") as err:
+        FederatedServer([RemoteWorker("bob"), RemoteWorker("alice")], cfg, x, y)
+    assert err.value.argument == argument

@@ -78,3 +78,19 @@ def test_bad_server_optimizer_settings(kwargs, argument):
     with pytest.raises(ConfigError) as err:
         TrainPlan(prox_mu=-0.1)
     assert err.value.argument == "prox_mu"
+
+
+def test_each_server_optimizer_has_its_own_default_step_size():
+    """FedAdam moves each coordinate by about lr whatever the update's size: 1.0 would be huge."""
+    from fedlearn.config import FederationConfig
+    from fedlearn.server_opt import server_step
+
+    weights, delta = {"w": torch.zeros(2)}, {"w": torch.tensor([0.1, -0.1])}
+    # first Adam step by hand: m = 0.1 d, sqrt(v) = 0.1 |d|, step = lr * 0.01 / (0.01 + 1e-3)
+    adam_first = 0.01 / (0.01 + 1e-3)
+    for kind, expected in (("fedavg", 0.1), ("momentum", 0.1), ("adam", 0.01 * adam_first)):
+        new, _ = server_step(weights, delta, {}, FederationConfig(server_optimizer=kind))
+        assert new["w"][0].item() == pytest.approx(expected, rel=1e-5), kind
+    explicit = FederationConfig(server_optimizer="adam", server_lr=0.1)
+    assert server_step(weights, delta, {}, explicit)[0]["w"][0].item() == \
+        pytest.approx(0.1 * adam_first, rel=1e-5)
