@@ -14,6 +14,17 @@ os.environ.setdefault("FEDLEARN_CACHE", tempfile.mkdtemp(prefix="fedlearn-test-c
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (``.ci/run`` sets CI=1) a skipped test is a failure: a skip would hide a check."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every test must run: {reason}"
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> str:
     path = os.environ.get("FEDLEARN_DATA")
