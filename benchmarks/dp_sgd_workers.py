@@ -7,7 +7,8 @@ the largest of the owners' (each guards only its own data, so the run is
 Opacus so that the planned rounds spend at most ``--target-epsilon``. The model is
 the tanh CNN of Papernot et al. 2021 (``dp_cnn``).
 
-    python benchmarks/dp_sgd_workers.py --rounds 30 --batch-size 256 --lr 4.0 --json benchmarks/results/dp_sgd_workers.json
+    python benchmarks/dp_sgd_workers.py --rounds 30 --batch-size 256 --lr 4.0 \\
+        --json benchmarks/results/dp_sgd_workers.json
 """
 from __future__ import annotations
 
@@ -15,14 +16,13 @@ import argparse
 import time
 
 import torch
-
 from common import write_results
-from fedlearn.config import (DataConfig, DPSGDConfig, ExperimentConfig, FederationConfig,
-                             TrainPlan)
+
+from fedlearn.config import DataConfig, DPSGDConfig, ExperimentConfig, FederationConfig, TrainPlan
 from fedlearn.data import load_mnist
-from fedlearn.dp_sgd import DPSGDWorker
-from fedlearn.federation import FederatedServer
-from fedlearn.partition import partition
+from fedlearn.data.partition import partition
+from fedlearn.server.federation import FederatedServer
+from fedlearn.workers.dp_sgd import DPSGDWorker
 
 
 def noise_for(target_epsilon: float, delta: float, batch: int, size: int, rounds: int) -> float:

@@ -7,7 +7,8 @@ interleaved (round 1, epoch 1, round 2, epoch 2, ...) so that machine noise hits
 both alike. Prints per-round/per-epoch training seconds, their ratio, the rounds
 and seconds each needs to reach the target accuracy, and the peak memory.
 
-    python benchmarks/fedavg_vs_centralized.py --rounds 8 --json benchmarks/results/fedavg_vs_centralized.json
+    python benchmarks/fedavg_vs_centralized.py --rounds 8 \\
+        --json benchmarks/results/fedavg_vs_centralized.json
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ import statistics
 import time
 
 import torch
-
 from common import write_results
+
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, TrainPlan
 from fedlearn.data import load_mnist
-from fedlearn.federation import FederatedServer
 from fedlearn.models import build_model
+from fedlearn.server.federation import FederatedServer
 from fedlearn.training import evaluate, make_optimizer, train_epochs
 from fedlearn.workers import make_virtual_workers
 
@@ -80,7 +81,8 @@ def main(argv=None):
     central_mean = statistics.mean(r["train_seconds"] for r in central_rows)
     ratios = [f["train_seconds"] / c["train_seconds"] for f, c in zip(fed_rows, central_rows)]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    fed_hit, central_hit = first_reaching(fed_rows, args.target), first_reaching(central_rows, args.target)
+    fed_hit, central_hit = (first_reaching(fed_rows, args.target),
+                            first_reaching(central_rows, args.target))
     result = {
         "command": "python benchmarks/fedavg_vs_centralized.py " + " ".join(argv or []),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "config": config.to_dict(),

@@ -14,7 +14,8 @@ the same command again and it continues from its last round. ``--quick`` is a
 CI-sized check: 6,000 images (60 per client), 3 rounds, 1,000 test images;
 FedAvg must beat FedSGD after the same rounds.
 
-    python benchmarks/mcmahan_table2.py --settings fedavg-iid --json benchmarks/results/mcmahan_table2.json
+    python benchmarks/mcmahan_table2.py --settings fedavg-iid \\
+        --json benchmarks/results/mcmahan_table2.json
     python benchmarks/mcmahan_table2.py --quick --json benchmarks/results/mcmahan_table2_quick.json
 """
 from __future__ import annotations
@@ -25,12 +26,18 @@ import time
 from pathlib import Path
 
 from common import write_results
-from fedlearn.checkpoint import load_checkpoint, save_checkpoint
-from fedlearn.config import (DataConfig, ExperimentConfig, FederationConfig, PartitionConfig,
-                             TrainPlan)
+
+from fedlearn.config import (
+    DataConfig,
+    ExperimentConfig,
+    FederationConfig,
+    PartitionConfig,
+    TrainPlan,
+)
 from fedlearn.data import load_mnist
-from fedlearn.federation import FederatedServer
 from fedlearn.plots import rounds_to_target_figure, save_figure
+from fedlearn.server.checkpoint import load_checkpoint, save_checkpoint
+from fedlearn.server.federation import FederatedServer
 from fedlearn.workers import make_virtual_workers
 
 PAPER_ROUNDS = {"fedavg-iid": 20, "fedavg-noniid": 229, "fedsgd-iid": 626, "fedsgd-noniid": 483}

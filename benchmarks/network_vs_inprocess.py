@@ -7,22 +7,29 @@ scientist: it logs in over HTTP, submits the code, approves it as each owner
 would, and runs FedAvg rounds interleaved with the same rounds on in-process
 workers (same seed). Weights are compared after every round.
 
-    sudo -E python benchmarks/network_vs_inprocess.py --rounds 3 --json benchmarks/results/network_vs_inprocess.json
+    sudo -E python benchmarks/network_vs_inprocess.py --rounds 3 \\
+        --json benchmarks/results/network_vs_inprocess.json
 """
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from common import interleave, write_results
-from fedlearn.backends.local_hosts import ServerProcess, free_port, local_hosts
+
+from fedlearn.backends.pysyft.process import ServerProcess, free_port
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig
 from fedlearn.data import load_mnist
-from fedlearn.federation import FederatedServer
+from fedlearn.server.federation import FederatedServer
 from fedlearn.workers import make_virtual_workers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from local_hosts import local_hosts  # noqa: E402 (a test tool, not the library)
 
 ADMIN, SCIENTIST, EMAIL = "benchmark-owner-pw", "benchmark-scientist-pw", "ds@bench.example"
 

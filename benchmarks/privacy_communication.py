@@ -6,7 +6,8 @@ top-k 1% with error feedback, and secure aggregation. Part 2, DP-FedAvg with 100
 clients (600 images each, C = 0.1, clip 1.0): final accuracy and epsilon at
 delta = 1e-5 for several noise multipliers.
 
-    python benchmarks/privacy_communication.py --rounds 3 --dp-rounds 20 --json benchmarks/results/privacy_communication.json
+    python benchmarks/privacy_communication.py --rounds 3 --dp-rounds 20 \\
+        --json benchmarks/results/privacy_communication.json
 """
 from __future__ import annotations
 
@@ -14,16 +15,24 @@ import argparse
 import statistics
 
 from common import write_results
-from fedlearn.config import (CompressionConfig, DataConfig, DPConfig, ExperimentConfig,
-                             FederationConfig, PartitionConfig)
+
+from fedlearn.config import (
+    CompressionConfig,
+    DataConfig,
+    DPConfig,
+    ExperimentConfig,
+    FederationConfig,
+    PartitionConfig,
+)
 from fedlearn.data import load_mnist
-from fedlearn.federation import run_federation
+from fedlearn.server.federation import run_federation
 from fedlearn.workers import make_virtual_workers
 
 VARIANTS = {
     "float32": {},
     "8-bit quantization": {"compression": CompressionConfig(method="quantize", bits=8)},
-    "top-k 1% + error feedback": {"compression": CompressionConfig(method="topk", topk_fraction=0.01)},
+    "top-k 1% + error feedback": {"compression": CompressionConfig(method="topk",
+                                                                   topk_fraction=0.01)},
     "secure aggregation": {"secure_aggregation": True},
 }
 
@@ -49,12 +58,15 @@ def main(argv=None):
                                   **extra)
         history = run(data, config)
         row = {"accuracy": [h["test_accuracy"] for h in history],
-               "upload_bytes_per_round": statistics.mean(sum(h["bytes_up"].values()) for h in history),
-               "download_bytes_per_round": statistics.mean(sum(h["bytes_down"].values()) for h in history),
+               "upload_bytes_per_round": statistics.mean(sum(h["bytes_up"].values())
+                                                         for h in history),
+               "download_bytes_per_round": statistics.mean(sum(h["bytes_down"].values())
+                                                           for h in history),
                "train_seconds_per_round": statistics.mean(h["train_seconds"] for h in history)}
         out["compression"][label] = row
         print(f"{label:28s} final accuracy {row['accuracy'][-1]:.4f}  upload/round "
-              f"{row['upload_bytes_per_round'] / 1e6:8.3f} MB  {row['train_seconds_per_round']:.2f} s/round",
+              f"{row['upload_bytes_per_round'] / 1e6:8.3f} MB  "
+              f"{row['train_seconds_per_round']:.2f} s/round",
               flush=True)
     base = out["compression"]["float32"]
     for label, row in out["compression"].items():

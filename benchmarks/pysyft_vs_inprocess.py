@@ -5,7 +5,8 @@ round, the same seed on both backends. Rounds are interleaved (in-process round
 1, PySyft round 1, in-process round 2, ...) and the weights are compared after
 every round: the two backends must stay identical.
 
-    python benchmarks/pysyft_vs_inprocess.py --rounds 3 --json benchmarks/results/pysyft_vs_inprocess.json
+    python benchmarks/pysyft_vs_inprocess.py --rounds 3 \\
+        --json benchmarks/results/pysyft_vs_inprocess.json
     python benchmarks/pysyft_vs_inprocess.py --rounds 3 --port auto   # Datasites as HTTP servers
 """
 from __future__ import annotations
@@ -16,10 +17,11 @@ import statistics
 import time
 
 from common import interleave, write_results
+
 from fedlearn.backends.pysyft import launch_syft_workers
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig
 from fedlearn.data import load_mnist, to_uint8
-from fedlearn.federation import FederatedServer
+from fedlearn.server.federation import FederatedServer
 from fedlearn.workers import make_virtual_workers
 
 

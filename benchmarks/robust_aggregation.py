@@ -5,16 +5,18 @@ sign-flipped and scaled (-4 x its honest update) or replaces it with Gaussian
 noise (std 1 per coordinate) in every round. Every aggregation rule is run
 honest and under each attack, with the same seed.
 
-    python benchmarks/robust_aggregation.py --train-size 20000 --rounds 3 --json benchmarks/results/robust_aggregation.json
+    python benchmarks/robust_aggregation.py --train-size 20000 --rounds 3 \\
+        --json benchmarks/results/robust_aggregation.json
 """
 from __future__ import annotations
 
 import argparse
 
 from common import write_results
+
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, PartitionConfig
 from fedlearn.data import load_mnist
-from fedlearn.federation import run_federation
+from fedlearn.server.federation import run_federation
 from fedlearn.workers import make_virtual_workers
 from fedlearn.workers.faults import FaultInjectingWorker
 

@@ -24,12 +24,19 @@ import sys
 import time
 
 from common import write_results
-from fedlearn.availability import AvailabilityConfig
-from fedlearn.config import (CompressionConfig, DataConfig, ExperimentConfig, FederationConfig,
-                             PartitionConfig, TrainPlan)
+
+from fedlearn.config import (
+    AvailabilityConfig,
+    CompressionConfig,
+    DataConfig,
+    ExperimentConfig,
+    FederationConfig,
+    PartitionConfig,
+    TrainPlan,
+)
 from fedlearn.data import load_mnist
-from fedlearn.federation import FederatedServer
-from fedlearn.warm_start import split_proxy, warm_start_weights
+from fedlearn.server.federation import FederatedServer
+from fedlearn.server.warm_start import split_proxy, warm_start_weights
 from fedlearn.workers import make_virtual_workers
 
 
@@ -84,11 +91,12 @@ import json, resource, sys
 sys.path.insert(0, {bench!r})
 from scale import config
 from fedlearn.data import load_mnist
-from fedlearn.federation import FederatedServer
+from fedlearn.server.federation import FederatedServer
 from fedlearn.workers import make_virtual_workers
 data = load_mnist()
 cfg = config(int(sys.argv[1]), rounds=2, fraction=float(sys.argv[2]))
-workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg.partition, model=cfg.federation.model, seed=0)
+workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg.partition,
+                                  model=cfg.federation.model, seed=0)
 server = FederatedServer(workers, cfg, data.test_x, data.test_y)
 server.step(); server.step()
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024

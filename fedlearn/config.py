@@ -245,8 +245,37 @@ class CompressionConfig:
     def __post_init__(self):
         _choice(self.method, "compression", COMPRESSIONS)
         _check(self.bits in QUANTIZE_BITS and not isinstance(self.bits, bool), "bits",
-               f"unsupported bit width {self.bits!r}; allowed: {', '.join(map(str, QUANTIZE_BITS))}")
+               f"unsupported bit width {self.bits!r}; "
+               f"allowed: {', '.join(map(str, QUANTIZE_BITS))}")
         _number(self.topk_fraction, "topk_fraction", 0, 1, low_open=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AvailabilityConfig:
+    """A population of devices that come and go (Bonawitz et al. 2019), simulated by
+    :mod:`fedlearn.server.availability`."""
+
+    mean_availability: float = 0.5  # share of rounds a device is idle, charging, unmetered
+    over_selection: float = 1.3  # select this many times the reporting goal
+    decline_rate: float = 0.05  # a selected device says no (user activity, battery)
+    dropout_rate: float = 0.05  # a device that accepted vanishes mid-round
+    deadline: float | None = None  # simulated seconds a round waits; None: no deadline
+    download_mbps: float = 20.0  # median download bandwidth
+    upload_ratio: float = 0.2  # upload = ratio x download (asymmetric links)
+    bandwidth_spread: float = 0.8  # sigma of the log-normal spread between devices
+    examples_per_second: float = 500.0  # median local training speed
+
+    def __post_init__(self):
+        _number(self.mean_availability, "mean_availability", 0, 1, low_open=True)
+        _number(self.over_selection, "over_selection", 1)
+        _number(self.decline_rate, "decline_rate", 0, 1, high_open=True)
+        _number(self.dropout_rate, "dropout_rate", 0, 1, high_open=True)
+        if self.deadline is not None:
+            _number(self.deadline, "deadline", 0, low_open=True)
+        _number(self.download_mbps, "download_mbps", 0, low_open=True)
+        _number(self.upload_ratio, "upload_ratio", 0, low_open=True)
+        _number(self.bandwidth_spread, "bandwidth_spread", 0)
+        _number(self.examples_per_second, "examples_per_second", 0, low_open=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,13 +290,11 @@ class ExperimentConfig:
     dp_sgd: DPSGDConfig | None = None  # sample-level DP-SGD inside each in-process worker
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     secure_aggregation: bool = False
-    availability: object | None = None  # a fedlearn.availability.AvailabilityConfig
+    availability: AvailabilityConfig | None = None  # devices that come and go
     seed: int = 0
 
     def __post_init__(self):
         if self.availability is not None:
-            from fedlearn.availability import AvailabilityConfig
-
             _check(isinstance(self.availability, AvailabilityConfig), "availability",
                    f"must be an AvailabilityConfig (got {type(self.availability).__name__})")
         _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,

@@ -18,11 +18,11 @@ import torch
 
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.data import load_mnist
-from fedlearn.federation import FederationResult, resolve_device, run_federation
-from fedlearn.personalization import personalize_workers, summarize
 from fedlearn.plots import learning_curve, save_figure
-from fedlearn.warm_start import split_proxy, warm_start_weights
+from fedlearn.server.federation import FederationResult, resolve_device, run_federation
+from fedlearn.server.warm_start import split_proxy, warm_start_weights
 from fedlearn.workers import make_virtual_workers
+from fedlearn.workers.personalization import personalize_workers, summarize
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -99,8 +99,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                                             seed=config.seed, device=device)
         data = dataclasses.replace(data, train_x=data.train_x[rest], train_y=data.train_y[rest])
     if workers is None and config.dp_sgd is not None:
-        from fedlearn.dp_sgd import DPSGDWorker
-        from fedlearn.partition import partition
+        from fedlearn.data.partition import partition
+        from fedlearn.workers.dp_sgd import DPSGDWorker
 
         parts = partition(data.train_y.numpy(), config.partition, config.seed)
         workers = [DPSGDWorker(name, data.train_x[torch.as_tensor(p)],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 os.environ.setdefault("FEDLEARN_CACHE", tempfile.mkdtemp(prefix="fedlearn-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))  # the test tools: local_hosts, notebook_runner
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -16,7 +16,8 @@ def test_fedavg_weights_by_examples_hand_computed():
 
 
 def test_three_unequal_workers():
-    states = [{"x": torch.tensor([[2.0]])}, {"x": torch.tensor([[4.0]])}, {"x": torch.tensor([[10.0]])}]
+    states = [{"x": torch.tensor([[2.0]])}, {"x": torch.tensor([[4.0]])},
+              {"x": torch.tensor([[10.0]])}]
     # (100*2 + 50*4 + 50*10) / 200 = 900/200 = 4.5
     assert fedavg(states, [100, 50, 50])["x"].item() == 4.5
 

@@ -4,10 +4,21 @@ import math
 import numpy as np
 import pytest
 
-from fedlearn.availability import (AvailabilityConfig, ClientProfiles, client_profiles, plan_round,
-                                   round_seconds, upload_nbytes)
-from fedlearn.config import CompressionConfig, ConfigError, ExperimentConfig, FederationConfig
-from fedlearn.federation import FederatedServer
+from fedlearn.config import (
+    AvailabilityConfig,
+    CompressionConfig,
+    ConfigError,
+    ExperimentConfig,
+    FederationConfig,
+)
+from fedlearn.server.availability import (
+    ClientProfiles,
+    client_profiles,
+    plan_round,
+    round_seconds,
+    upload_nbytes,
+)
+from fedlearn.server.federation import FederatedServer
 from fedlearn.workers import VirtualWorker
 
 

@@ -3,9 +3,15 @@ import math
 import pytest
 import torch
 
-from fedlearn.compression import (UpdateCompressor, densify, dequantize, payload_nbytes, quantize,
-                                  topk_sparsify)
 from fedlearn.config import CompressionConfig, ConfigError
+from fedlearn.updates.compression import (
+    UpdateCompressor,
+    densify,
+    dequantize,
+    payload_nbytes,
+    quantize,
+    topk_sparsify,
+)
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])

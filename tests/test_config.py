@@ -1,7 +1,13 @@
 import pytest
 
-from fedlearn.config import (ConfigError, DataConfig, ExperimentConfig, FederationConfig,
-                             PartitionConfig, TrainPlan)
+from fedlearn.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    FederationConfig,
+    PartitionConfig,
+    TrainPlan,
+)
 
 BAD = [
     (FederationConfig, {"rounds": 0}, "rounds"),
@@ -37,8 +43,8 @@ def test_bad_values_name_the_argument(cls, kwargs, argument):
         cls(**kwargs)
     assert info.value.argument == argument
     assert argument in str(info.value)
-    assert "got" in str(info.value) or "allowed" in str(info.value) or "duplicate" in str(info.value) \
-        or "at least one" in str(info.value)
+    assert "got" in str(info.value) or "allowed" in str(info.value) \
+        or "duplicate" in str(info.value) or "at least one" in str(info.value)
 
 
 def test_configs_are_frozen_and_keyword_only():

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from fedlearn.config import ConfigError, DPSGDConfig, ExperimentConfig, FederationConfig, TrainPlan
-from fedlearn.dp_sgd import DPSGDWorker
-from fedlearn.federation import run_federation
+from fedlearn.server.federation import run_federation
+from fedlearn.workers.dp_sgd import DPSGDWorker
 
 
 def test_each_worker_keeps_one_accountant_and_clean_keys(synthetic):

@@ -1,13 +1,14 @@
-"""Injected faults end in a correct completed run or a clear stop — never a wrong model or a hang."""
+"""Injected faults end in a correct completed run or a clear stop — never a wrong model or a
+hang."""
 import dataclasses
 
 import pytest
 import torch
 
 from fedlearn.aggregation import apply_delta, fedavg
-from fedlearn.checkpoint import load_checkpoint, save_checkpoint
 from fedlearn.config import ExperimentConfig, FederationConfig, TrainPlan
-from fedlearn.federation import RoundFailedError, derive_seed, run_federation
+from fedlearn.server.checkpoint import load_checkpoint, save_checkpoint
+from fedlearn.server.federation import RoundFailedError, derive_seed, run_federation
 from fedlearn.workers import VirtualWorker
 from fedlearn.workers.faults import FaultInjectingWorker
 
@@ -99,7 +100,8 @@ def test_too_few_updates_stops_clearly_and_keeps_the_checkpoint(synthetic, tmp_p
     ckpt = tmp_path / "c.pt"
     workers = make_workers(synthetic)
     workers[0] = FaultInjectingWorker(workers[0], "raise", calls={2, 3, 4})
-    with pytest.raises(RoundFailedError, match="round 2: fewer than min_updates=5.*a: RuntimeError"):
+    with pytest.raises(RoundFailedError,
+                       match="round 2: fewer than min_updates=5.*a: RuntimeError"):
         run_federation(workers, cfg(rounds=3, min_updates=5, max_retries=2), x, y, checkpoint=ckpt)
     assert load_checkpoint(ckpt)["round"] == 1
 
@@ -142,7 +144,7 @@ def test_tampered_checkpoint_with_code_in_it_is_refused(tmp_path):
 
     bad = tmp_path / "c.pt"
     torch.save({"format_version": 1, "evil": Payload()}, bad)  # a pickle that would run code
-    from fedlearn.checkpoint import CheckpointError
+    from fedlearn.server.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="unreadable"):
         load_checkpoint(bad)
     bad.write_bytes(pickle.dumps({"format_version": 2}))

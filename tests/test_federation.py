@@ -4,11 +4,16 @@ import pytest
 import torch
 
 from fedlearn.aggregation import fedavg
-from fedlearn.checkpoint import CheckpointError, load_checkpoint
 from fedlearn.config import ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan
-from fedlearn.federation import (FederatedServer, derive_seed, initial_weights, run_federation,
-                                 select_workers)
 from fedlearn.models import build_model
+from fedlearn.server.checkpoint import CheckpointError, load_checkpoint
+from fedlearn.server.federation import (
+    FederatedServer,
+    derive_seed,
+    initial_weights,
+    run_federation,
+    select_workers,
+)
 from fedlearn.training import make_optimizer, train_epochs
 from fedlearn.workers import VirtualWorker, make_virtual_workers
 
@@ -63,7 +68,8 @@ def test_fedsgd_alternates_between_workers(synthetic):
             calls.append((self.name, batches))
             return super().fit(weights, plan, seed=seed, batches=batches)
 
-    workers = [Spy("bob", x[:64], y[:64], model="mlp2nn"), Spy("alice", x[64:160], y[64:160], model="mlp2nn")]
+    workers = [Spy("bob", x[:64], y[:64], model="mlp2nn"),
+               Spy("alice", x[64:160], y[64:160], model="mlp2nn")]
     run_federation(workers, config(algorithm="fedsgd", rounds=1), x, y)
     assert calls == [("bob", (0, 1)), ("alice", (0, 1)), ("bob", (1, 2)), ("alice", (1, 2)),
                      ("alice", (2, 3))]

@@ -6,8 +6,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedlearn.config import ConfigError, ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan
-from fedlearn.federation import RoundFailedError, run_federation
+from fedlearn.config import (
+    ConfigError,
+    ExperimentConfig,
+    FederationConfig,
+    PartitionConfig,
+    TrainPlan,
+)
+from fedlearn.server.federation import RoundFailedError, run_federation
 from fedlearn.workers import make_virtual_workers
 
 G = torch.Generator().manual_seed(0)
@@ -36,8 +42,8 @@ ARGUMENT = {"scheme": "partition", "epochs": "epochs"}
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
-@given(values=st.fixed_dictionaries(VALID), broken=st.one_of(st.none(), st.sampled_from(sorted(INVALID))),
-       data=st.data())
+@given(values=st.fixed_dictionaries(VALID),
+       broken=st.one_of(st.none(), st.sampled_from(sorted(INVALID))), data=st.data())
 def test_valid_runs_and_broken_fails_naming_the_field(values, broken, data):
     if broken is not None:
         values[broken] = data.draw(st.sampled_from(INVALID[broken]))

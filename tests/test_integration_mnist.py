@@ -1,7 +1,7 @@
 """Bob and Alice on real MNIST: a subset, two rounds, accuracy far above chance."""
 from fedlearn.config import ExperimentConfig, FederationConfig
-from fedlearn.federation import run_federation
-from fedlearn.partition import label_histograms
+from fedlearn.data.partition import label_histograms
+from fedlearn.server.federation import run_federation
 from fedlearn.workers import make_virtual_workers
 
 

@@ -4,17 +4,18 @@ import json
 
 import nbformat
 import pytest
-
 from conftest import REPO
-from fedlearn.notebook_runner import execute_notebook, inject_parameters
+from notebook_runner import execute_notebook, inject_parameters  # tools/
 
 NOTEBOOK = REPO / "Federated_Learning.ipynb"
 
 
 def smoke_parameters(tmp_path, mnist_dir, **extra):
     return {"IMAGES_PER_OWNER": 1500, "TEST_IMAGES": 1000, "ROUNDS": 2, "BATCH_SIZE": 32,
-            "FEDSGD_ROUNDS": 1, "ROBUST_TRAIN_SIZE": 2000, "ROBUST_ROUNDS": 1, "PRIVACY_TRAIN_SIZE": 2000, "PRIVACY_ROUNDS": 1,
-            "SCALE_TRAIN_SIZE": 2000, "SCALE_ROUNDS": 2, "DATA_DIR": mnist_dir, "FIGURES_DIR": str(tmp_path / "figures"),
+            "FEDSGD_ROUNDS": 1, "ROBUST_TRAIN_SIZE": 2000, "ROBUST_ROUNDS": 1,
+            "PRIVACY_TRAIN_SIZE": 2000, "PRIVACY_ROUNDS": 1,
+            "SCALE_TRAIN_SIZE": 2000, "SCALE_ROUNDS": 2, "DATA_DIR": mnist_dir,
+            "FIGURES_DIR": str(tmp_path / "figures"),
             "RESULTS_PATH": str(tmp_path / "results.json"), **extra}
 
 
@@ -79,7 +80,8 @@ def test_committed_notebook_has_outputs_of_a_full_run():
     nb = nbformat.read(str(NOTEBOOK), as_version=4)
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.get("outputs") for c in code_cells[1:]), "every cell after the parameters has output"
+    assert all(c.get("outputs") for c in code_cells[1:]), \
+        "every cell after the parameters has output"
     final = code_cells[-1]["outputs"][-1]["data"]["text/plain"]
     results = ast.literal_eval(final)  # the `results` dict the last cell displays
     assert results["images_per_owner"] == 30_000 and results["backend"] == "pysyft"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fedlearn.config import ConfigError, PartitionConfig
-from fedlearn.partition import label_histograms, partition
+from fedlearn.data.partition import label_histograms, partition
 
 LABELS = np.repeat(np.arange(10), 100)  # 1,000 samples, 100 of each digit
 WORKERS = tuple(f"w{i}" for i in range(10))
@@ -47,7 +47,8 @@ def test_dirichlet_small_alpha_is_skewed():
         LABELS, PartitionConfig(workers=WORKERS, scheme="dirichlet", alpha=0.1, min_size=1), 0))
     mild = label_histograms(LABELS, partition(
         LABELS, PartitionConfig(workers=WORKERS, scheme="dirichlet", alpha=100.0, min_size=1), 0))
-    top_share = lambda h: (h.max(axis=1) / h.sum(axis=1)).mean()
+    def top_share(h):
+        return (h.max(axis=1) / h.sum(axis=1)).mean()
     assert top_share(skewed) > 0.5 > top_share(mild)
 
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from fedlearn.config import ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan
-from fedlearn.federation import FederatedServer
-from fedlearn.personalization import personalize_clients, summarize
+from fedlearn.server.federation import FederatedServer
 from fedlearn.workers import make_virtual_workers
+from fedlearn.workers.personalization import personalize_clients, summarize
 
 
 def test_personalized_clients_report_and_leave_the_pool(synthetic):

@@ -1,13 +1,18 @@
 """clip -> compress -> mask -> aggregate -> noise, combined with FedAvg and with each other."""
-import dataclasses
 
 import pytest
 import torch
 
-from fedlearn.checkpoint import load_checkpoint
-from fedlearn.config import (CompressionConfig, ConfigError, DPConfig, ExperimentConfig,
-                             FederationConfig, TrainPlan)
-from fedlearn.federation import run_federation
+from fedlearn.config import (
+    CompressionConfig,
+    ConfigError,
+    DPConfig,
+    ExperimentConfig,
+    FederationConfig,
+    TrainPlan,
+)
+from fedlearn.server.checkpoint import load_checkpoint
+from fedlearn.server.federation import run_federation
 from fedlearn.workers import VirtualWorker
 from fedlearn.workers.faults import FaultInjectingWorker
 
@@ -25,7 +30,8 @@ def workers(synthetic, sizes=(50, 70, 80)):
 
 def cfg(rounds=1, **extra):
     return ExperimentConfig(plan=TrainPlan(batch_size=25, lr=0.05),
-                            federation=FederationConfig(model="mlp2nn", rounds=rounds, device="cpu"),
+                            federation=FederationConfig(model="mlp2nn", rounds=rounds,
+                                                        device="cpu"),
                             seed=2, **extra)
 
 
@@ -65,7 +71,8 @@ def test_secure_aggregation_needs_two_workers(synthetic):
 def test_dp_fedavg_records_a_growing_epsilon_and_resumes_exactly(synthetic, tmp_path):
     x, y = synthetic
     dp = DPConfig(clip_norm=0.5, noise_multiplier=1.0, delta=1e-5)
-    full = run_federation(workers(synthetic), cfg(rounds=3, dp=dp), x, y, checkpoint=tmp_path / "f.pt")
+    full = run_federation(workers(synthetic), cfg(rounds=3, dp=dp), x, y,
+                          checkpoint=tmp_path / "f.pt")
     eps = [h["epsilon"] for h in full.history]
     assert 0 < eps[0] < eps[1] < eps[2]
     run_federation(workers(synthetic), cfg(rounds=2, dp=dp), x, y, checkpoint=tmp_path / "p.pt")
@@ -81,7 +88,7 @@ def test_clipping_bounds_every_contribution(synthetic):
     start = run_federation(workers(synthetic), cfg(rounds=1, dp=DPConfig(clip_norm=0.01,
                                                                           noise_multiplier=0.0)),
                            x, y, weights=None)
-    from fedlearn.federation import initial_weights
+    from fedlearn.server.federation import initial_weights
     w0 = initial_weights(cfg(), torch.device("cpu"))
     moved = sum((start.weights[k] - w0[k]).double().pow(2).sum() for k in w0).sqrt()
     assert moved <= 0.01 * 3 / 3 + 1e-6  # mean of three updates, each clipped to 0.01
@@ -97,7 +104,8 @@ def test_all_four_compose(synthetic):
 
 
 @pytest.mark.parametrize("compression,ratio", [(CompressionConfig(method="quantize", bits=8), 3.9),
-                                               (CompressionConfig(method="topk", topk_fraction=0.01), 30)])
+                                               (CompressionConfig(method="topk",
+                                                                  topk_fraction=0.01), 30)])
 def test_compression_cuts_upload_bytes(synthetic, compression, ratio):
     x, y = synthetic
     plain = run_federation(workers(synthetic), cfg(), x, y).history[0]
@@ -110,7 +118,8 @@ def test_topk_residuals_survive_resume(synthetic, tmp_path):
     x, y = synthetic
     c = CompressionConfig(method="topk", topk_fraction=0.05)
     full = run_federation(workers(synthetic), cfg(rounds=3, compression=c), x, y)
-    run_federation(workers(synthetic), cfg(rounds=2, compression=c), x, y, checkpoint=tmp_path / "c.pt")
+    run_federation(workers(synthetic), cfg(rounds=2, compression=c), x, y,
+                   checkpoint=tmp_path / "c.pt")
     state = load_checkpoint(tmp_path / "c.pt")
     assert set(state["simulated_clients"]) == set(NAMES)
     resumed = run_federation(workers(synthetic), cfg(rounds=3, compression=c), x, y,

@@ -1,18 +1,24 @@
-import dataclasses
 
 import pytest
 import torch
 
 from fedlearn.config import ConfigError, DPConfig
-from fedlearn.privacy import (CentralPrivacy, add_gaussian_noise, clip_update, dp_average,
-                              global_norm, noise_for_target_epsilon)
+from fedlearn.updates.privacy import (
+    CentralPrivacy,
+    add_gaussian_noise,
+    clip_update,
+    dp_average,
+    global_norm,
+    noise_for_target_epsilon,
+)
 
 
 def test_clipping_hand_checked():
     update = {"a": torch.tensor([3.0, 0.0]), "b": torch.tensor([4.0])}  # norm 5
     clipped, norm = clip_update(update, 1.0)
     assert norm == 5.0
-    assert torch.allclose(clipped["a"], torch.tensor([0.6, 0.0])) and torch.allclose(clipped["b"], torch.tensor([0.8]))
+    assert torch.allclose(clipped["a"], torch.tensor([0.6, 0.0])) and \
+        torch.allclose(clipped["b"], torch.tensor([0.8]))
     same, _ = clip_update(update, 10.0)
     assert torch.equal(same["a"], update["a"]) and global_norm(same) == 5.0
 
@@ -76,7 +82,7 @@ def test_dp_fedavg_adds_noise_of_std_z_times_c_over_m(z, clip, sampled):
     """The round's pipeline, with every update zero: what comes out is the noise alone, and its
     spread is z·C/m (McMahan et al. 2018). A pipeline that forgot the noise would give zeros."""
     from fedlearn.config import ExperimentConfig, FederationConfig
-    from fedlearn.pipeline import UpdatePipeline
+    from fedlearn.updates.pipeline import UpdatePipeline
 
     cfg = ExperimentConfig(dp=DPConfig(clip_norm=clip, noise_multiplier=z),
                            federation=FederationConfig(rounds=3, device="cpu"))

@@ -1,8 +1,13 @@
 import pytest
 import torch
 
-from fedlearn.robust import (coordinate_median, krum_select, trimmed_mean, update_norm,
-                             validate_update)
+from fedlearn.aggregation.robust import (
+    coordinate_median,
+    krum_select,
+    trimmed_mean,
+    update_norm,
+    validate_update,
+)
 
 U = [{"w": torch.tensor([1.0, 10.0])}, {"w": torch.tensor([2.0, 20.0])},
      {"w": torch.tensor([3.0, 30.0])}, {"w": torch.tensor([100.0, -100.0])}]

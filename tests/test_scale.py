@@ -6,7 +6,7 @@ import sys
 SCRIPT = """
 import json, resource, sys, torch
 from fedlearn.config import ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan
-from fedlearn.federation import FederatedServer
+from fedlearn.server.federation import FederatedServer
 from fedlearn.workers import make_virtual_workers
 clients = int(sys.argv[1])
 g = torch.Generator().manual_seed(0)
@@ -20,7 +20,8 @@ server = FederatedServer(workers, cfg, x[:500], y[:500])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 server.step(); server.step()
 print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "round_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
+                  "round_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+                                     / 1024,
                   "selected": len(server.history[-1]["selected"])}))
 """
 

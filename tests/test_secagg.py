@@ -1,13 +1,19 @@
 import numpy as np
 
-from fedlearn.secagg import (MaskingClient, decode_fixed, encode_fixed, remove_revealed,
-                             sum_masked)
+from fedlearn.updates.secagg import (
+    MaskingClient,
+    decode_fixed,
+    encode_fixed,
+    remove_revealed,
+    sum_masked,
+)
 
 
 def test_masks_cancel_exactly_and_hide_each_update():
     clients = [MaskingClient(n) for n in ("alice", "bob", "carol")]
     keys = {c.name: c.public_key for c in clients}
-    vectors = [np.array([0.5, -1.25, 3.0]), np.array([1.0, 2.0, -0.5]), np.array([-3.0, 0.125, 0.0])]
+    vectors = [np.array([0.5, -1.25, 3.0]), np.array([1.0, 2.0, -0.5]),
+               np.array([-3.0, 0.125, 0.0])]
     masked = [c.mask(v, keys, round_=7) for c, v in zip(clients, vectors)]
     assert np.array_equal(sum_masked(masked), sum_masked([encode_fixed(v) for v in vectors]))
     assert np.allclose(decode_fixed(sum_masked(masked)), sum(vectors))

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from fedlearn.config import ConfigError, ExperimentConfig, FederationConfig, TrainPlan
-from fedlearn.federation import run_federation
-from fedlearn.server_opt import adam_step, fedavg_step, momentum_step
+from fedlearn.server.federation import run_federation
+from fedlearn.server.optimizers import adam_step, fedavg_step, momentum_step
 from fedlearn.workers import VirtualWorker
 
 
@@ -83,7 +83,7 @@ def test_bad_server_optimizer_settings(kwargs, argument):
 def test_each_server_optimizer_has_its_own_default_step_size():
     """FedAdam moves each coordinate by about lr whatever the update's size: 1.0 would be huge."""
     from fedlearn.config import FederationConfig
-    from fedlearn.server_opt import server_step
+    from fedlearn.server.optimizers import server_step
 
     weights, delta = {"w": torch.zeros(2)}, {"w": torch.tensor([0.1, -0.1])}
     # first Adam step by hand: m = 0.1 d, sqrt(v) = 0.1 |d|, step = lr * 0.01 / (0.01 + 1e-3)

@@ -4,7 +4,7 @@ import torch
 
 from fedlearn.config import ConfigError, DataConfig, ExperimentConfig, FederationConfig, TrainPlan
 from fedlearn.experiment import run_experiment
-from fedlearn.warm_start import split_proxy, warm_start_weights
+from fedlearn.server.warm_start import split_proxy, warm_start_weights
 
 
 def test_proxy_split_is_disjoint_complete_and_seeded():

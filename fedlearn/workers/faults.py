@@ -63,5 +63,6 @@ class FaultInjectingWorker:
             delta = {k: -self._scale * v for k, v in delta.items()}
         elif self.fault == "random":
             g = torch.Generator().manual_seed(self._seed + self.count)
-            delta = {k: self._scale * torch.randn(v.shape, generator=g).to(v) for k, v in delta.items()}
+            delta = {k: self._scale * torch.randn(v.shape, generator=g).to(v)
+                     for k, v in delta.items()}
         return Update(self.name, delta, n, update.metrics)

@@ -20,8 +20,8 @@ import torch
 from tqdm import tqdm
 
 from fedlearn.config import PartitionConfig, TrainPlan
+from fedlearn.data.partition import partition
 from fedlearn.models import build_model
-from fedlearn.partition import partition
 from fedlearn.training import evaluate, make_optimizer, num_batches, train_epochs
 from fedlearn.updates import Update
 

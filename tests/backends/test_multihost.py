@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from fedlearn.backends.local_hosts import ServerProcess, free_port, local_hosts
-from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, TrainPlan
-
+from local_hosts import local_hosts  # tools/, on sys.path (tests/conftest.py)
 from test_pysyft import needs_syft  # noqa: E402 (the test folder is on sys.path)
+
+from fedlearn.backends.pysyft.process import ServerProcess, free_port
+from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, TrainPlan
 
 ADMIN, SCIENTIST, EMAIL = "owner-password-1", "scientist-password-1", "ds@lab.example"
 SIZE = ["--train-size", "1000"]
@@ -74,7 +74,7 @@ def approve_pending(urls, timeout=120) -> set:
 
 def oracle(mnist_dir, rounds):
     from fedlearn.data import load_mnist
-    from fedlearn.federation import run_federation
+    from fedlearn.server.federation import run_federation
     from fedlearn.workers import make_virtual_workers
 
     cfg = ExperimentConfig(data=DataConfig(data_dir=mnist_dir, train_size=1000, test_size=500),
@@ -113,9 +113,8 @@ def test_one_round_over_the_network_equals_the_in_process_oracle(servers, mnist_
 def test_a_server_stopped_mid_run_is_left_out_and_cleans_up(servers, mnist_dir):
     from fedlearn.backends.pysyft import SyftWorker
     from fedlearn.backends.pysyft.remote import wait_for_approval
-    from fedlearn.federation import FederatedServer
-
     from fedlearn.data import load_mnist
+    from fedlearn.server.federation import FederatedServer
 
     cfg = ExperimentConfig(data=DataConfig(data_dir=mnist_dir, train_size=1000, test_size=500),
                            plan=TrainPlan(batch_size=32),

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, TrainPlan
-from fedlearn.federation import run_federation
-from fedlearn.partition import partition
+from fedlearn.data.partition import partition
+from fedlearn.server.federation import run_federation
 
 try:
     from fedlearn.backends.pysyft import require_syft
@@ -56,7 +56,8 @@ def test_one_round_matches_in_process_workers(mnist_small, port):
     expected, got, workers, local = oracle_and_syft(mnist_small, port)
     diff = max((got.weights[k] - expected.weights[k]).abs().max().item() for k in expected.weights)
     assert diff <= 1e-6
-    assert got.history[0]["examples"] == expected.history[0]["examples"] == {"bob": 500, "alice": 500}
+    assert got.history[0]["examples"] == expected.history[0]["examples"] == \
+        {"bob": 500, "alice": 500}
     assert got.history[0]["test_accuracy"] == pytest.approx(expected.history[0]["test_accuracy"])
     assert [w.num_examples for w in workers] == [500, 500]
     assert all(0 <= m["accuracy"] <= 1 and m["examples"] == 500 for m in local)
@@ -119,8 +120,8 @@ def test_fedsgd_is_refused_clearly():
 
 
 def test_import_fedlearn_does_not_import_syft():
-    code = ("import sys, fedlearn, fedlearn.federation, fedlearn.experiment, fedlearn.workers, "
-            "fedlearn.backends.pysyft; print('syft' in sys.modules)")
+    code = ("import sys, fedlearn, fedlearn.server.federation, fedlearn.experiment, "
+            "fedlearn.workers, fedlearn.backends.pysyft; print('syft' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -139,7 +140,7 @@ def test_a_datasite_that_stops_mid_run_is_left_out(mnist_small):
 
     from fedlearn.backends.pysyft import launch_syft_workers
     from fedlearn.data import to_uint8
-    from fedlearn.federation import FederatedServer
+    from fedlearn.server.federation import FederatedServer
 
     cfg = small_config()
     cfg = dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, rounds=2))

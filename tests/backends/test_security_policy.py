@@ -7,8 +7,13 @@ from types import SimpleNamespace
 import pytest
 
 from fedlearn.backends.pysyft.server_process import PrivateWorkspace, leftover_workspaces
-from fedlearn.backends.pysyft.service_policy import (MAX_TEXT_BYTES, MAX_UPLOAD_BYTES, REFUSAL,
-                                                     decide, refusal)
+from fedlearn.backends.pysyft.service_policy import (
+    MAX_TEXT_BYTES,
+    MAX_UPLOAD_BYTES,
+    REFUSAL,
+    decide,
+    refusal,
+)
 from fedlearn.config import ConfigError
 
 

@@ -4,12 +4,21 @@ import os
 import numpy as np
 import pytest
 
-from fedlearn.backends.pysyft.remote import (ApprovalError, DatasiteAddress, parse_addresses,
-                                      wait_for_approval)
-from fedlearn.backends.pysyft.serve import (ServeConfig, check_distinct, load_shard, parse_shard,
-                                            read_password)
+from fedlearn.backends.pysyft.remote import (
+    ApprovalError,
+    DatasiteAddress,
+    parse_addresses,
+    wait_for_approval,
+)
+from fedlearn.backends.pysyft.serve import (
+    ServeConfig,
+    check_distinct,
+    load_shard,
+    parse_shard,
+    read_password,
+)
 from fedlearn.config import ConfigError, DataConfig, ExperimentConfig
-from fedlearn.partition import partition
+from fedlearn.data.partition import partition
 
 
 def test_password_from_env_or_file_and_never_the_pysyft_default(monkeypatch, tmp_path):
@@ -44,8 +53,9 @@ def test_the_scientist_may_not_share_the_owners_password():
     assert err.value.argument == "scientist_password"
 
 
-@pytest.mark.parametrize("text,error", [("1/2", None), ("2/2", "0..COUNT-1"), ("a/2", "INDEX/COUNT"),
-                                        ("1", "INDEX/COUNT"), ("-1/2", "0..COUNT-1")])
+@pytest.mark.parametrize("text,error", [("1/2", None), ("2/2", "0..COUNT-1"),
+                                        ("a/2", "INDEX/COUNT"), ("1", "INDEX/COUNT"),
+                                        ("-1/2", "0..COUNT-1")])
 def test_shard_parsing(text, error):
     if error is None:
         assert parse_shard(text) == (1, 2)
@@ -121,7 +131,7 @@ def test_a_rejection_or_the_timeout_stops_with_the_reason():
 def test_local_hosts_fall_back_to_loopback_where_namespaces_cannot_be_made(monkeypatch):
     import subprocess
 
-    import fedlearn.backends.local_hosts as lh
+    import local_hosts as lh
 
     def refuse(*args, **kwargs):  # e.g. a container without CAP_SYS_ADMIN
         raise subprocess.CalledProcessError(1, ["ip", *args])

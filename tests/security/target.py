@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 ADMIN, SCIENTIST, EMAIL = "owner-password-1", "scientist-password-1", "ds@lab.example"
 ADMIN_EMAIL = "info@openmined.org"
 SIZE = ["--train-size", "600"]
@@ -18,7 +17,7 @@ def serve_env(mnist_dir: str, tmp: Path) -> dict:
 
 
 def start_server(mnist_dir: str, tmp: Path, *extra: str, name: str = "bob"):
-    from fedlearn.backends.local_hosts import LocalHost, ServerProcess, free_port
+    from fedlearn.backends.pysyft.process import LocalHost, ServerProcess, free_port
 
     server = ServerProcess(LocalHost(name, "127.0.0.1"), free_port(),
                            ["--shard", "0/2", *SIZE, "--scientist", EMAIL, *extra],

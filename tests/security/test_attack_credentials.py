@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from target import ADMIN, ADMIN_EMAIL, SCIENTIST
 
 

@@ -1,5 +1,6 @@
 """Attack 1: syft's typing-alias decoder called any function named on the wire, unauthenticated,
-on the owner's server (POST /api/v2/api_call) and on the scientist's machine (a Datasite's answer)."""
+on the owner's server (POST /api/v2/api_call) and on the scientist's machine (a Datasite's
+answer)."""
 from __future__ import annotations
 
 import http.server
@@ -9,9 +10,7 @@ import threading
 import typing
 
 import pytest
-
 import requests
-
 from attacks import alias_blob, in_a_list
 
 

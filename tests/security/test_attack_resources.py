@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from target import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, tree_size, workspace_of
 
 

@@ -3,7 +3,6 @@ key — the root admin's — through ``network.ping``, and forged root calls wit
 from __future__ import annotations
 
 import pytest
-
 from attacks import new_key, payload, signed_call
 from target import EMAIL, SCIENTIST
 
@@ -53,10 +52,9 @@ def test_a_guest_still_sees_what_pysyft_shows_everyone(served):
 def test_the_scientist_cannot_sign_chosen_bytes_or_forge_root_calls(served):
     import requests
     import syft as sy
+    from attacks import post_api_call, server_uid
     from syft.client.api import SignedSyftAPICall, SyftAPICall
     from syft.server.credentials import SyftVerifyKey
-
-    from attacks import post_api_call, server_uid
 
     scientist, images = private_asset_id(served.url)
     key = scientist.credentials

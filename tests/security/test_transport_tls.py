@@ -8,7 +8,6 @@ import threading
 
 import pytest
 import torch
-
 from certificates import CertificateAuthority
 from target import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, start_server
 

@@ -89,7 +89,7 @@ def _keep_https_ports() -> None:
                 parsed.port = int(netloc.rpartition(":")[2])
         return parsed
 
-    from_url._fedlearn_keeps_port = True
+    setattr(from_url, "_fedlearn_keeps_port", True)
     ServerURL.from_url = classmethod(from_url)
 
 
@@ -142,7 +142,7 @@ def login(url: str, email: str, password: str):
                               "running, and are the host, port and certificates right?") from exc
 
 
-def _refusal_in(exc: BaseException):
+def _refusal_in(exc: BaseException | None) -> str | None:
     """The hardening's refusal behind ``exc`` (syft re-wraps errors it catches), or None."""
     from fedlearn.backends.pysyft.hardening import RefusedBySecurityPolicy
 
@@ -150,9 +150,10 @@ def _refusal_in(exc: BaseException):
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, RefusedBySecurityPolicy):
-            return exc
-        if "refused to decode" in str(getattr(exc, "public_message", "")):
-            return exc.public_message
+            return str(exc)
+        message = str(getattr(exc, "public_message", ""))
+        if "refused to decode" in message:
+            return message
         exc = exc.__cause__ or exc.__context__
     return None
 

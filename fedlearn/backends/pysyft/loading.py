@@ -70,6 +70,6 @@ def _skip_bytes_in_attribute_walk() -> None:
             return None
         return original(result, attr_dict)
 
-    attach_attribute_to_syft_object._fedlearn_patched = True
+    setattr(attach_attribute_to_syft_object, "_fedlearn_patched", True)
     syft_object.attach_attribute_to_syft_object = attach_attribute_to_syft_object  # recursion
     service.attach_attribute_to_syft_object = attach_attribute_to_syft_object  # its caller

@@ -1,4 +1,4 @@
-"""The data owner's side: a PySyft 0.9.5 Datasite holding one owner's private shard.
+r"""The data owner's side: a PySyft 0.9.5 Datasite holding one owner's private shard.
 
 :class:`Datasite` launches a Datasite (in-process, or a real uvicorn HTTP server
 with ``port=``) whose admin password is random (never PySyft's published
@@ -54,6 +54,7 @@ class Datasite:
         self.name = name
         self._handle = handle
         self._admin = admin
+        self._url: str | None = None  # set for a served Datasite
 
     @classmethod
     def launch(cls, name: str, *, port: int | str | None = None, host: str = "127.0.0.1",
@@ -111,7 +112,7 @@ class Datasite:
 
     @property
     def url(self) -> str | None:
-        if getattr(self, "_url", None):
+        if self._url:
             return self._url
         port = getattr(self._handle, "port", None)
         return f"http://localhost:{port}" if port else None
@@ -198,7 +199,8 @@ class Datasite:
         return review
 
     def deny(self, request_id, reason: str) -> None:
-        check_result(self.request(request_id).deny(reason=reason), f"deny {request_id} on {self.name}")
+        check_result(self.request(request_id).deny(reason=reason),
+                     f"deny {request_id} on {self.name}")
 
     def land(self) -> None:
         """Stop the Datasite and delete its SQLite and blob files."""

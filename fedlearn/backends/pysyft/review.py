@@ -20,8 +20,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from fedlearn.backends.pysyft.training_code import (ASSET_INPUTS, FUNCTION_NAME, INPUTS,
-                                                    USER_INPUTS, known_digests, source_digest)
+from fedlearn.backends.pysyft.training_code import (
+    ASSET_INPUTS,
+    FUNCTION_NAME,
+    INPUTS,
+    USER_INPUTS,
+    known_digests,
+    source_digest,
+)
 
 DATASET = "mnist"
 

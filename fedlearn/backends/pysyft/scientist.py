@@ -26,8 +26,12 @@ import torch
 from fedlearn.backends.pysyft.connection import LoginError, login, role_of
 from fedlearn.backends.pysyft.loading import require_syft
 from fedlearn.backends.pysyft.owner import DATASET, Datasite, check_result
-from fedlearn.backends.pysyft.training_code import (FUNCTION_NAME, load_training_function,
-                                                    nonce_proof, training_function_source)
+from fedlearn.backends.pysyft.training_code import (
+    FUNCTION_NAME,
+    load_training_function,
+    nonce_proof,
+    training_function_source,
+)
 from fedlearn.config import TrainPlan
 from fedlearn.training import num_batches
 from fedlearn.updates import Update, detached_cpu_state
@@ -51,7 +55,7 @@ class SyftWorker:
         self._client = client
         assets = check_result(client.datasets[DATASET], f"find dataset on {name}").assets
         self._images, self._labels = assets["images"], assets["labels"]
-        self._request_id = None
+        self._request_id: str | None = None
         self.calls = 0
 
     @classmethod

@@ -27,8 +27,14 @@ from pathlib import Path
 
 from fedlearn.backends.pysyft.connection import TLSClientConfig
 from fedlearn.backends.pysyft.server_process import PrivateWorkspace
-from fedlearn.config import PARTITIONS, ConfigError, DataConfig, PartitionConfig, _choice
-from fedlearn.config import _positive_int
+from fedlearn.config import (
+    PARTITIONS,
+    ConfigError,
+    DataConfig,
+    PartitionConfig,
+    _choice,
+    _positive_int,
+)
 
 ADMIN_PASSWORD_ENV = "FEDLEARN_ADMIN_PASSWORD"
 SCIENTIST_PASSWORD_ENV = "FEDLEARN_SCIENTIST_PASSWORD"
@@ -143,7 +149,7 @@ class ServeConfig:
 def load_shard(config: ServeConfig):
     """This owner's images (N, 28, 28) uint8 and labels (N,): the same split as in-process runs."""
     from fedlearn.data import load_mnist, to_uint8
-    from fedlearn.partition import partition
+    from fedlearn.data.partition import partition
 
     index, count = config.shard
     data = load_mnist(config.data, seed=config.seed)
@@ -182,7 +188,7 @@ def serve(config: ServeConfig, *, admin_password: str, scientist_password: str |
         from fedlearn.backends.pysyft.server_process import install_child_hooks, uvicorn_tls
 
         tls = (uvicorn_tls(config.tls_cert, config.tls_key, config.client_ca)
-               if config.tls_cert else None)
+               if config.tls_cert and config.tls_key else None)
         install_child_hooks(workspace=workspace.path, tls=tls)
         if tls:  # the owner's own admin login goes over the same TLS
             use_tls(config.tls_client)
@@ -195,7 +201,7 @@ def serve(config: ServeConfig, *, admin_password: str, scientist_password: str |
         site = Datasite.serve(config.name, host=config.host, port=config.port, url=config.url,
                               admin_email=config.admin_email, admin_password=admin_password)
         site.upload_mnist(images, labels, seed=config.seed + config.shard[0])
-        if config.scientist_email:
+        if config.scientist_email and scientist_password:
             site.register_scientist(config.scientist_email, scientist_password)
         announce(f"{config.name}: serving {len(labels)} private MNIST images at {config.url} "
                  f"(Ctrl-C to stop)", flush=True)

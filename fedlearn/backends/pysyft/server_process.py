@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 PREFIX = "fedlearn-datasite-"
 _NAME = re.compile(rf"^{PREFIX}(?P<name>[A-Za-z0-9_-]+?)-(?P<pid>\d+)-")
@@ -163,7 +164,7 @@ def uvicorn_tls(cert_file: str, key_file: str, client_ca: str | None) -> dict:
     """uvicorn's TLS settings: a server certificate, and optionally required client ones."""
     import ssl
 
-    tls = {"ssl_certfile": cert_file, "ssl_keyfile": key_file}
+    tls: dict[str, Any] = {"ssl_certfile": cert_file, "ssl_keyfile": key_file}
     if client_ca:
         tls.update(ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
     return tls

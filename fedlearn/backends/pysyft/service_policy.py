@@ -121,5 +121,5 @@ def install() -> None:
             return SyftError(message=reason)
         return original(self, api_call, *args, **kwargs)
 
-    handle_api_call_with_unsigned_result._fedlearn_policy = True
+    setattr(handle_api_call_with_unsigned_result, "_fedlearn_policy", True)
     Server.handle_api_call_with_unsigned_result = handle_api_call_with_unsigned_result

@@ -26,10 +26,11 @@ import inspect
 import os
 import textwrap
 from pathlib import Path
+from typing import Any
 
-from fedlearn import data, models, training
+from fedlearn import models, training
 from fedlearn.config import MODELS
-from fedlearn.data import cache_dir
+from fedlearn.data import cache_dir, mnist
 
 FUNCTION_NAME = "fedlearn_round"
 INPUTS = ("images", "labels", "weights", "plan", "seed", "nonce", "mode")
@@ -38,7 +39,7 @@ ASSET_INPUTS = ("images", "labels")  # bound to the owner's private assets
 USER_INPUTS = {"weights": dict, "plan": dict, "seed": int, "nonce": str, "mode": str}
 # bounds the code enforces on the Datasite: generous for real training, small enough
 # that an approved request cannot be turned into a resource sink
-LIMITS = {"epochs": (1, 50), "batch_size": (1, 8192), "lr": (0.0, 10.0),
+LIMITS: dict[str, Any] = {"epochs": (1, 50), "batch_size": (1, 8192), "lr": (0.0, 10.0),
           "momentum": (0.0, 1.0), "weight_decay": (0.0, 1.0), "prox_mu": (0.0, 100.0),
           "seed": (0, 2**63 - 1), "nonce_length": 32}
 
@@ -148,11 +149,11 @@ def nonce_proof(nonce: str) -> str:
 def training_function_source(model_name: str) -> str:
     """The full source of the submitted function for ``model_name``."""
     model_cls = type(models.build_model(model_name))
-    parts = [data._normalise, model_cls, training.make_optimizer, training.num_batches,
+    parts: list[Any] = [mnist._normalise, model_cls, training.make_optimizer, training.num_batches,
              training.train_epochs, training.predict, training.evaluate]
     inlined = "\n".join(textwrap.indent(inspect.getsource(p), "    ") for p in parts)
     header = _HEADER.format(name=FUNCTION_NAME, model=model_cls.__name__,
-                            mean=data.MNIST_MEAN, std=data.MNIST_STD, limits=LIMITS)
+                            mean=mnist.MNIST_MEAN, std=mnist.MNIST_STD, limits=LIMITS)
     return (header + "\n" + inlined + _CHECKS.format(model=model_cls.__name__)
             + _BODY.format())
 
@@ -178,6 +179,7 @@ def load_training_function(model_name: str):
         tmp.write_text(source)
         os.replace(tmp, path)  # two processes may write it at once
     spec = importlib.util.spec_from_file_location(f"fedlearn_syft_code_{digest}", path)
+    assert spec is not None and spec.loader is not None  # a .py file always has both
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return getattr(module, FUNCTION_NAME)

@@ -127,9 +127,14 @@ def add_pysyft_train_flags(train) -> None:
 
 
 def datasite_main(args) -> int:
-    from fedlearn.backends.pysyft.serve import (ADMIN_PASSWORD_ENV, SCIENTIST_PASSWORD_ENV,
-                                                ServeConfig, check_distinct, parse_shard,
-                                                read_password)
+    from fedlearn.backends.pysyft.serve import (
+        ADMIN_PASSWORD_ENV,
+        SCIENTIST_PASSWORD_ENV,
+        ServeConfig,
+        check_distinct,
+        parse_shard,
+        read_password,
+    )
 
     if args.datasite_command == "serve" and args.password_fd is not None:
         with os.fdopen(args.password_fd) as pipe:  # from the process that exec'd this one
@@ -228,10 +233,8 @@ def pysyft_workers(args, config, data):
     from fedlearn.backends.pysyft.connection import use_tls
     from fedlearn.backends.pysyft.remote import connect_datasites, parse_addresses
     from fedlearn.backends.pysyft.serve import SCIENTIST_PASSWORD_ENV, read_password
-
     from fedlearn.backends.pysyft.training_code import check_plan
-
-    from fedlearn.federation import refuse_what_remote_workers_cannot_do
+    from fedlearn.server.federation import refuse_what_remote_workers_cannot_do
 
     fed = config.federation
     check_plan(config.plan)
@@ -244,7 +247,7 @@ def pysyft_workers(args, config, data):
                                   "Datasites launched here need no TLS")
         from fedlearn.backends.pysyft import launch_syft_workers
         from fedlearn.data import to_uint8
-        from fedlearn.partition import partition
+        from fedlearn.data.partition import partition
 
         parts = partition(data.train_y.numpy(), config.partition, config.seed)
         sites, workers = launch_syft_workers(

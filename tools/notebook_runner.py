@@ -4,8 +4,8 @@ The notebook's knobs live in one cell tagged ``parameters``. Injected values go
 in a new cell right after it, and every injected name must already be assigned
 in that cell: a typo fails loudly instead of being silently ignored.
 
-    python -m fedlearn.notebook_runner Federated_Learning.ipynb --inplace
-    python -m fedlearn.notebook_runner Federated_Learning.ipynb -p ROUNDS=1 -o /tmp/out.ipynb
+    python tools/notebook_runner.py Federated_Learning.ipynb --inplace
+    python tools/notebook_runner.py Federated_Learning.ipynb -p ROUNDS=1 -o /tmp/out.ipynb
 """
 from __future__ import annotations
 
@@ -25,24 +25,30 @@ def parameter_names(source: str) -> set[str]:
 def inject_parameters(nb, parameters: dict) -> None:
     import nbformat
 
-    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    tagged = [i for i, c in enumerate(nb.cells)
+              if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(tagged) != 1:
-        raise ValueError(f"notebook must have exactly one cell tagged 'parameters', found {len(tagged)}")
+        raise ValueError("notebook must have exactly one cell tagged 'parameters', "
+                         f"found {len(tagged)}")
     known = parameter_names(nb.cells[tagged[0]].source)
     unknown = sorted(set(parameters) - known)
     if unknown:
         raise ValueError(f"injected parameters not in the parameters cell: {', '.join(unknown)} "
                          f"(it defines: {', '.join(sorted(known))})")
-    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    nb.cells = [c for c in nb.cells
+                if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     if parameters:
-        source = "# Injected parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in parameters.items())
+        source = "# Injected parameters\n" + "".join(f"{k} = {v!r}\n"
+                                                     for k, v in parameters.items())
         cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
         nb.cells.insert(tagged[0] + 1, cell)
 
 
 def execute_notebook(path: str | Path, parameters: dict | None = None, *,
-                     output: str | Path | None = None, timeout: int = 1800, cwd: str | Path | None = None):
-    """Run every cell of ``path`` with ``parameters`` injected; save to ``output``; return the notebook."""
+                     output: str | Path | None = None, timeout: int = 1800,
+                     cwd: str | Path | None = None):
+    """Run every cell of ``path`` with ``parameters`` injected; save to ``output``; return the
+    notebook."""
     import nbformat
     from nbclient import NotebookClient
 

@@ -13,18 +13,19 @@ the run's accountant and its state for checkpoints.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 
+from fedlearn.aggregation.robust import update_norm as global_norm  # noqa: F401 (the one L2 norm)
 from fedlearn.config import DPConfig
-from fedlearn.robust import update_norm as global_norm  # noqa: F401 (the one L2 norm)
-
-State = Mapping[str, torch.Tensor]
+from fedlearn.updates.update import State
 
 
 def clip_update(update: State, max_norm: float) -> tuple[dict[str, torch.Tensor], float]:
-    """Scale ``update`` so that its global L2 norm is at most ``max_norm``; return it and the old norm."""
+    """Scale ``update`` so that its global L2 norm is at most ``max_norm``; return it and the old
+    norm."""
     if not max_norm > 0:
         raise ValueError(f"clip_norm: must be > 0 (got {max_norm!r})")
     norm = global_norm(update)
@@ -32,7 +33,8 @@ def clip_update(update: State, max_norm: float) -> tuple[dict[str, torch.Tensor]
     return {k: v * factor for k, v in update.items()}, norm
 
 
-def add_gaussian_noise(update: State, std: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def add_gaussian_noise(update: State, std: float,
+                       generator: torch.Generator) -> dict[str, torch.Tensor]:
     """update + N(0, std^2) on every coordinate, drawn from ``generator`` (CPU)."""
     if std < 0:
         raise ValueError(f"noise std must be >= 0 (got {std!r})")
@@ -44,7 +46,7 @@ def dp_average(clipped: Sequence[State], num_sampled: int) -> dict[str, torch.Te
     """Sum of the clipped updates over the number of clients sampled (a fixed denominator:
     a client that drops out must not change the sensitivity)."""
     keys = clipped[0].keys()
-    return {k: sum(u[k] for u in clipped) / num_sampled for k in keys}
+    return {k: cast(torch.Tensor, sum(u[k] for u in clipped)) / num_sampled for k in keys}
 
 
 def noise_std(noise_multiplier: float, clip_norm: float, num_sampled: int) -> float:
@@ -71,6 +73,7 @@ class CentralPrivacy:
         if config.noise_multiplier is not None:
             self.noise_multiplier = config.noise_multiplier
         else:
+            assert config.target_epsilon is not None  # DPConfig asks for one of the two
             self.noise_multiplier = noise_for_target_epsilon(config.target_epsilon, config.delta,
                                                              sample_rate, rounds)
         self.accountant = RDPAccountant()

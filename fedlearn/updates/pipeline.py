@@ -17,11 +17,18 @@ import numpy as np
 import torch
 
 from fedlearn.aggregation import fedavg
-from fedlearn.compression import UpdateCompressor, payload_nbytes
 from fedlearn.config import ExperimentConfig
-from fedlearn.privacy import CentralPrivacy, clip_update, dp_average
-from fedlearn.secagg import MaskingClient, decode_fixed, flatten, remove_revealed, sum_masked, unflatten
 from fedlearn.updates import state_nbytes
+from fedlearn.updates.compression import UpdateCompressor, payload_nbytes
+from fedlearn.updates.privacy import CentralPrivacy, clip_update, dp_average
+from fedlearn.updates.secagg import (
+    MaskingClient,
+    decode_fixed,
+    flatten,
+    remove_revealed,
+    sum_masked,
+    unflatten,
+)
 
 
 class UpdatePipeline:
@@ -97,5 +104,6 @@ class UpdatePipeline:
         if self.privacy is not None and state.get("privacy"):
             self.privacy.load_state_dict(state["privacy"])
         for name, residual in client_state.items():
-            compressor = self.compressors.setdefault(name, UpdateCompressor(self.config.compression))
+            compressor = self.compressors.setdefault(name,
+                                                     UpdateCompressor(self.config.compression))
             compressor.load_state_dict(residual)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from fedlearn.config import ConfigError, DataConfig
+from fedlearn.errors import FedlearnError
 
 # sha256 of the decompressed files (LeCun et al.), as in shared/datasets/mnist/README.md
 MNIST_FILES = {
@@ -38,7 +39,7 @@ HOW_TO_PROVIDE = (
 )
 
 
-class DataError(RuntimeError):
+class DataError(FedlearnError, RuntimeError):
     """MNIST is missing, incomplete or corrupted; the message says how to fix it."""
 
 
@@ -95,16 +96,17 @@ def _root_from_local(directory: Path) -> Path:
     if missing:
         raise DataError(f"MNIST directory {directory} lacks {', '.join(missing)} "
                         f"(plain or .gz). {HOW_TO_PROVIDE}")
-    for name, path in found.items():
+    files = {name: path for name, path in found.items() if path is not None}
+    for name, path in files.items():
         verify_file(path, name)
     if all(path.parent == directory / "MNIST" / "raw" and path.suffix != ".gz"
-           for path in found.values()):
+           for path in files.values()):
         return directory
     # torchvision reads only decompressed files under <root>/MNIST/raw: unpack once.
     root = cache_dir() / "mnist"
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name, path in found.items():
+    for name, path in files.items():
         target = raw / name
         if target.is_file() and _sha256_of_content(target) == MNIST_FILES[name]:
             continue

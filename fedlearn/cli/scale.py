@@ -6,8 +6,7 @@ it, this only turns flags into the config dataclasses.
 """
 from __future__ import annotations
 
-from fedlearn.availability import AvailabilityConfig
-from fedlearn.config import SERVER_OPTIMIZERS
+from fedlearn.config import SERVER_OPTIMIZERS, AvailabilityConfig
 
 FLAGS = {"prox_mu": "--prox-mu", "server_optimizer": "--server-optimizer",
          "server_lr": "--server-lr", "server_momentum": "--server-momentum",

@@ -4,7 +4,7 @@ A worker may raise, hang past ``round_timeout``, disappear, or send an update
 that is malformed or hostile. Every reply is checked (:func:`validate_update`)
 before it may be aggregated; failures and rejections are recorded with their
 reason, never averaged in. Aggregation is FedAvg (McMahan et al. 2017) or a
-robust rule from :mod:`fedlearn.robust`.
+robust rule from :mod:`fedlearn.aggregation.robust`.
 """
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ import torch
 from tqdm import tqdm
 
 from fedlearn.aggregation import apply_delta, fedavg
+from fedlearn.aggregation.robust import (
+    coordinate_median,
+    krum_select,
+    trimmed_mean,
+    validate_update,
+)
 from fedlearn.config import FederationConfig, TrainPlan
-from fedlearn.robust import coordinate_median, krum_select, trimmed_mean, validate_update
 from fedlearn.training import num_batches
 from fedlearn.updates import Update, state_nbytes
 
@@ -98,8 +103,8 @@ def fedavg_round(chosen, weights, plan, fed, seed, round_, record, pipeline=None
     """Every chosen worker trains locally; return the aggregate of the valid updates.
 
     The result is the combined weight change (the server applies it, see
-    :mod:`fedlearn.server_opt`), or None with fewer than ``min_updates``. With a
-    :class:`fedlearn.pipeline.UpdatePipeline`, updates are clipped, compressed and
+    :mod:`fedlearn.server.optimizers`), or None with fewer than ``min_updates``. With a
+    :class:`fedlearn.updates.pipeline.UpdatePipeline`, updates are clipped, compressed and
     masked on their way and noised after aggregation.
     """
     arrived = []

@@ -6,11 +6,11 @@ number of examples each client trained on — an unweighted mean is not FedAvg.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 
-State = Mapping[str, torch.Tensor]
+from fedlearn.updates.update import State
 
 
 def weighted_average(states: Sequence[State], weights: Sequence[float]) -> dict[str, torch.Tensor]:
@@ -20,7 +20,8 @@ def weighted_average(states: Sequence[State], weights: Sequence[float]) -> dict[
     if len(states) != len(weights):
         raise ValueError(f"weighted_average: {len(states)} states but {len(weights)} weights")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"weighted_average: weights must be >= 0 with a positive sum, got {list(weights)}")
+        raise ValueError("weighted_average: weights must be >= 0 with a positive sum, "
+                         f"got {list(weights)}")
     keys = list(states[0].keys())
     for s in states[1:]:
         if list(s.keys()) != keys:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+State = Mapping[str, torch.Tensor]  # a model's weights, or a change to them, by name
+
 
 @dataclass(frozen=True)
 class Update:

@@ -9,16 +9,30 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fedlearn.checkpoint import CheckpointError
-from fedlearn.config import (AGGREGATORS, ALGORITHMS, COMPRESSIONS, DEVICES, MODELS, ON_TOO_FEW,
-                             PARTITIONS, CompressionConfig, ConfigError, DataConfig, DPConfig,
-                             DPSGDConfig,
-                             ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan)
-from fedlearn.cli_datasite import add_datasite_parser, add_pysyft_train_flags
-from fedlearn.cli_scale import FLAGS as SCALE_FLAGS
-from fedlearn.cli_scale import add_scale_flags, scale_settings
+from fedlearn.cli.datasite import add_datasite_parser, add_pysyft_train_flags
+from fedlearn.cli.scale import FLAGS as SCALE_FLAGS
+from fedlearn.cli.scale import add_scale_flags, scale_settings
+from fedlearn.config import (
+    AGGREGATORS,
+    ALGORITHMS,
+    COMPRESSIONS,
+    DEVICES,
+    MODELS,
+    ON_TOO_FEW,
+    PARTITIONS,
+    CompressionConfig,
+    ConfigError,
+    DataConfig,
+    DPConfig,
+    DPSGDConfig,
+    ExperimentConfig,
+    FederationConfig,
+    PartitionConfig,
+    TrainPlan,
+)
 from fedlearn.data import DataError
 from fedlearn.errors import FedlearnError
+from fedlearn.server.checkpoint import CheckpointError
 
 # config field -> the flag a user typed
 FLAGS = {"workers": "--workers", "partition": "--partition", "alpha": "--alpha",
@@ -225,7 +239,7 @@ def train(args) -> int:
     config = config_from_args(args)
     workers, cleanup = None, lambda: None
     if args.backend == "pysyft":
-        from fedlearn.cli_datasite import pysyft_workers
+        from fedlearn.cli.datasite import pysyft_workers
 
         prepare_output_dir(args.out, resume=args.resume)  # fail before anyone is asked
         workers, cleanup = pysyft_workers(args, config, load_mnist(config.data, seed=config.seed))
@@ -248,11 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     args.exec_allowed = argv is None  # a real command line: `serve` may re-exec itself
     from fedlearn.backends.pysyft.loading import SyftUnavailableError
     from fedlearn.backends.pysyft.remote import ApprovalError
-    from fedlearn.federation import RoundFailedError
+    from fedlearn.server.federation import RoundFailedError
 
     try:
         if args.command == "datasite":
-            from fedlearn.cli_datasite import datasite_main
+            from fedlearn.cli.datasite import datasite_main
 
             return datasite_main(args)
         return train(args)

@@ -19,34 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedlearn.config import CompressionConfig, ConfigError, _number
-
-
-@dataclass(frozen=True, kw_only=True)
-class AvailabilityConfig:
-    """A population of devices that come and go."""
-
-    mean_availability: float = 0.5  # share of rounds a device is idle, charging, unmetered
-    over_selection: float = 1.3  # select this many times the reporting goal
-    decline_rate: float = 0.05  # a selected device says no (user activity, battery)
-    dropout_rate: float = 0.05  # a device that accepted vanishes mid-round
-    deadline: float | None = None  # simulated seconds a round waits; None: no deadline
-    download_mbps: float = 20.0  # median download bandwidth
-    upload_ratio: float = 0.2  # upload = ratio x download (asymmetric links)
-    bandwidth_spread: float = 0.8  # sigma of the log-normal spread between devices
-    examples_per_second: float = 500.0  # median local training speed
-
-    def __post_init__(self):
-        _number(self.mean_availability, "mean_availability", 0, 1, low_open=True)
-        _number(self.over_selection, "over_selection", 1)
-        _number(self.decline_rate, "decline_rate", 0, 1, high_open=True)
-        _number(self.dropout_rate, "dropout_rate", 0, 1, high_open=True)
-        if self.deadline is not None:
-            _number(self.deadline, "deadline", 0, low_open=True)
-        _number(self.download_mbps, "download_mbps", 0, low_open=True)
-        _number(self.upload_ratio, "upload_ratio", 0, low_open=True)
-        _number(self.bandwidth_spread, "bandwidth_spread", 0)
-        _number(self.examples_per_second, "examples_per_second", 0, low_open=True)
+from fedlearn.config import AvailabilityConfig, CompressionConfig, ConfigError
 
 
 @dataclass(frozen=True)
@@ -100,8 +73,8 @@ def plan_round(profiles: ClientProfiles, pool: list[int], goal: int, config: Ava
     if goal < 1:
         raise ConfigError("fraction", f"the reporting goal must be at least 1 (got {goal})")
     rng = np.random.default_rng([seed, round_, attempt, 0xA7A12])
-    pool = np.asarray(sorted(pool), dtype=np.int64)
-    eligible = pool[rng.random(len(pool)) < profiles.availability[pool]]
+    ids = np.asarray(sorted(pool), dtype=np.int64)
+    eligible = ids[rng.random(len(ids)) < profiles.availability[ids]]
     want = min(len(eligible), math.ceil(goal * config.over_selection))
     selected = np.sort(rng.choice(eligible, size=want, replace=False)) if want else eligible[:0]
     declines = rng.random(len(selected)) < config.decline_rate

@@ -22,8 +22,7 @@ from collections.abc import Mapping
 import torch
 
 from fedlearn.config import CompressionConfig
-
-State = Mapping[str, torch.Tensor]
+from fedlearn.updates.update import State
 
 
 def quantize(t: torch.Tensor, bits: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -76,7 +75,8 @@ class UpdateCompressor:
         self.config = config
         self.residual: dict[str, torch.Tensor] = {}
 
-    def encode(self, delta: State, generator: torch.Generator) -> dict[str, dict[str, torch.Tensor]]:
+    def encode(self, delta: State,
+               generator: torch.Generator) -> dict[str, dict[str, torch.Tensor]]:
         c = self.config
         if c.method == "quantize":
             return {k: quantize(v, c.bits, generator) for k, v in delta.items()}

@@ -9,14 +9,11 @@ Pure functions on state dicts; the state lives in the server's checkpoint.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from fedlearn.aggregation import apply_delta
 from fedlearn.config import SERVER_LR_DEFAULTS
-
-State = Mapping[str, torch.Tensor]
+from fedlearn.updates.update import State
 
 
 def fedavg_step(weights: State, delta: State, lr: float = 1.0) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-State = Mapping[str, torch.Tensor]
+from fedlearn.updates.update import State
 
 
 def _stack(updates: Sequence[State], key: str) -> torch.Tensor:
@@ -37,7 +37,8 @@ def coordinate_median(updates: Sequence[State]) -> dict[str, torch.Tensor]:
 
 
 def trimmed_mean(updates: Sequence[State], trim_fraction: float) -> dict[str, torch.Tensor]:
-    """Per coordinate, drop the floor(trim_fraction * n) largest and smallest values, average the rest."""
+    """Per coordinate, drop the floor(trim_fraction * n) largest and smallest values, average
+    the rest."""
     if not 0 <= trim_fraction < 0.5:
         raise ValueError(f"trim_fraction: must be in [0, 0.5) (got {trim_fraction!r})")
     n = len(updates)
@@ -52,7 +53,8 @@ def trimmed_mean(updates: Sequence[State], trim_fraction: float) -> dict[str, to
 
 
 def krum_select(updates: Sequence[State], num_byzantine: int) -> int:
-    """Index of the update with the smallest sum of squared distances to its n - f - 2 nearest others."""
+    """Index of the update with the smallest sum of squared distances to its n - f - 2 nearest
+    others."""
     n = len(updates)
     if n < 2 * num_byzantine + 3:
         raise ValueError(f"krum: needs n >= 2f + 3 updates (n={n}, f={num_byzantine})")
@@ -69,7 +71,7 @@ def update_norm(update: State) -> float:
     return math.sqrt(sum(float(t.to(torch.float64).pow(2).sum()) for t in update.values()))
 
 
-def validate_update(delta: State, reference: State, num_examples, *, max_examples: int | None,
+def validate_update(delta: object, reference: State, num_examples, *, max_examples: int | None,
                     max_norm: float | None = None) -> str | None:
     """Why ``delta`` must not be aggregated, or None if it passes every check."""
     if not isinstance(delta, Mapping) or set(delta) != set(reference):

@@ -4,31 +4,18 @@ Each data owner gets a host of their own: a network namespace with its own
 address, joined to this machine by a veth pair (``ip netns``; needs root), so the
 owner's server is reachable only over that link, as a separate machine would be.
 Without root, every owner gets a port on loopback instead. The tests and the
-network benchmark start real ``fedlearn datasite serve`` processes on these hosts.
+network benchmark start real ``fedlearn datasite serve`` processes on these hosts
+(:class:`fedlearn.backends.pysyft.process.ServerProcess`). A test tool, not part of
+the library: ``sys.path`` must include this folder.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
-from dataclasses import dataclass, field
 
-
-@dataclass
-class LocalHost:
-    """Where one owner's server runs: its address, and the command prefix that puts it there."""
-
-    name: str
-    address: str
-    prefix: list[str] = field(default_factory=list)
-    isolated: bool = False
+from fedlearn.backends.pysyft.process import LocalHost
 
 
 def namespaces_available() -> bool:
@@ -86,60 +73,3 @@ def local_hosts(names, *, subnet: int = 231, isolate: bool | None = None):
         yield hosts
     finally:
         _remove_namespaces(made)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """A ``fedlearn datasite serve`` process on a :class:`LocalHost`, with its output."""
-
-    def __init__(self, host: LocalHost, port: int, args: list[str], env: dict):
-        self.host, self.port, self.env = host, port, env
-        scheme = "https" if "--tls-cert" in args else "http"
-        self.url = f"{scheme}://{host.address}:{port}"
-        cmd = host.prefix + [sys.executable, "-m", "fedlearn", "datasite", "serve",
-                             "--name", host.name, "--host", host.address, "--port", str(port),
-                             *args]
-        self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise RuntimeError(f"{self.host.name} exited:\n{self.output}")
-            if f"{self.host.name}: serving" in line:
-                return
-        raise TimeoutError(f"{self.host.name} not serving after {timeout} s:\n{self.output}")
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, as systemd or Ctrl-C would; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode

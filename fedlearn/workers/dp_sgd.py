@@ -16,6 +16,7 @@ opacus is imported here only, when a DP-SGD worker is created.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,12 @@ class DPSGDWorker:
         self._device = torch.device(device)
         self.__x, self.__y = x.to(self._device), y.to(self._device)
         self._model_name = model
-        self._engine = self._module = self._optimizer = self._loader = None
-        self._plan = None
+        # Opacus's wrapped engine, module, optimizer and loader, made on the first fit
+        self._engine: Any = None
+        self._module: Any = None
+        self._optimizer: Any = None
+        self._loader: Any = None
+        self._plan: TrainPlan | None = None
         self._restored: dict | None = None
 
     @property

@@ -13,8 +13,8 @@ Two algorithms:
   batch stream.
 
 The server applies the aggregated change with plain addition (FedAvg), server
-momentum, or Adam (:mod:`fedlearn.server_opt`). With an availability model
-(:mod:`fedlearn.availability`) only eligible devices are selected, with
+momentum, or Adam (:mod:`fedlearn.server.optimizers`). With an availability model
+(:mod:`fedlearn.server.availability`) only eligible devices are selected, with
 over-selection, and only those that report before the deadline count.
 
 Every random choice is derived from ``(seed, round, worker)``, so a run resumed
@@ -27,20 +27,21 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from fedlearn.availability import client_profiles, plan_round, round_seconds, upload_nbytes
-from fedlearn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.models import build_model
-from fedlearn.pipeline import UpdatePipeline
-from fedlearn.rounds import derive_seed, fedavg_round, fedsgd_round  # noqa: F401 (re-export)
-from fedlearn.server_opt import server_step
+from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
+from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fedlearn.server.optimizers import server_step
+from fedlearn.server.rounds import derive_seed, fedavg_round, fedsgd_round  # noqa: F401 (re-export)
 from fedlearn.training import evaluate
 from fedlearn.updates import detached_cpu_state, state_nbytes
+from fedlearn.updates.pipeline import UpdatePipeline
 
 
 def refuse_what_remote_workers_cannot_do(config, remote: list[str]) -> None:
@@ -188,9 +189,9 @@ class FederatedServer:
         if not active:
             raise RoundFailedError(f"round {round_}: every worker has left the training pool")
         for attempt in range(retries + 1):
-            record = {"round": round_, "attempt": attempt, "train_loss": {}, "examples": {},
-                      "bytes_down": {}, "bytes_up": {}, "failed": {}, "rejected": {},
-                      "skipped": False}
+            record: dict[str, Any] = {
+                "round": round_, "attempt": attempt, "train_loss": {}, "examples": {},
+                "bytes_down": {}, "bytes_up": {}, "failed": {}, "rejected": {}, "skipped": False}
             if self.profiles is None:
                 chosen = [indexed[active[i]] for i in
                           select_workers(len(active), fed.fraction, seed, round_, attempt)]
@@ -234,18 +235,19 @@ class FederatedServer:
     def _plan_availability(self, active: list[int], round_: int, attempt: int,
                            record: dict) -> list:
         """Eligible devices, over-selection, declines, drop-outs and stragglers (simulated)."""
-        fed, cfg = self.config.federation, self.config.availability
+        fed, cfg, profiles = self.config.federation, self.config.availability, self.profiles
+        assert cfg is not None and profiles is not None  # called only with an availability model
         down = state_nbytes(self.weights)
         up = upload_nbytes(down, self.config.compression) * (2 if self.config.secure_aggregation
                                                              else 1)
         epochs = self.config.plan.epochs
 
         def seconds(i: int) -> float:
-            return round_seconds(self.profiles, i, down_nbytes=down, up_nbytes=up,
+            return round_seconds(profiles, i, down_nbytes=down, up_nbytes=up,
                                  examples=epochs * self.workers[i].num_examples)
 
         goal = workers_per_round(len(active), fed.fraction)
-        plan = plan_round(self.profiles, active, goal, cfg, seed=self.config.seed, round_=round_,
+        plan = plan_round(profiles, active, goal, cfg, seed=self.config.seed, round_=round_,
                           attempt=attempt, seconds=seconds)
         names = {key: [self.names[i] for i in plan[key]]
                  for key in ("selected", "declined", "dropped", "stragglers", "late")}
@@ -279,10 +281,12 @@ class FederatedServer:
                                   if hasattr(w, "state_dict")}}
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
-        if state["fingerprint"] != self.config.fingerprint() or list(state["workers"]) != self.names:
+        if (state["fingerprint"] != self.config.fingerprint()
+                or list(state["workers"]) != self.names):
             raise CheckpointError(f"{source} comes from another configuration (workers "
                                   f"{list(state['workers'])}, config {state['config']}); start a "
-                                  "new run in another output directory or use the original settings")
+                                  "new run in another output directory or use the original "
+                                  "settings")
         self.weights = {k: v.to(self.device) for k, v in state["weights"].items()}
         self.velocity = {k: v.to(self.device) for k, v in state["velocity"].items()}
         self.server_state = {k: {n: t.to(self.device) for n, t in v.items()}
@@ -309,6 +313,8 @@ def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Te
     """
     server = FederatedServer(workers, config, test_x, test_y, weights=weights, progress=progress)
     if resume:
+        if checkpoint is None:
+            raise ConfigError("resume", "needs a checkpoint to resume from")
         server.load_state_dict(load_checkpoint(checkpoint), source=f"checkpoint {checkpoint}")
     total = config.federation.rounds
     with tqdm(total=total, initial=min(server.round, total), desc="rounds",

@@ -1,0 +1,11 @@
+"""What a worker sends back, and what happens to it on the way to the average.
+
+- :mod:`.update` — :class:`Update` (a weight change, an example count, metrics) and sizes.
+- :mod:`.privacy` — clipping, Gaussian noise and the accountant (DP-FedAvg).
+- :mod:`.compression` — stochastic quantization, top-k with error feedback.
+- :mod:`.secagg` — pairwise masking secure aggregation.
+- :mod:`.pipeline` — clip → compress → mask → aggregate → noise, for one round.
+"""
+from fedlearn.updates.update import State, Update, detached_cpu_state, state_nbytes
+
+__all__ = ["State", "Update", "detached_cpu_state", "state_nbytes"]
