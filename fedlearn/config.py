@@ -10,7 +10,9 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fedlearn.errors import FedlearnError
 
@@ -53,6 +55,13 @@ def _number(value, argument: str, low: float, high: float = math.inf, *,
           and (value > low if low_open else value >= low)
           and (value < high if high_open else value <= high))
     _check(ok, argument, f"must be a finite number in {interval} (got {value!r})")
+
+
+def model_label(model) -> str:
+    """``"tutorial_cnn"``, or ``"my_package.MyNet"`` for a model class or factory."""
+    if isinstance(model, str):
+        return model
+    return f"{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', repr(model))}"
 
 
 def _choice(value, argument: str, allowed: tuple[str, ...]) -> None:
@@ -130,7 +139,8 @@ class FederationConfig:
     """The server side: which algorithm, how many rounds, who takes part."""
 
     algorithm: str = "fedavg"
-    model: str = "tutorial_cnn"
+    # a ready-made model (MODELS), or your own: any nn.Module class or zero-argument factory
+    model: str | Callable[[], Any] = "tutorial_cnn"
     rounds: int = 5
     fraction: float = 1.0
     target_accuracy: float | None = None
@@ -166,7 +176,12 @@ class FederationConfig:
         _number(self.adam_beta2, "adam_beta2", 0, 1, high_open=True)
         _number(self.adam_tau, "adam_tau", 0, low_open=True)
         _choice(self.algorithm, "algorithm", ALGORITHMS)
-        _choice(self.model, "model", MODELS)
+        if isinstance(self.model, str):
+            _choice(self.model, "model", MODELS)
+        else:
+            _check(callable(self.model), "model", "must be one of "
+                   f"{', '.join(MODELS)}, or an nn.Module class or zero-argument factory "
+                   f"(got {type(self.model).__name__})")
         _positive_int(self.rounds, "rounds")
         _number(self.fraction, "fraction", 0, 1, low_open=True)
         if self.target_accuracy is not None:
@@ -311,7 +326,10 @@ class ExperimentConfig:
                               f"only (got {fed.algorithm!r} / {fed.aggregator!r})")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain data (JSON-ready): a model class or factory appears as its qualified name."""
+        d = dataclasses.asdict(self)
+        d["federation"]["model"] = model_label(self.federation.model)
+        return d
 
     def fingerprint(self) -> str:
         """Hash of everything that shapes the trajectory of a run.

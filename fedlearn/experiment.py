@@ -48,6 +48,9 @@ def prepare_output_dir(out_dir: str | Path, *, resume: bool) -> Path:
                           "(resume=True) to continue it, or choose another output directory")
     if resume and not has_run:
         raise ConfigError("resume", f"no {CHECKPOINT} in {out} to resume from")
+    if resume:  # a run killed while writing its checkpoint leaves the half-written copy
+        for stale in out.glob(f".{CHECKPOINT}.*.tmp"):
+            stale.unlink(missing_ok=True)
     return out
 
 

@@ -11,11 +11,13 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fedlearn.config import MODELS
+from fedlearn.config import MODELS, ConfigError, model_label
 
 
 class TutorialCNN(nn.Module):
@@ -81,12 +83,33 @@ _REGISTRY = {"tutorial_cnn": TutorialCNN, "mcmahan_cnn": McMahanCNN, "mlp2nn": M
 assert tuple(_REGISTRY) == MODELS
 
 
-def build_model(name: str, seed: int | None = None) -> nn.Module:
-    """A fresh model; with ``seed`` its initial weights are reproducible."""
-    if name not in _REGISTRY:
-        raise ValueError(f"model: unknown value {name!r}; allowed: {', '.join(MODELS)}")
+def model_factory(model: str | Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    """The constructor behind ``model``: a ready-made name, or your own class or factory."""
+    if isinstance(model, str):
+        if model not in _REGISTRY:
+            raise ConfigError("model", f"unknown value {model!r}; allowed: {', '.join(MODELS)}, "
+                              "or an nn.Module class or zero-argument factory")
+        return _REGISTRY[model]
+    if not callable(model):
+        raise ConfigError("model", f"must be a name or an nn.Module class or zero-argument "
+                          f"factory (got {type(model).__name__})")
+    return model
+
+
+def build_model(model: str | Callable[[], nn.Module], seed: int | None = None) -> nn.Module:
+    """A fresh model; with ``seed`` its initial weights are reproducible.
+
+    ``model`` is one of the ready-made names (:data:`fedlearn.config.MODELS`) or any
+    ``nn.Module`` class or zero-argument factory of your own.
+    """
+    factory = model_factory(model)
     if seed is None:
-        return _REGISTRY[name]()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _REGISTRY[name]()
+        net = factory()
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = factory()
+    if not isinstance(net, nn.Module):
+        raise ConfigError("model", f"{model_label(model)}() returned a "
+                          f"{type(net).__name__}, not an nn.Module")
+    return net

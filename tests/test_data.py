@@ -90,7 +90,7 @@ def test_subset_larger_than_mnist(mnist_dir):
 
 
 def test_to_uint8_round_trips_exactly(mnist_small):
-    from fedlearn.data import _normalise, to_uint8
+    from fedlearn.data.mnist import _normalise, to_uint8
 
     raw = to_uint8(mnist_small.train_x)
     assert raw.dtype == torch.uint8 and raw.shape == (4000, 28, 28)

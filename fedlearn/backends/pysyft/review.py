@@ -25,7 +25,9 @@ from fedlearn.backends.pysyft.training_code import (
     FUNCTION_NAME,
     INPUTS,
     USER_INPUTS,
+    custom_model_in,
     known_digests,
+    self_contained_problem,
     source_digest,
 )
 
@@ -46,7 +48,9 @@ class RequestReview:
     output_policy: str
     code: str
     sha256: str
-    matches: str | None  # the ready-made model whose generated function this is, or None
+    # the ready-made model whose generated function this is, "the data scientist's model
+    # class X" for fedlearn's function around a class of theirs, or None
+    matches: str | None
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -165,7 +169,15 @@ def review_request(request, admin) -> RequestReview:
     output_policy = _output_policy(code, problems)
     digest = source_digest(code.raw_code)
     matches = known_digests().get(digest)
-    if matches is None:
+    custom = custom_model_in(code.raw_code) if matches is None else None
+    if custom is not None:  # fedlearn's function around the scientist's own model class
+        name, model_source = custom
+        matches = f"the data scientist's model class {name}"
+        problems.append(self_contained_problem(model_source, name) or
+                        f"the model class {name} is the data scientist's own, not one of "
+                        "fedlearn's: read it, and approve with --force if it only computes "
+                        "the forward pass")
+    elif matches is None:
         problems.append("the source is not fedlearn's generated training function")
     _runs_what_it_shows(code, problems)
     return RequestReview(

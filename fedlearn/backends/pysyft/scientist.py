@@ -93,7 +93,7 @@ class SyftWorker:
         """The mock images and labels: all a data scientist may look at."""
         return np.asarray(self._images.mock), np.asarray(self._labels.mock)
 
-    def submit(self, model: str, *, max_calls: int) -> str:
+    def submit(self, model, *, max_calls: int) -> str:
         """Submit the training code as one code request for the whole run; return its id.
 
         PySyft keeps one request per piece of code: if this scientist already asked
@@ -181,16 +181,19 @@ class SyftWorker:
 
 def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *, model: str,
                         max_calls: int, port: int | str | None = None,
-                        scientist: tuple[str, str] | None = None,
-                        seed: int = 0) -> tuple[list[Datasite], list[SyftWorker]]:
+                        scientist: tuple[str, str] | None = None, seed: int = 0,
+                        force_approval: bool = False, on_review=None
+                        ) -> tuple[list[Datasite], list[SyftWorker]]:
     """Every step of the tutorial at once, for tests and benchmarks.
 
     For each name: launch a Datasite (random admin password), upload its part of
     (images, labels), register the data scientist (``scientist`` = (email,
     password); a random password by default), log in as them (never as admin),
     submit the code request, and approve it by its id as the owner — which runs
-    fedlearn's checks on it. Returns the Datasites (call ``land()`` on each) and
-    the workers.
+    fedlearn's checks on it (``force_approval``: approve despite them, e.g. for a
+    model class of your own, which the owner must read; ``on_review`` sees each
+    review). ``model`` is a ready-made name or your ``nn.Module`` class. Returns
+    the Datasites (call ``land()`` on each) and the workers.
     """
     scientist = scientist or ("scientist@fedlearn.example", secrets.token_urlsafe(18))
     sites, workers = [], []
@@ -202,7 +205,10 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
             site.register_scientist(*scientist)
             worker = SyftWorker.connect(name, site.url or site.handle, email=scientist[0],
                                         password=scientist[1])
-            site.approve(worker.submit(model, max_calls=max_calls))
+            review = site.approve(worker.submit(model, max_calls=max_calls),
+                                  force=force_approval, warn=lambda message: None)
+            if on_review is not None:
+                on_review(review)
             workers.append(worker)
     except BaseException:
         for site in sites:

@@ -20,6 +20,8 @@ The generated file is written to a cache directory and imported, so that
 """
 from __future__ import annotations
 
+import ast
+import builtins
 import hashlib
 import importlib.util
 import inspect
@@ -28,9 +30,12 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import torch.nn as nn
+
 from fedlearn import models, training
 from fedlearn.config import MODELS
 from fedlearn.data import cache_dir, mnist
+from fedlearn.errors import FedlearnError
 
 FUNCTION_NAME = "fedlearn_round"
 INPUTS = ("images", "labels", "weights", "plan", "seed", "nonce", "mode")
@@ -146,16 +151,104 @@ def nonce_proof(nonce: str) -> str:
     return hashlib.sha256(("fedlearn-round:" + nonce).encode()).hexdigest()
 
 
-def training_function_source(model_name: str) -> str:
-    """The full source of the submitted function for ``model_name``."""
-    model_cls = type(models.build_model(model_name))
-    parts: list[Any] = [mnist._normalise, model_cls, training.make_optimizer, training.num_batches,
-             training.train_epochs, training.predict, training.evaluate]
-    inlined = "\n".join(textwrap.indent(inspect.getsource(p), "    ") for p in parts)
-    header = _HEADER.format(name=FUNCTION_NAME, model=model_cls.__name__,
+# what a model class may use besides its own names: exec on the Datasite provides these
+_FORBIDDEN_BUILTINS = {"open", "exec", "eval", "compile", "__import__", "getattr", "setattr",
+                       "delattr", "globals", "locals", "vars", "input", "breakpoint", "memoryview"}
+_ALLOWED_NAMES = frozenset({"torch", "nn", "F"} | set(dir(builtins)) - _FORBIDDEN_BUILTINS)
+_TEMPLATE_NAMES = frozenset({"TrainPlan", "_normalise", "make_optimizer", "num_batches",
+                             "train_epochs", "predict", "evaluate", "hashlib", "LIMITS"})
+
+
+def model_class(model) -> type:
+    """The ``nn.Module`` class whose source is shipped: a ready-made name, or your own class."""
+    if isinstance(model, str):
+        return type(models.build_model(model))
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        return model
+    raise FedlearnError("the PySyft backend ships the model as the source of its class: pass "
+                        f"the nn.Module class itself (got {model!r})")
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+    return bound
+
+
+def self_contained_problem(source: str, name: str) -> str | None:
+    """What in a model class's source could not run on the Datasite, or None.
+
+    PySyft runs the code request with a plain ``exec``: a model that reaches for a
+    module global, an import or another class of yours would fail there.
+    """
+    tree = ast.parse(source)
+    imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    loaded = {n.id for n in ast.walk(tree)
+              if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    uses = sorted(loaded - _bound_names(tree) - _ALLOWED_NAMES)
+    uses += ["import statements"] if imports else []
+    uses += [f"the reserved name {name}"] if name in _TEMPLATE_NAMES else []
+    if not uses:
+        return None
+    return (f"model class {name} is not self-contained: it uses {', '.join(uses)}. The PySyft "
+            "code request runs with a plain exec on the Datasite, so the class may use only "
+            "torch, torch.nn as nn, torch.nn.functional as F and Python builtins")
+
+
+def check_self_contained(cls: type) -> str:
+    """The class's source, if it can run with only torch, nn, F and builtins; else a clear error."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError) as exc:
+        raise FedlearnError(f"cannot read the source of model class {cls.__name__} ({exc}); "
+                            "define it in a .py file or a notebook cell") from exc
+    problem = self_contained_problem(source, cls.__name__)
+    if problem is not None:
+        raise FedlearnError(problem)
+    return source
+
+
+def custom_model_in(source: str) -> tuple[str, str] | None:
+    """(class name, class source) if ``source`` is fedlearn's generated function around a
+    model class that is not a ready-made one; None otherwise."""
+    try:
+        function = ast.parse(source).body[0]
+    except (SyntaxError, IndexError):
+        return None
+    classes = [n for n in getattr(function, "body", []) if isinstance(n, ast.ClassDef)]
+    if len(classes) != 1:
+        return None
+    segment = ast.get_source_segment(source, classes[0], padded=True)
+    if segment is None:
+        return None
+    model_source = textwrap.dedent(segment) + "\n"
+    if assemble(model_source, classes[0].name).strip() != source.strip():
+        return None
+    return classes[0].name, model_source
+
+
+def assemble(model_source: str, model_name: str) -> str:
+    """fedlearn's generated function around the source of one model class."""
+    parts = [inspect.getsource(mnist._normalise), model_source,
+             *(inspect.getsource(f) for f in (training.make_optimizer, training.num_batches,
+                                              training.train_epochs, training.predict,
+                                              training.evaluate))]
+    inlined = "\n".join(textwrap.indent(p, "    ") for p in parts)
+    header = _HEADER.format(name=FUNCTION_NAME, model=model_name,
                             mean=mnist.MNIST_MEAN, std=mnist.MNIST_STD, limits=LIMITS)
-    return (header + "\n" + inlined + _CHECKS.format(model=model_cls.__name__)
-            + _BODY.format())
+    return header + "\n" + inlined + _CHECKS.format(model=model_name) + _BODY.format()
+
+
+def training_function_source(model) -> str:
+    """The full source of the submitted function for a ready-made name or your model class."""
+    cls = model_class(model)
+    return assemble(check_self_contained(cls), cls.__name__)
 
 
 def source_digest(source: str) -> str:
@@ -168,9 +261,9 @@ def known_digests() -> dict[str, str]:
     return {source_digest(training_function_source(name)): name for name in MODELS}
 
 
-def load_training_function(model_name: str):
+def load_training_function(model):
     """Import the generated function from a real file (PySyft reads its source)."""
-    source = training_function_source(model_name)
+    source = training_function_source(model)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     path = Path(cache_dir()) / "syft_code" / f"fedlearn_round_{digest}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
