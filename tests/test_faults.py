@@ -150,3 +150,34 @@ def test_tampered_checkpoint_with_code_in_it_is_refused(tmp_path):
     bad.write_bytes(pickle.dumps({"format_version": 2}))
     with pytest.raises(CheckpointError):
         load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("fault,scale", [("sign_flip", 10.0), ("random", 10.0)])
+def test_oversized_sign_flips_and_noise_are_rejected_leaving_the_exact_model(
+        synthetic, without_e_in_round_2, fault, scale):
+    """A bound between the honest updates' norms and the hostile one's: the hostile update is
+    rejected and round 2 is exactly the average of the four honest ones."""
+    from fedlearn.aggregation import update_norm
+
+    x, y = synthetic
+    workers = make_workers(synthetic)
+    first = run_federation(workers, dataclasses.replace(cfg(), federation=dataclasses.replace(
+        cfg().federation, rounds=1)), x, y).weights
+    honest = [update_norm(w.fit(first, cfg().plan, seed=derive_seed(1, 2, i)).delta)
+              for i, w in enumerate(workers)]
+    bound = 2 * max(honest)  # a sign flip x10 or noise of std 10 lies far above it
+    result = run(synthetic, fault, cfg(max_update_norm=bound), scale=scale)
+    assert "exceeds the bound" in result.history[1]["rejected"]["e"]
+    assert not result.history[0]["rejected"]  # round 1: e was honest and counted
+    for k, v in without_e_in_round_2.items():
+        assert torch.allclose(result.weights[k], v, atol=1e-6), k
+
+
+def test_a_sign_flip_within_the_bound_is_averaged_in_unless_a_robust_rule_is_used(synthetic):
+    """Honest-sized hostile updates pass every check, so FedAvg takes them in (README says so;
+    the robust rules above are the defence against them)."""
+    x, y = synthetic
+    flipped = run(synthetic, "sign_flip", cfg(rounds=2))
+    honest = run_federation(make_workers(synthetic), cfg(rounds=2), x, y)
+    assert not flipped.history[1]["rejected"]
+    assert any(not torch.equal(flipped.weights[k], honest.weights[k]) for k in honest.weights)
