@@ -89,9 +89,14 @@ def test_subset_larger_than_mnist(mnist_dir):
     assert info.value.argument == "test_size"
 
 
-def test_to_uint8_round_trips_exactly(mnist_small):
+def test_to_uint8_round_trips_exactly():
+    """What a Datasite stores is exactly what the in-process workers train on (no MNIST needed:
+    every byte value appears)."""
     from fedlearn.data.mnist import _normalise, to_uint8
 
-    raw = to_uint8(mnist_small.train_x)
-    assert raw.dtype == torch.uint8 and raw.shape == (4000, 28, 28)
-    assert torch.equal(_normalise(raw), mnist_small.train_x)
+    raw = torch.arange(256 * 28 * 28 * 2, dtype=torch.int64).remainder(256).to(torch.uint8)
+    raw = raw.reshape(-1, 28, 28)[torch.randperm(512, generator=torch.Generator().manual_seed(0))]
+    x = _normalise(raw)
+    back = to_uint8(x)
+    assert back.dtype == torch.uint8 and back.shape == (512, 28, 28)
+    assert torch.equal(back, raw) and torch.equal(_normalise(back), x)

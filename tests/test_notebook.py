@@ -9,6 +9,15 @@ from notebook_runner import execute_notebook, inject_parameters  # tools/
 
 NOTEBOOK = REPO / "Federated_Learning.ipynb"
 
+try:
+    from fedlearn.backends.pysyft import require_syft
+    require_syft()
+    HAVE_SYFT = True
+except ImportError:
+    HAVE_SYFT = False
+# skipped only where syft cannot be installed (Python >= 3.13); in CI a skip is a failure
+needs_syft = pytest.mark.skipif(not HAVE_SYFT, reason="syft 0.9.5 not installed")
+
 
 def smoke_parameters(tmp_path, mnist_dir, **extra):
     return {"IMAGES_PER_OWNER": 1500, "TEST_IMAGES": 1000, "ROUNDS": 2, "BATCH_SIZE": 32,
@@ -19,23 +28,19 @@ def smoke_parameters(tmp_path, mnist_dir, **extra):
             "RESULTS_PATH": str(tmp_path / "results.json"), **extra}
 
 
+@needs_syft
 def test_notebook_runs_end_to_end_with_pysyft(tmp_path, mnist_dir):
     params = smoke_parameters(tmp_path, mnist_dir)
     nb = execute_notebook(NOTEBOOK, params, output=tmp_path / "executed.ipynb", timeout=600,
                           cwd=REPO)
     results = json.loads((tmp_path / "results.json").read_text())
-    try:
-        import syft  # noqa: F401
-        expected_backend = "pysyft"
-    except ImportError:
-        expected_backend = "inprocess"
-    assert results["backend"] == expected_backend
+    # PySyft for real: otherwise the comparisons below would set in-process against itself
+    assert results["backend"] == "pysyft"
     assert results["rounds"] == 2 and results["images_per_owner"] == 1500
     assert results["final_test_accuracy"] > 0.85  # 3,000 images, 2 rounds; chance is 0.10
     assert results["max_abs_weight_diff"] <= 1e-6
     assert results["final_test_accuracy"] == results["inprocess_final_test_accuracy"]
-    if expected_backend == "pysyft":  # Bob and Alice as two server processes, over HTTP
-        assert results["network_max_abs_weight_diff"] <= 1e-6
+    assert results["network_max_abs_weight_diff"] <= 1e-6  # two server processes, over HTTP
     assert results["fedsgd_test_accuracy"] > 0.5
     comm = results["communication"]
     assert comm["float32"]["upload_MB_per_round"] / comm["8-bit"]["upload_MB_per_round"] >= 3.9

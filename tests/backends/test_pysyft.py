@@ -23,6 +23,12 @@ if not HAVE_SYFT and os.environ.get("CI") and sys.version_info < (3, 13):
 needs_syft = pytest.mark.skipif(not HAVE_SYFT, reason="syft 0.9.5 not installed (Python >= 3.13?)")
 
 
+def uint8_digits(n: int, seed: int = 0):
+    """Random uint8 'images' (n, 28, 28) and labels: what a Datasite holds, without MNIST."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n)
+
+
 def small_config():
     return ExperimentConfig(data=DataConfig(train_size=1000, test_size=500),
                             plan=TrainPlan(batch_size=32),
@@ -64,15 +70,14 @@ def test_one_round_matches_in_process_workers(mnist_small, port):
 
 
 @needs_syft
-def test_scientist_sees_mock_not_data_and_needs_approval(mnist_small):
+def test_scientist_sees_mock_not_data_and_needs_approval():
     from fedlearn.backends.pysyft import Datasite, SyftWorker
-    from fedlearn.data import to_uint8
     from fedlearn.models import build_model
 
     bob = Datasite.launch("bob")
     try:
-        images = to_uint8(mnist_small.train_x[:200]).numpy()
-        bob.upload_mnist(images, mnist_small.train_y[:200].numpy(), mock_size=8)
+        images, labels = uint8_digits(200)
+        bob.upload_mnist(images, labels, mock_size=8)
         bob.register_scientist("ds@fedlearn.example", "secret-password")
         worker = SyftWorker.connect("bob", bob.handle, email="ds@fedlearn.example",
                                     password="secret-password")
@@ -97,8 +102,7 @@ def test_scientist_sees_mock_not_data_and_needs_approval(mnist_small):
     assert not files.exists()  # land() removes the Datasite's database and blobs
 
 
-@needs_syft
-def test_stale_result_is_refused(mnist_small, monkeypatch):
+def test_stale_result_is_refused(monkeypatch):  # needs neither syft nor MNIST
     from fedlearn.backends.pysyft import StaleResultError, SyftWorker
 
     worker = SyftWorker.__new__(SyftWorker)
@@ -109,7 +113,6 @@ def test_stale_result_is_refused(mnist_small, monkeypatch):
         worker.fit({"w": torch.zeros(1)}, TrainPlan(), seed=0)
 
 
-@needs_syft
 def test_fedsgd_is_refused_clearly():
     from fedlearn.backends.pysyft import SyftWorker
 
@@ -160,18 +163,16 @@ def test_a_datasite_that_stops_mid_run_is_left_out(mnist_small):
 
 
 @needs_syft
-def test_approval_checks_the_requester_and_the_source_and_force_overrides(mnist_small):
+def test_approval_checks_the_requester_and_the_source_and_force_overrides():
     import syft as sy
     from syft.service.policy.policy import OutputPolicyExecuteCount
 
     from fedlearn.backends.pysyft import ApprovalRefused, Datasite, SyftWorker
     from fedlearn.backends.pysyft.training_code import load_training_function
-    from fedlearn.data import to_uint8
 
     bob = Datasite.launch("bob")
     try:
-        bob.upload_mnist(to_uint8(mnist_small.train_x[:100]).numpy(),
-                         mnist_small.train_y[:100].numpy(), mock_size=4)
+        bob.upload_mnist(*uint8_digits(100), mock_size=4)
         # the admin submitting code: the admin bypasses approval, so the request is suspect
         assets = bob._admin.datasets["mnist"].assets
         policy = sy.MixedInputPolicy(client=bob._admin, images=assets["images"],
@@ -216,14 +217,13 @@ def test_approval_checks_the_requester_and_the_source_and_force_overrides(mnist_
 
 
 @needs_syft
-def test_the_approved_code_refuses_a_plan_out_of_its_bounds(mnist_small):
+def test_the_approved_code_refuses_a_plan_out_of_its_bounds():
     from fedlearn.backends.pysyft import launch_syft_workers
     from fedlearn.backends.pysyft.scientist import InputRefusedError
-    from fedlearn.data import to_uint8
     from fedlearn.models import build_model
 
-    x, y = mnist_small.train_x[:100], mnist_small.train_y[:100]
-    sites, workers = launch_syft_workers(to_uint8(x).numpy(), y.numpy(), [np.arange(100)],
+    images, labels = uint8_digits(100)
+    sites, workers = launch_syft_workers(images, labels, [np.arange(100)],
                                          ["bob"], model="tutorial_cnn", max_calls=3)
     try:
         with pytest.raises(InputRefusedError, match=r"bob: .*epochs must be in \[1, 50\]"):
