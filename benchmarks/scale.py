@@ -38,28 +38,22 @@ from fedlearn.data import load_mnist
 from fedlearn.server.federation import FederatedServer
 from fedlearn.server.warm_start import split_proxy, warm_start_weights
 from fedlearn.workers import make_virtual_workers
+from fedlearn.workers.base import DelegatingWorker
 
 
-class Timed:
+class Timed(DelegatingWorker):
     """Wraps a worker and adds up the seconds spent inside its fit()."""
 
     def __init__(self, worker, clock):
-        self._worker, self._clock = worker, clock
-        self.name = worker.name
-
-    @property
-    def num_examples(self):
-        return self._worker.num_examples
+        super().__init__(worker)
+        self._clock = clock
 
     def fit(self, *args, **kwargs):
         t0 = time.perf_counter()
         try:
-            return self._worker.fit(*args, **kwargs)
+            return super().fit(*args, **kwargs)
         finally:
             self._clock.append(time.perf_counter() - t0)
-
-    def evaluate(self, weights):
-        return self._worker.evaluate(weights)
 
 
 def config(clients, *, rounds, scheme="iid", fraction=0.1, **extra):

@@ -57,7 +57,11 @@ def _number(value, argument: str, low: float, high: float = math.inf, *,
     _check(ok, argument, f"must be a finite number in {interval} (got {value!r})")
 
 
-def model_label(model) -> str:
+# a ready-made model's name, or an nn.Module class or zero-argument factory of your own
+ModelSpec = str | Callable[[], Any]
+
+
+def model_label(model: ModelSpec) -> str:
     """``"tutorial_cnn"``, or ``"my_package.MyNet"`` for a model class or factory."""
     if isinstance(model, str):
         return model
@@ -140,7 +144,7 @@ class FederationConfig:
 
     algorithm: str = "fedavg"
     # a ready-made model (MODELS), or your own: any nn.Module class or zero-argument factory
-    model: str | Callable[[], Any] = "tutorial_cnn"
+    model: ModelSpec = "tutorial_cnn"
     rounds: int = 5
     fraction: float = 1.0
     target_accuracy: float | None = None

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fedlearn.config import MODELS, ConfigError, model_label
+from fedlearn.config import MODELS, ConfigError, ModelSpec, model_label
 
 
 class TutorialCNN(nn.Module):
@@ -83,7 +83,7 @@ _REGISTRY = {"tutorial_cnn": TutorialCNN, "mcmahan_cnn": McMahanCNN, "mlp2nn": M
 assert tuple(_REGISTRY) == MODELS
 
 
-def model_factory(model: str | Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+def model_factory(model: ModelSpec) -> Callable[[], nn.Module]:
     """The constructor behind ``model``: a ready-made name, or your own class or factory."""
     if isinstance(model, str):
         if model not in _REGISTRY:
@@ -96,7 +96,7 @@ def model_factory(model: str | Callable[[], nn.Module]) -> Callable[[], nn.Modul
     return model
 
 
-def build_model(model: str | Callable[[], nn.Module], seed: int | None = None) -> nn.Module:
+def build_model(model: ModelSpec, seed: int | None = None) -> nn.Module:
     """A fresh model; with ``seed`` its initial weights are reproducible.
 
     ``model`` is one of the ready-made names (:data:`fedlearn.config.MODELS`) or any

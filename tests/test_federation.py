@@ -154,12 +154,14 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_options_a_remote_worker_cannot_honour_are_refused(synthetic, changes, argument):
     """The PySyft backend's approved code does plain local SGD: anything else is refused."""
     from fedlearn.config import CompressionConfig, ConfigError, DPSGDConfig
+    from fedlearn.workers import Worker
 
-    class RemoteWorker:
+    class RemoteWorker(Worker):
         remote = True
+        num_examples = 10
 
         def __init__(self, name):
-            self.name, self.num_examples = name, 10
+            self.name = name
 
     fed = FederationConfig(algorithm=changes.get("algorithm", "fedavg"),
                            warm_start_size=changes.get("warm_start_size", 0), device="cpu")

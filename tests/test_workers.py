@@ -1,6 +1,7 @@
 import torch
 
 from fedlearn.config import PartitionConfig, TrainPlan
+from fedlearn.errors import FedlearnError
 from fedlearn.models import build_model
 from fedlearn.workers import VirtualWorker, Worker, make_virtual_workers
 
@@ -10,7 +11,8 @@ def test_worker_offers_updates_not_samples(synthetic):
     bob = VirtualWorker("bob", x, y, model="mlp2nn")
     assert isinstance(bob, Worker)
     public = {k: getattr(bob, k) for k in dir(bob) if not k.startswith("_")}
-    assert set(public) == {"name", "num_examples", "fit", "evaluate", "set_round", "personalize",
+    assert set(public) == {"name", "remote", "num_examples", "fit", "evaluate", "set_round",
+                           "state_dict", "load_state_dict", "personalize",
                            "personal_weights"}  # weights the device keeps, never samples
     assert bob.personal_weights is None
     assert not any(isinstance(v, torch.Tensor) for v in public.values())
@@ -77,5 +79,38 @@ def test_personalization_never_touches_the_global_model(synthetic):
     assert not all(torch.equal(bob.personal_weights[k], weights[k]) for k in weights)
     no_holdout = VirtualWorker("alice", x, y, model="mlp2nn")
     import pytest
-    with pytest.raises(ValueError, match="held-out share"):
+    with pytest.raises(FedlearnError, match="held-out share"):
         no_holdout.personalize(weights, TrainPlan(), steps=1, seed=0)
+
+
+def test_the_contract_is_declared_once_with_defaults(synthetic):
+    """A worker that only trains and evaluates gets the defaults; a wrapper forwards all."""
+    import pytest
+
+    from fedlearn.config import ConfigError, ExperimentConfig, FederationConfig
+    from fedlearn.errors import FedlearnError
+    from fedlearn.server import FederatedServer
+    from fedlearn.workers.base import DelegatingWorker
+
+    x, y = synthetic
+    bob = VirtualWorker("bob", x[:100], y[:100], model="mlp2nn", holdout=0.2,
+                        growth=(0.5, 0.5))
+    minimal = Worker()
+    minimal.name = "minimal"
+    assert minimal.remote is False and minimal.state_dict() is None
+    minimal.set_round(3)  # no new data: nothing happens
+    with pytest.raises(FedlearnError, match="cannot personalize"):
+        minimal.personalize({}, None, steps=1, seed=0)
+
+    wrapped = DelegatingWorker(bob)
+    assert (wrapped.name, wrapped.remote, wrapped.num_examples) == ("bob", False, 40)
+    wrapped.set_round(2)  # forwarded: bob's local data grows
+    assert bob.num_examples == wrapped.num_examples == 80
+
+    class Duck:  # quacks like a worker, but does not declare the contract
+        name, num_examples = "duck", 10
+
+    with pytest.raises(ConfigError, match="Duck is not a fedlearn.workers.Worker") as err:
+        FederatedServer([bob, Duck()], ExperimentConfig(federation=FederationConfig(
+            model="mlp2nn", device="cpu")), x, y)
+    assert err.value.argument == "workers"

@@ -42,6 +42,7 @@ from fedlearn.server.rounds import derive_seed, fedavg_round, fedsgd_round  # no
 from fedlearn.training import evaluate
 from fedlearn.updates import detached_cpu_state, state_nbytes
 from fedlearn.updates.pipeline import UpdatePipeline
+from fedlearn.workers.base import Worker
 
 
 def refuse_what_remote_workers_cannot_do(config, remote: list[str]) -> None:
@@ -126,7 +127,12 @@ class FederatedServer:
             raise ConfigError("min_updates", f"{fed.min_updates} is more than the {per_round} "
                               f"workers asked each round ({len(self.workers)} workers, "
                               f"fraction {fed.fraction})")
-        remote = [w.name for w in self.workers if getattr(w, "remote", False)]
+        strangers = [w for w in self.workers if not isinstance(w, Worker)]
+        if strangers:
+            raise ConfigError("workers", f"{type(strangers[0]).__name__} is not a "
+                              "fedlearn.workers.Worker: subclass it (it declares the whole "
+                              "contract, with defaults for what a worker does not do)")
+        remote = [w.name for w in self.workers if w.remote]
         if config.secure_aggregation and per_round < 2:
             raise ConfigError("secure_aggregation", "needs at least 2 workers per round: with "
                               f"one, the sum is that worker's update ({per_round} asked)")
@@ -183,8 +189,7 @@ class FederatedServer:
         retries = fed.max_retries if fed.on_too_few == "retry" else 0
         problems: list[str] = []
         for worker in self.workers:  # new local data arrives on some devices between rounds
-            if hasattr(worker, "set_round"):
-                worker.set_round(round_)
+            worker.set_round(round_)
         active = [i for i, w in indexed if w.name not in self.retired]
         if not active:
             raise RoundFailedError(f"round {round_}: every worker has left the training pool")
@@ -277,8 +282,8 @@ class FederatedServer:
                 # kept apart: in a deployment this stays on each worker's device
                 "simulated_clients": self.pipeline.client_state_dict() if self.pipeline else {},
                 # e.g. a DP-SGD worker's privacy ledger: also the worker's own state
-                "worker_states": {w.name: w.state_dict() for w in self.workers
-                                  if hasattr(w, "state_dict")}}
+                "worker_states": {w.name: state for w in self.workers
+                                  if (state := w.state_dict()) is not None}}
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         if (state["fingerprint"] != self.config.fingerprint()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from fedlearn.config import ConfigError, TrainPlan
+from fedlearn.config import ConfigError, ModelSpec, TrainPlan
 from fedlearn.models import build_model
 from fedlearn.training import evaluate, make_optimizer, train_epochs
 
@@ -25,7 +25,7 @@ def split_proxy(num_examples: int, size: int, seed: int) -> tuple[torch.Tensor, 
     return order[:size].sort().values, order[size:].sort().values
 
 
-def warm_start_weights(model: str, x: torch.Tensor, y: torch.Tensor, plan: TrainPlan, *,
+def warm_start_weights(model: ModelSpec, x: torch.Tensor, y: torch.Tensor, plan: TrainPlan, *,
                        epochs: int, seed: int, device: torch.device | str = "cpu"
                        ) -> tuple[dict[str, torch.Tensor], dict]:
     """Train ``model`` (initialised from ``seed``) on the proxy set; return weights and metrics."""

@@ -1,17 +1,23 @@
-"""The interface every worker backend implements."""
+"""The whole worker contract, declared once: what the server may ask of a data owner.
+
+Every backend subclasses :class:`Worker` — in-process, DP-SGD, a PySyft Datasite, a
+wrapper — and overrides what it does; the defaults say what a worker that does not
+do something does (no new data per round, no state of its own, no personalization),
+so the server never has to probe with ``hasattr``. Wrappers (fault injection,
+timing) subclass :class:`DelegatingWorker`, which forwards everything.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
 
 import torch
 
 from fedlearn.config import TrainPlan
+from fedlearn.errors import FedlearnError
 from fedlearn.updates import Update
 
 
-@runtime_checkable
-class Worker(Protocol):
+class Worker:
     """A data owner. The server may send weights and a plan; it never sees samples.
 
     ``num_examples`` is the size of the local training set: metadata a data owner
@@ -19,15 +25,72 @@ class Worker(Protocol):
     """
 
     name: str
+    # True where training runs inside code the owner approved (PySyft): anything that
+    # would have to run there too (compression, masking, DP-SGD...) is refused
+    remote: bool = False
 
     @property
-    def num_examples(self) -> int: ...
+    def num_examples(self) -> int:
+        raise NotImplementedError
 
     def fit(self, weights: Mapping[str, torch.Tensor], plan: TrainPlan, *, seed: int,
             batches: tuple[int, int] | None = None) -> Update:
         """Train from ``weights`` as ``plan`` says; return the weight change."""
-        ...
+        raise NotImplementedError
 
     def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
         """Loss and accuracy of ``weights`` on the local data."""
-        ...
+        raise NotImplementedError
+
+    def set_round(self, round_: int) -> None:
+        """Called before each round; a device whose local data grows uses it. Default: none."""
+
+    def state_dict(self) -> dict | None:
+        """The worker's own state to checkpoint (e.g. a privacy ledger); None: it has none."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def personalize(self, weights: Mapping[str, torch.Tensor], plan: TrainPlan, *, steps: int,
+                    seed: int) -> dict:
+        """Fine-tune locally and report held-out accuracy before and after."""
+        raise FedlearnError(f"worker {self.name!r} ({type(self).__name__}) cannot personalize: "
+                            "it keeps no held-out data")
+
+
+class DelegatingWorker(Worker):
+    """A worker that wraps another and forwards everything it does not change."""
+
+    def __init__(self, inner: Worker):
+        self.inner = inner
+        self.name = inner.name
+        self.remote = inner.remote
+
+    @property
+    def num_examples(self) -> int:
+        return self.inner.num_examples
+
+    def fit(self, weights, plan, *, seed, batches=None) -> Update:
+        return self.inner.fit(weights, plan, seed=seed, batches=batches)
+
+    def evaluate(self, weights) -> dict:
+        return self.inner.evaluate(weights)
+
+    def set_round(self, round_: int) -> None:
+        self.inner.set_round(round_)
+
+    def state_dict(self) -> dict | None:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
+    def personalize(self, weights, plan, *, steps, seed) -> dict:
+        return self.inner.personalize(weights, plan, steps=steps, seed=seed)
+
+
+def weight_change(model: torch.nn.Module,
+                  weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The update a worker sends: its trained weights minus the global ones it started from."""
+    return {k: v.detach() - weights[k].to(v.device) for k, v in model.state_dict().items()}

@@ -21,15 +21,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fedlearn.config import DPSGDConfig, TrainPlan
+from fedlearn.config import DPSGDConfig, ModelSpec, TrainPlan
 from fedlearn.models import build_model
+from fedlearn.training import make_optimizer
 from fedlearn.updates import Update
+from fedlearn.workers.base import Worker, weight_change
 
 
-class DPSGDWorker:
+class DPSGDWorker(Worker):
     """``DPSGDWorker("bob", x, y, model="tutorial_cnn", dp=DPSGDConfig(...))``."""
 
-    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, *, model: str,
+    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, *, model: ModelSpec,
                  dp: DPSGDConfig, device: str | torch.device = "cpu"):
         self.name = name
         self._dp = dp
@@ -52,8 +54,7 @@ class DPSGDWorker:
         from opacus import PrivacyEngine
 
         module = build_model(self._model_name).to(self._device)
-        optimizer = torch.optim.SGD(module.parameters(), lr=plan.lr, momentum=plan.momentum,
-                                    weight_decay=plan.weight_decay)
+        optimizer = make_optimizer(module, plan)
         dataset = torch.utils.data.TensorDataset(self.__x, self.__y)
         loader = torch.utils.data.DataLoader(dataset, batch_size=plan.batch_size)
         self._engine = PrivacyEngine(accountant="rdp")
@@ -113,7 +114,7 @@ class DPSGDWorker:
                     self._optimizer.step()
                     loss_sum += loss.item() * len(yb)
                     seen += len(yb)
-        delta = {k: v.detach() - weights[k].to(v.device) for k, v in inner.state_dict().items()}
+        delta = weight_change(inner, weights)
         metrics = {"loss": loss_sum / max(seen, 1), "examples": seen, "epsilon": self.epsilon()}
         # the FedAvg weight is the data size times epochs, not the random Poisson count
         return Update(self.name, delta, plan.epochs * self.num_examples, metrics)

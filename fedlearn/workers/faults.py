@@ -16,39 +16,33 @@ import time
 import torch
 
 from fedlearn.updates import Update
+from fedlearn.workers.base import DelegatingWorker
 
 FAULTS = ("raise", "hang", "nan", "wrong_shape", "missing_key", "inflate_examples",
           "sign_flip", "random", "disappear")
 
 
-class FaultInjectingWorker:
+class FaultInjectingWorker(DelegatingWorker):
     def __init__(self, worker, fault: str, *, calls: set[int] | None = None, scale: float = 1.0,
                  hang_seconds: float = 5.0, seed: int = 0):
         if fault not in FAULTS:
             raise ValueError(f"fault: unknown {fault!r}; allowed: {', '.join(FAULTS)}")
-        self._worker, self.fault, self._calls = worker, fault, calls
+        super().__init__(worker)
+        self.fault, self._calls = fault, calls
         self._scale, self._hang, self._seed = scale, hang_seconds, seed
-        self.name = worker.name
         self.count = 0
-
-    @property
-    def num_examples(self) -> int:
-        return self._worker.num_examples
-
-    def evaluate(self, weights):
-        return self._worker.evaluate(weights)
 
     def fit(self, weights, plan, *, seed, batches=None):
         self.count += 1
         if self._calls is not None and self.count not in self._calls:
-            return self._worker.fit(weights, plan, seed=seed, batches=batches)
+            return self.inner.fit(weights, plan, seed=seed, batches=batches)
         if self.fault == "raise":
             raise RuntimeError(f"{self.name} crashed (injected)")
         if self.fault == "disappear":
             raise ConnectionError(f"{self.name} is unreachable (injected)")
         if self.fault == "hang":
             time.sleep(self._hang)
-        update = self._worker.fit(weights, plan, seed=seed, batches=batches)
+        update = self.inner.fit(weights, plan, seed=seed, batches=batches)
         delta, n = dict(update.delta), update.num_examples
         first = next(iter(delta))
         if self.fault == "nan":

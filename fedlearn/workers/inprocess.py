@@ -19,27 +19,29 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fedlearn.config import PartitionConfig, TrainPlan
+from fedlearn.config import ModelSpec, PartitionConfig, TrainPlan
 from fedlearn.data.partition import partition
+from fedlearn.errors import FedlearnError
 from fedlearn.models import build_model
 from fedlearn.training import evaluate, make_optimizer, num_batches, train_epochs
 from fedlearn.updates import Update
+from fedlearn.workers.base import Worker, weight_change
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_model(model_name: str, device: str, thread: int) -> torch.nn.Module:
+def _cached_model(model_name: ModelSpec, device: str, thread: int) -> torch.nn.Module:
     return build_model(model_name).to(device)
 
 
-def _scratch_model(model_name: str, device: str) -> torch.nn.Module:
+def _scratch_model(model_name: ModelSpec, device: str) -> torch.nn.Module:
     # one per thread: a worker call abandoned after a timeout keeps its own module
     return _cached_model(model_name, device, threading.get_ident())
 
 
-class VirtualWorker:
+class VirtualWorker(Worker):
     """``VirtualWorker("bob", x, y, model="tutorial_cnn")``: Bob and his private data."""
 
-    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, *, model: str,
+    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, *, model: ModelSpec,
                  device: str | torch.device = "cpu", progress: bool = False,
                  holdout: float = 0.0, growth: tuple[float, float] | None = None,
                  seed: int = 0):
@@ -102,8 +104,7 @@ class VirtualWorker:
             metrics = train_epochs(model, make_optimizer(model, plan), self.__x[:self._visible],
                                    self.__y[:self._visible], plan, seed=seed, batches=batches,
                                    progress=bar)
-        delta = {k: v.detach() - weights[k].to(v.device) for k, v in model.state_dict().items()}
-        return Update(self.name, delta, metrics["examples"], metrics)
+        return Update(self.name, weight_change(model, weights), metrics["examples"], metrics)
 
     def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
         return evaluate(self._load(weights), self.__x[:self._visible], self.__y[:self._visible])
@@ -116,8 +117,8 @@ class VirtualWorker:
         weights stay here (``personal_weights``), the given ones are not touched.
         """
         if len(self.__hy) == 0:
-            raise ValueError(f"worker {self.name!r}: personalization needs a held-out share "
-                             "(create the worker with holdout > 0)")
+            raise FedlearnError(f"worker {self.name!r}: personalization needs a held-out share "
+                                "(create the worker with holdout > 0)")
         model = self._load({k: v.clone() for k, v in weights.items()})
         before = evaluate(model, self.__hx, self.__hy)["accuracy"]
         steps = min(steps, num_batches(self._visible, plan.batch_size))
@@ -130,7 +131,7 @@ class VirtualWorker:
 
 
 def make_virtual_workers(x: torch.Tensor, y: torch.Tensor, config: PartitionConfig, *,
-                         model: str, seed: int, device: str | torch.device = "cpu",
+                         model: ModelSpec, seed: int, device: str | torch.device = "cpu",
                          progress: bool = False, holdout: float = 0.0,
                          growth: tuple[float, float] | None = None
                          ) -> tuple[list[VirtualWorker], list[np.ndarray]]:

@@ -26,9 +26,6 @@ def personalize_workers(workers, names, weights, plan: TrainPlan, *, steps: int,
     rows = []
     for name in names:
         i, worker = by_name[name]
-        if not hasattr(worker, "personalize"):
-            raise ValueError(f"personalize: worker {name!r} ({type(worker).__name__}) cannot "
-                             "fine-tune locally")
         rows.append(worker.personalize(weights, plan, steps=steps,
                                        seed=derive_seed(seed, 0, 20_000 + i)))
     return rows

@@ -32,9 +32,10 @@ from fedlearn.backends.pysyft.training_code import (
     nonce_proof,
     training_function_source,
 )
-from fedlearn.config import TrainPlan
+from fedlearn.config import ModelSpec, TrainPlan
 from fedlearn.training import num_batches
 from fedlearn.updates import Update, detached_cpu_state
+from fedlearn.workers.base import Worker
 
 
 class StaleResultError(RuntimeError):
@@ -45,10 +46,10 @@ class InputRefusedError(RuntimeError):
     """The approved code refused its inputs (out of bounds, wrong keys or shapes)."""
 
 
-class SyftWorker:
+class SyftWorker(Worker):
     """The data scientist's handle on one Datasite, with the fedlearn worker interface."""
 
-    remote = True  # work that must run inside the approved code is refused for it
+    remote = True  # work that would have to run inside the approved code is refused
 
     def __init__(self, name: str, client):
         self.name = name
@@ -179,7 +180,7 @@ class SyftWorker:
                 "examples": int(out["num_examples"])}
 
 
-def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *, model: str,
+def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *, model: ModelSpec,
                         max_calls: int, port: int | str | None = None,
                         scientist: tuple[str, str] | None = None, seed: int = 0,
                         force_approval: bool = False, on_review=None
