@@ -98,6 +98,7 @@ def test_scientist_sees_mock_not_data_and_needs_approval():
     finally:
         files = Datasite.files_dir(bob.server_id)
         assert files.is_dir()
+        assert files.parent.stat().st_mode & 0o077 == 0  # $TMPDIR/syft: closed to other users
         bob.land()
     assert not files.exists()  # land() removes the Datasite's database and blobs
 

@@ -12,6 +12,7 @@ needed, and always hardened.
 """
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import sys
@@ -33,6 +34,16 @@ DATASET = "mnist"
 
 class ApprovalRefused(FedlearnError):
     """The owner asked to approve a request that does not pass fedlearn's checks."""
+
+
+def private_syft_root() -> Path:
+    """``$TMPDIR/syft``, where syft 0.9.5 puts every Datasite's database and blobs, made 0700:
+    its files are 0644, so only a closed folder keeps other local users out."""
+    root = Path(tempfile.gettempdir()) / "syft"
+    root.mkdir(mode=0o700, exist_ok=True)
+    if root.stat().st_uid == os.getuid():
+        root.chmod(0o700)
+    return root
 
 
 def _warn(message: str) -> None:
@@ -67,6 +78,7 @@ class Datasite:
         sy = require_syft()
         password = admin_password or secrets.token_urlsafe(24)
         set_root_credentials(admin_email, password)
+        private_syft_root()
         if port is not None:  # an HTTP server in a forked child: it must die with us
             install_child_hooks(workspace=None)
         handle = sy.orchestra.launch(name=name, reset=True, host=host, port=port)
