@@ -94,3 +94,25 @@ def test_each_server_optimizer_has_its_own_default_step_size():
     explicit = FederationConfig(server_optimizer="adam", server_lr=0.1)
     assert server_step(weights, delta, {}, explicit)[0]["w"][0].item() == \
         pytest.approx(0.1 * adam_first, rel=1e-5)
+
+
+def test_each_algorithm_is_a_strategy_that_owns_its_state():
+    import dataclasses
+
+    from fedlearn.config import ExperimentConfig, FederationConfig
+    from fedlearn.server.strategies import FedAvg, ModelHopping, make_strategy
+
+    weights = {"w": torch.zeros(3)}
+    adam = ExperimentConfig(federation=FederationConfig(server_optimizer="adam", device="cpu"))
+    fedavg = make_strategy(adam, weights)
+    assert isinstance(fedavg, FedAvg) and fedavg.state_dict() == {"server_state": {}}
+    new = fedavg.optimizer.step(weights, {"w": torch.tensor([0.1, -0.1, 0.0])})
+    assert set(fedavg.state_dict()["server_state"]) == {"m", "v"} and new["w"][0] > 0
+    hopping = make_strategy(ExperimentConfig(federation=FederationConfig(algorithm="fedsgd")),
+                            weights)
+    assert isinstance(hopping, ModelHopping)
+    assert torch.equal(hopping.state_dict()["velocity"]["w"], torch.zeros(3))
+    broken = dataclasses.replace(adam.federation)
+    object.__setattr__(broken, "algorithm", "fedprox")  # past validation, as a bug would be
+    with pytest.raises(ValueError, match="algorithm: unknown 'fedprox'"):
+        make_strategy(dataclasses.replace(adam, federation=broken), weights)

@@ -37,8 +37,8 @@ from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.models import build_model
 from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
 from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fedlearn.server.optimizers import server_step
 from fedlearn.server.rounds import derive_seed, fedavg_round, fedsgd_round  # noqa: F401 (re-export)
+from fedlearn.server.strategies import make_strategy
 from fedlearn.training import evaluate
 from fedlearn.updates import detached_cpu_state, state_nbytes
 from fedlearn.updates.pipeline import UpdatePipeline
@@ -150,11 +150,10 @@ class FederatedServer:
         self.test_x, self.test_y = test_x.to(self.device), test_y.to(self.device)
         initial = weights or initial_weights(config, self.device)
         self.weights = {k: v.to(self.device) for k, v in initial.items()}
-        self.velocity = {k: torch.zeros_like(v) for k, v in self.weights.items()}
+        self.strategy = make_strategy(config, self.weights, self.pipeline)
         self.history: list[dict] = []
         self.progress = progress
         self._model = build_model(config.federation.model).to(self.device)
-        self.server_state: dict = {}
         self.retired: list[str] = []  # e.g. personalized clients, out of the training pool
         self.profiles = (client_profiles(len(self.workers), config.availability, config.seed)
                          if config.availability is not None else None)
@@ -182,7 +181,7 @@ class FederatedServer:
         (``on_too_few="retry"``, up to ``max_retries`` times), kept unchanged
         (``"skip"``), or the run stops with :class:`RoundFailedError`.
         """
-        fed, plan, seed = self.config.federation, self.config.plan, self.config.seed
+        fed, seed = self.config.federation, self.config.seed
         round_ = self.round + 1
         t0 = time.perf_counter()
         indexed = list(enumerate(self.workers))
@@ -203,12 +202,7 @@ class FederatedServer:
                 record["selected"] = [w.name for _, w in chosen]
             else:
                 chosen = self._plan_availability(active, round_, attempt, record)
-            if fed.algorithm == "fedavg":
-                outcome = fedavg_round(chosen, self.weights, plan, fed, seed, round_, record,
-                                       self.pipeline)
-            else:
-                outcome = fedsgd_round(chosen, self.weights, self.velocity, plan, fed, seed,
-                                       round_, record, self.progress)
+            outcome = self.strategy.round(chosen, self.weights, round_, record, self.progress)
             if outcome is not None:
                 break
             problems.append("; ".join(f"{n}: {r}" for n, r in
@@ -223,11 +217,7 @@ class FederatedServer:
                     f"round {round_ - 1} are kept; fix the workers and resume.")
             record["skipped"] = True
         if outcome is not None:
-            if fed.algorithm == "fedavg":
-                self.weights, self.server_state = server_step(self.weights, outcome,
-                                                              self.server_state, fed)
-            else:
-                self.weights, self.velocity = outcome
+            self.weights = outcome
         if "availability" in record:
             record["availability"]["completed"] = len(record["examples"])
         record["train_seconds"] = time.perf_counter() - t0
@@ -272,10 +262,14 @@ class FederatedServer:
         self.retired = sorted(set(self.retired) | set(names))
 
     def state_dict(self) -> dict:
+        strategy = self.strategy.state_dict()
+        cpu_weights = detached_cpu_state(self.weights)
         return {"fingerprint": self.config.fingerprint(), "workers": self.names,
-                "round": self.round, "weights": detached_cpu_state(self.weights),
-                "velocity": detached_cpu_state(self.velocity),
-                "server_state": {k: detached_cpu_state(v) for k, v in self.server_state.items()},
+                "round": self.round, "weights": cpu_weights,
+                # the strategy's own state: model hopping's momentum, a server optimizer's
+                "velocity": strategy.get("velocity", {k: torch.zeros_like(v)
+                                                      for k, v in cpu_weights.items()}),
+                "server_state": strategy.get("server_state", {}),
                 "retired": list(self.retired),
                 "history": json.dumps(self.history), "config": json.dumps(self.config.to_dict()),
                 "pipeline": self.pipeline.state_dict() if self.pipeline else {},
@@ -293,9 +287,9 @@ class FederatedServer:
                                   "new run in another output directory or use the original "
                                   "settings")
         self.weights = {k: v.to(self.device) for k, v in state["weights"].items()}
-        self.velocity = {k: v.to(self.device) for k, v in state["velocity"].items()}
-        self.server_state = {k: {n: t.to(self.device) for n, t in v.items()}
-                             for k, v in state.get("server_state", {}).items()}
+        self.strategy.load_state_dict({"velocity": state["velocity"],
+                                       "server_state": state.get("server_state", {})},
+                                      self.device)
         self.retired = list(state.get("retired", []))
         self.history = json.loads(state["history"])
         if self.pipeline is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from fedlearn.aggregation import apply_delta
-from fedlearn.config import SERVER_LR_DEFAULTS
+from fedlearn.config import SERVER_LR_DEFAULTS, FederationConfig
 from fedlearn.updates.update import State
 
 
@@ -46,3 +46,24 @@ def server_step(weights: State, delta: State, state: dict, fed) -> tuple[dict, d
     new, m, v = adam_step(weights, delta, state.get("m"), state.get("v"), lr=lr,
                           beta1=fed.server_momentum, beta2=fed.adam_beta2, tau=fed.adam_tau)
     return new, {"m": m, "v": v}
+
+
+class ServerOptimizer:
+    """One of the rules above with the state it keeps between rounds (and checkpoints)."""
+
+    def __init__(self, fed: FederationConfig):
+        self.fed = fed
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+
+    def step(self, weights: State, delta: State) -> dict[str, torch.Tensor]:
+        """Apply one round's aggregate ``delta`` to ``weights``; update the state."""
+        new, self.state = server_step(weights, delta, self.state, self.fed)
+        return new
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {name: {k: v.detach().to("cpu", copy=True) for k, v in part.items()}
+                for name, part in self.state.items()}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        self.state = {name: {k: v.to(device) for k, v in part.items()}
+                      for name, part in state.items()}

@@ -1,0 +1,93 @@
+"""A round's maths and the state it keeps: FedAvg and the tutorial's model hopping.
+
+The loop in :mod:`fedlearn.server.federation` only selects workers and evaluates;
+a strategy turns the selected workers into new global weights (after Flower's
+``Strategy``: one object owns a round's aggregation and its state).
+
+- :class:`FedAvg` — McMahan et al. 2017, Algorithm 1: each selected worker trains
+  locally from the global weights; the valid updates are aggregated (example-weighted
+  mean, or a robust rule, through the update pipeline when one is configured) and a
+  :class:`~fedlearn.server.optimizers.ServerOptimizer` applies the result.
+- :class:`ModelHopping` — the original PySyft tutorial's federated SGD: one model
+  hops between the workers' minibatches, one step each, with the momentum kept here
+  on the server, which makes it exactly SGD with momentum over the interleaved batches.
+"""
+from __future__ import annotations
+
+import torch
+
+from fedlearn.config import ExperimentConfig
+from fedlearn.server.optimizers import ServerOptimizer
+from fedlearn.server.rounds import fedavg_round, fedsgd_round
+from fedlearn.updates import State, detached_cpu_state
+
+
+class Strategy:
+    """Turns the chosen workers of one round into new global weights."""
+
+    def __init__(self, config: ExperimentConfig, pipeline=None):
+        self.config, self.pipeline = config, pipeline
+
+    def round(self, chosen, weights: State, round_: int, record: dict,
+              progress: bool = False) -> dict[str, torch.Tensor] | None:
+        """New weights, or None when fewer than ``min_updates`` valid updates arrived."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+class FedAvg(Strategy):
+    def __init__(self, config: ExperimentConfig, pipeline=None):
+        super().__init__(config, pipeline)
+        self.optimizer = ServerOptimizer(config.federation)
+
+    def round(self, chosen, weights, round_, record, progress=False):
+        cfg = self.config
+        delta = fedavg_round(chosen, weights, cfg.plan, cfg.federation, cfg.seed, round_,
+                             record, self.pipeline)
+        return None if delta is None else self.optimizer.step(weights, delta)
+
+    def state_dict(self) -> dict:
+        return {"server_state": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        self.optimizer.load_state_dict(state.get("server_state", {}), device)
+
+
+class ModelHopping(Strategy):
+    def __init__(self, config: ExperimentConfig, pipeline=None, *, weights: State):
+        super().__init__(config, pipeline)
+        self.velocity = {k: torch.zeros_like(v) for k, v in weights.items()}
+
+    def round(self, chosen, weights, round_, record, progress=False):
+        cfg = self.config
+        outcome = fedsgd_round(chosen, weights, self.velocity, cfg.plan, cfg.federation,
+                               cfg.seed, round_, record, progress)
+        if outcome is None:
+            return None
+        new, self.velocity = outcome
+        return new
+
+    def state_dict(self) -> dict:
+        return {"velocity": detached_cpu_state(self.velocity)}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        if "velocity" in state:
+            self.velocity = {k: v.to(device) for k, v in state["velocity"].items()}
+
+
+STRATEGIES = {"fedavg": FedAvg, "fedsgd": ModelHopping}
+
+
+def make_strategy(config: ExperimentConfig, weights: State, pipeline=None) -> Strategy:
+    """The strategy ``config.federation.algorithm`` names; unknown names raise."""
+    algorithm = config.federation.algorithm
+    if algorithm == "fedsgd":
+        return ModelHopping(config, pipeline, weights=weights)
+    if algorithm == "fedavg":
+        return FedAvg(config, pipeline)
+    raise ValueError(f"algorithm: unknown {algorithm!r}; allowed: {', '.join(STRATEGIES)}")
