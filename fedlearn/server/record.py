@@ -1,0 +1,59 @@
+"""What one round did: a typed record that ``FederatedServer.step()`` returns.
+
+The history (``history.json``, the checkpoint) keeps each record as plain JSON data
+(:meth:`RoundRecord.to_dict`); optional parts appear there only when the round had them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    attempt: int = 0
+    selected: list[str] = field(default_factory=list)
+    train_loss: dict[str, float] = field(default_factory=dict)  # per worker that reported
+    examples: dict[str, int] = field(default_factory=dict)  # the FedAvg weights
+    bytes_down: dict[str, int] = field(default_factory=dict)
+    bytes_up: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # worker -> what went wrong
+    rejected: dict[str, str] = field(default_factory=dict)  # worker -> why its update was refused
+    skipped: bool = False
+    # only in some rounds
+    availability: dict[str, Any] | None = None  # simulated devices: counts per outcome...
+    declined_clients: list[str] | None = None  # ... and who declined, dropped out, straggled
+    dropped_clients: list[str] | None = None
+    stragglers_clients: list[str] | None = None
+    late_clients: list[str] | None = None
+    worker_epsilon: dict[str, float] | None = None  # DP-SGD workers' own budgets
+    epsilon: float | None = None  # DP-FedAvg's budget after this round
+    noise_multiplier: float | None = None
+    secure_aggregation: dict[str, Any] | None = None
+    # set once the round is over
+    train_seconds: float = 0.0
+    test_loss: float = float("nan")
+    test_accuracy: float = float("nan")
+    seconds: float = 0.0
+
+    OPTIONAL = ("availability", "declined_clients", "dropped_clients", "stragglers_clients",
+                "late_clients", "worker_epsilon", "epsilon", "noise_multiplier",
+                "secure_aggregation")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data, as ``history.json`` holds it."""
+        d = dataclasses.asdict(self)
+        for name in self.OPTIONAL:
+            if d[name] is None:
+                del d[name]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RoundRecord:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+    def __getitem__(self, key: str) -> Any:
+        """``record["test_accuracy"]`` reads like the history's JSON does."""
+        return self.to_dict()[key]
