@@ -100,14 +100,14 @@ def test_history_records_who_was_available_selected_dropped_and_declined(synthet
     server = FederatedServer(workers, cfg, x, y)
     for _ in range(3):
         record = server.step()
-        counts = record["availability"]
+        counts = record.availability
         assert counts["goal"] == 5 and counts["selected"] <= math.ceil(5 * 1.3)
-        assert counts["selected"] == len(record["selected"]) <= counts["available"] <= 20
-        assert counts["completed"] == len(record["examples"]) <= 5
-        assert counts["declined"] == len(record["declined_clients"])
-        assert counts["dropped"] == len(record["dropped_clients"])
-        lost = set(record["declined_clients"]) | set(record["dropped_clients"]) | \
-            set(record["late_clients"])
-        assert not lost & set(record["examples"])  # their updates never count
+        assert counts["selected"] == len(record.selected) <= counts["available"] <= 20
+        assert counts["completed"] == len(record.examples) <= 5
+        assert counts["declined"] == len(record.declined_clients)
+        assert counts["dropped"] == len(record.dropped_clients)
+        lost = set(record.declined_clients) | set(record.dropped_clients) | \
+            set(record.late_clients)
+        assert not lost & set(record.examples)  # their updates never count
     server.retire(["c0", "c1"])
-    assert not {"c0", "c1"} & set(server.step()["selected"])
+    assert not {"c0", "c1"} & set(server.step().selected)

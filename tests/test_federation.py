@@ -177,3 +177,20 @@ def test_options_a_remote_worker_cannot_honour_are_refused(synthetic, changes, a
     with pytest.raises(ConfigError, match="PySyft backend|not be disjoint") as err:
         FederatedServer([RemoteWorker("bob"), RemoteWorker("alice")], cfg, x, y)
     assert err.value.argument == argument
+
+
+def test_a_round_returns_a_typed_record_and_the_history_keeps_its_json(synthetic):
+    from fedlearn.server.record import RoundRecord
+
+    x, y = synthetic
+    server = FederatedServer([VirtualWorker("bob", x[:100], y[:100], model="mlp2nn"),
+                              VirtualWorker("alice", x[100:], y[100:], model="mlp2nn")],
+                             config(), x, y)
+    record = server.step()
+    assert isinstance(record, RoundRecord)
+    assert record.round == 1 and record.examples == {"bob": 100, "alice": 100}
+    assert record.failed == {} and 0 <= record.test_accuracy <= 1
+    assert server.history[-1] == record.to_dict()  # plain data, as history.json holds it
+    assert "epsilon" not in record.to_dict()  # optional parts appear only when the round had them
+    assert RoundRecord.from_dict(record.to_dict()) == record
+    assert record["test_accuracy"] == record.test_accuracy

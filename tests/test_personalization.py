@@ -22,6 +22,6 @@ def test_personalized_clients_report_and_leave_the_pool(synthetic):
     assert [r["worker"] for r in rows] == ["a", "b"] and all(r["held_out"] == 10 for r in rows)
     assert summarize(rows)["clients"] == 2
     assert server.retired == ["a", "b"]
-    assert set(server.step()["selected"]) == {"c", "d"}
+    assert set(server.step().selected) == {"c", "d"}
     with pytest.raises(ValueError, match="unknown workers"):
         personalize_clients(server, ["zed"], cfg.plan)

@@ -82,6 +82,7 @@ def test_dp_fedavg_adds_noise_of_std_z_times_c_over_m(z, clip, sampled):
     """The round's pipeline, with every update zero: what comes out is the noise alone, and its
     spread is z·C/m (McMahan et al. 2018). A pipeline that forgot the noise would give zeros."""
     from fedlearn.config import ExperimentConfig, FederationConfig
+    from fedlearn.server.record import RoundRecord
     from fedlearn.updates.pipeline import UpdatePipeline
 
     cfg = ExperimentConfig(dp=DPConfig(clip_norm=clip, noise_multiplier=z),
@@ -90,9 +91,9 @@ def test_dp_fedavg_adds_noise_of_std_z_times_c_over_m(z, clip, sampled):
     names = [f"c{i}" for i in range(sampled)]
     reference = {"w": torch.zeros(200_000)}
     arrived = [(n, {"w": torch.zeros(200_000)}, 10) for n in names]
-    record: dict = {}
+    record = RoundRecord(round=1)
     noise = pipeline.combine(arrived, names, reference, 1, torch.Generator().manual_seed(0),
                              record)["w"]
     assert noise.std().item() == pytest.approx(z * clip / sampled, rel=0.02)
     assert abs(noise.mean().item()) < 0.01 * z * clip / sampled + 1e-3
-    assert record["noise_multiplier"] == z and record["epsilon"] > 0
+    assert record.noise_multiplier == z and record.epsilon is not None and record.epsilon > 0

@@ -27,7 +27,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.models import build_model
 from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
 from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fedlearn.server.record import RoundRecord
 from fedlearn.server.rounds import derive_seed, fedavg_round, fedsgd_round  # noqa: F401 (re-export)
 from fedlearn.server.strategies import make_strategy
 from fedlearn.training import evaluate
@@ -173,7 +173,7 @@ class FederatedServer:
         return evaluate(self._model, self.test_x, self.test_y,
                         self.config.federation.eval_batch_size)
 
-    def step(self) -> dict:
+    def step(self) -> RoundRecord:
         """Run the next round, evaluate the new global model, return its record.
 
         Failed or rejected workers are left out and recorded. With fewer than
@@ -193,21 +193,19 @@ class FederatedServer:
         if not active:
             raise RoundFailedError(f"round {round_}: every worker has left the training pool")
         for attempt in range(retries + 1):
-            record: dict[str, Any] = {
-                "round": round_, "attempt": attempt, "train_loss": {}, "examples": {},
-                "bytes_down": {}, "bytes_up": {}, "failed": {}, "rejected": {}, "skipped": False}
+            record = RoundRecord(round=round_, attempt=attempt)
             if self.profiles is None:
                 chosen = [indexed[active[i]] for i in
                           select_workers(len(active), fed.fraction, seed, round_, attempt)]
-                record["selected"] = [w.name for _, w in chosen]
+                record.selected = [w.name for _, w in chosen]
             else:
                 chosen = self._plan_availability(active, round_, attempt, record)
             outcome = self.strategy.round(chosen, self.weights, round_, record, self.progress)
             if outcome is not None:
                 break
             problems.append("; ".join(f"{n}: {r}" for n, r in
-                                      {**record["failed"], **record["rejected"]}.items())
-                            or (f"devices: {record['availability']}" if "availability" in record
+                                      {**record.failed, **record.rejected}.items())
+                            or (f"devices: {record.availability}" if record.availability
                                 else "no updates"))
         else:
             if fed.on_too_few != "skip":
@@ -215,20 +213,20 @@ class FederatedServer:
                     f"round {round_}: fewer than min_updates={fed.min_updates} valid updates "
                     f"after {len(problems)} attempt(s) ({' | '.join(problems)}). The weights of "
                     f"round {round_ - 1} are kept; fix the workers and resume.")
-            record["skipped"] = True
+            record.skipped = True
         if outcome is not None:
             self.weights = outcome
-        if "availability" in record:
-            record["availability"]["completed"] = len(record["examples"])
-        record["train_seconds"] = time.perf_counter() - t0
+        if record.availability is not None:
+            record.availability["completed"] = len(record.examples)
+        record.train_seconds = time.perf_counter() - t0
         metrics = self.evaluate()
-        record.update(test_loss=metrics["loss"], test_accuracy=metrics["accuracy"],
-                      seconds=time.perf_counter() - t0)
-        self.history.append(record)
+        record.test_loss, record.test_accuracy = metrics["loss"], metrics["accuracy"]
+        record.seconds = time.perf_counter() - t0
+        self.history.append(record.to_dict())
         return record
 
     def _plan_availability(self, active: list[int], round_: int, attempt: int,
-                           record: dict) -> list:
+                           record: RoundRecord) -> list:
         """Eligible devices, over-selection, declines, drop-outs and stragglers (simulated)."""
         fed, cfg, profiles = self.config.federation, self.config.availability, self.profiles
         assert cfg is not None and profiles is not None  # called only with an availability model
@@ -246,12 +244,13 @@ class FederatedServer:
                           attempt=attempt, seconds=seconds)
         names = {key: [self.names[i] for i in plan[key]]
                  for key in ("selected", "declined", "dropped", "stragglers", "late")}
-        record["selected"] = names.pop("selected")
-        record["availability"] = {"available": len(plan["available"]),
-                                  "selected": len(record["selected"]),
-                                  **{k: len(v) for k, v in names.items()},
-                                  "goal": goal, "simulated_seconds": plan["simulated_seconds"]}
-        record.update({f"{k}_clients": v for k, v in names.items()})
+        record.selected = names.pop("selected")
+        record.availability = {"available": len(plan["available"]),
+                               "selected": len(record.selected),
+                               **{k: len(v) for k, v in names.items()},
+                               "goal": goal, "simulated_seconds": plan["simulated_seconds"]}
+        record.declined_clients, record.dropped_clients = names["declined"], names["dropped"]
+        record.stragglers_clients, record.late_clients = names["stragglers"], names["late"]
         return [(i, self.workers[i]) for i in plan["reporting"]]
 
     def retire(self, names) -> None:
@@ -323,6 +322,6 @@ def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Te
             if checkpoint is not None:
                 save_checkpoint(checkpoint, server.state_dict())
             bar.update(1)
-            bar.set_postfix(acc=f"{record['test_accuracy']:.4f}", loss=f"{record['test_loss']:.4f}")
+            bar.set_postfix(acc=f"{record.test_accuracy:.4f}", loss=f"{record.test_loss:.4f}")
     return FederationResult(detached_cpu_state(server.weights), server.history,
                             server.reached_target)

@@ -23,6 +23,7 @@ from fedlearn.aggregation.robust import (
     validate_update,
 )
 from fedlearn.config import FederationConfig, TrainPlan
+from fedlearn.server.record import RoundRecord
 from fedlearn.training import num_batches
 from fedlearn.updates import Update, state_nbytes
 
@@ -72,16 +73,16 @@ def aggregate(updates: list[Update], fed: FederationConfig) -> dict[str, torch.T
     return dict(deltas[krum_select(deltas, fed.krum_byzantine)])
 
 
-def checked_fit(worker, weights, plan: TrainPlan, fed: FederationConfig, record: dict, *,
+def checked_fit(worker, weights, plan: TrainPlan, fed: FederationConfig, record: RoundRecord, *,
                 seed: int, batches=None) -> Update | None:
     """Ask ``worker`` for an update; return it only if it arrived in time and is valid."""
     name = worker.name
-    record["bytes_down"][name] = record["bytes_down"].get(name, 0) + state_nbytes(weights)
+    record.bytes_down[name] = record.bytes_down.get(name, 0) + state_nbytes(weights)
     try:
         update = call_with_timeout(worker.fit, fed.round_timeout, weights, plan, seed=seed,
                                    batches=batches)
     except Exception as exc:  # a worker's failure must not end the run
-        record["failed"][name] = f"{type(exc).__name__}: {exc}"
+        record.failed[name] = f"{type(exc).__name__}: {exc}"
         return None
     try:  # a full pass sees at most epochs x its data; one hop at most one batch
         bound = plan.epochs * worker.num_examples if batches is None else plan.batch_size
@@ -93,9 +94,9 @@ def checked_fit(worker, weights, plan: TrainPlan, fed: FederationConfig, record:
     if reason is None and not isinstance(update, Update):
         reason = f"not an Update ({type(update).__name__})"
     if reason is not None:
-        record["rejected"][name] = reason
+        record.rejected[name] = reason
         return None
-    record["bytes_up"][name] = record["bytes_up"].get(name, 0) + state_nbytes(update.delta)
+    record.bytes_up[name] = record.bytes_up.get(name, 0) + state_nbytes(update.delta)
     return update
 
 
@@ -113,14 +114,16 @@ def fedavg_round(chosen, weights, plan, fed, seed, round_, record, pipeline=None
                              seed=derive_seed(seed, round_, i))
         if update is None:
             continue
-        record["train_loss"][worker.name] = update.metrics.get("loss")
-        record["examples"][worker.name] = update.num_examples
+        record.train_loss[worker.name] = update.metrics.get("loss")
+        record.examples[worker.name] = update.num_examples
         if "epsilon" in update.metrics:  # a DP-SGD worker's own, cumulative epsilon
-            record.setdefault("worker_epsilon", {})[worker.name] = update.metrics["epsilon"]
+            if record.worker_epsilon is None:
+                record.worker_epsilon = {}
+            record.worker_epsilon[worker.name] = update.metrics["epsilon"]
         delta = update.delta
         if pipeline is not None:
             wire = torch.Generator().manual_seed(derive_seed(seed, round_, 10_000 + i))
-            delta, record["bytes_up"][worker.name] = pipeline.upload(worker.name, delta, wire)
+            delta, record.bytes_up[worker.name] = pipeline.upload(worker.name, delta, wire)
         arrived.append(Update(worker.name, delta, update.num_examples, update.metrics))
     if len(arrived) < fed.min_updates:
         return None
@@ -151,14 +154,14 @@ def fedsgd_round(chosen, weights, velocity, plan, fed, seed, round_, record, pro
                 if update is None:
                     active.remove((i, worker))
                     continue
-                record["examples"][worker.name] = (record["examples"].get(worker.name, 0)
+                record.examples[worker.name] = (record.examples.get(worker.name, 0)
                                                    + update.num_examples)
                 losses[worker.name].append(update.metrics["loss"])
                 # heavy-ball momentum on the server: v = m v + delta, w = w + v
                 velocity = {k: plan.momentum * velocity[k] + update.delta[k] for k in velocity}
                 weights = apply_delta(weights, velocity)
                 bar.update(1)
-    record["train_loss"] = {n: float(np.mean(v)) for n, v in losses.items() if v}
+    record.train_loss = {n: float(np.mean(v)) for n, v in losses.items() if v}
     if len(active) < fed.min_updates:
         return None
     return weights, velocity

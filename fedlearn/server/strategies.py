@@ -18,6 +18,7 @@ import torch
 
 from fedlearn.config import ExperimentConfig
 from fedlearn.server.optimizers import ServerOptimizer
+from fedlearn.server.record import RoundRecord
 from fedlearn.server.rounds import fedavg_round, fedsgd_round
 from fedlearn.updates import State, detached_cpu_state
 
@@ -28,7 +29,7 @@ class Strategy:
     def __init__(self, config: ExperimentConfig, pipeline=None):
         self.config, self.pipeline = config, pipeline
 
-    def round(self, chosen, weights: State, round_: int, record: dict,
+    def round(self, chosen, weights: State, round_: int, record: RoundRecord,
               progress: bool = False) -> dict[str, torch.Tensor] | None:
         """New weights, or None when fewer than ``min_updates`` valid updates arrived."""
         raise NotImplementedError

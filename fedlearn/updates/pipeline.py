@@ -12,6 +12,7 @@ stored in the server's state, history or checkpoints.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from fedlearn.updates.secagg import (
     sum_masked,
     unflatten,
 )
+
+if TYPE_CHECKING:  # the server's record type; the pipeline only writes its own fields
+    from fedlearn.server.record import RoundRecord
 
 
 class UpdatePipeline:
@@ -58,7 +62,7 @@ class UpdatePipeline:
 
     def combine(self, arrived: Sequence[tuple[str, Mapping[str, torch.Tensor], int]],
                 selected: Sequence[str], reference: Mapping[str, torch.Tensor], round_: int,
-                generator: torch.Generator, record: dict) -> dict[str, torch.Tensor]:
+                generator: torch.Generator, record: RoundRecord) -> dict[str, torch.Tensor]:
         """Aggregate the uploads of ``arrived`` (name, delta, examples) out of ``selected``."""
         if self.config.secure_aggregation:
             aggregate = self._secure_sum(arrived, selected, reference, round_, record)
@@ -68,8 +72,8 @@ class UpdatePipeline:
             aggregate = fedavg([a[1] for a in arrived], [a[2] for a in arrived])
         if self.privacy is not None:
             aggregate = self.privacy.add_noise(aggregate, len(selected), generator)
-            record["epsilon"] = self.privacy.epsilon()
-            record["noise_multiplier"] = self.privacy.noise_multiplier
+            record.epsilon = self.privacy.epsilon()
+            record.noise_multiplier = self.privacy.noise_multiplier
         return aggregate
 
     def _secure_sum(self, arrived, selected, reference, round_, record):
@@ -87,7 +91,7 @@ class UpdatePipeline:
         for d in dropped:
             total = remove_revealed(total, [clients[s].reveal(d, keys[d], len(total), round_)
                                             for s, _, _ in arrived])
-        record["secure_aggregation"] = {"masked_updates": len(masked), "dropped": dropped}
+        record.secure_aggregation = {"masked_updates": len(masked), "dropped": dropped}
         plain = decode_fixed(total)
         denominator = len(selected) if dp else plain[-1]
         return unflatten(plain[:-1] / denominator, reference)

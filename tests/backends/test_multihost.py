@@ -127,14 +127,14 @@ def test_a_server_stopped_mid_run_is_left_out_and_cleans_up(servers, mnist_dir):
     approve_now([p.url for p in servers])
     wait_for_approval(workers, timeout=30)
     server = FederatedServer(workers, cfg, data.test_x, data.test_y)
-    assert server.step()["failed"] == {}
+    assert server.step().failed == {}
     alice = servers[1]
     assert alice.stop() == 0  # SIGTERM: a clean shutdown
     assert "alice: stopped; its database and files are deleted" in alice.output
     files = Path(alice.env["TMPDIR"]) / "syft"
     assert not any(files.glob("*/db")), list(files.glob("*"))
     record = server.step()
-    assert set(record["failed"]) == {"alice"} and record["examples"] == {"bob": 500}
+    assert set(record.failed) == {"alice"} and record.examples == {"bob": 500}
     assert all(torch.isfinite(v).all() for v in server.weights.values())
 
 

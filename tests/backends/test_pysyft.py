@@ -159,7 +159,7 @@ def test_a_datasite_that_stops_mid_run_is_left_out(mnist_small):
         record = server.step()
     finally:
         sites[0].land()
-    assert set(record["failed"]) == {"alice"} and record["examples"] == {"bob": 300}
+    assert set(record.failed) == {"alice"} and record.examples == {"bob": 300}
     assert all(torch.isfinite(v).all() for v in server.weights.values())
 
 
