@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.data import load_mnist
+from fedlearn.files import atomic_write
 from fedlearn.plots import learning_curve, save_figure
 from fedlearn.server.federation import FederationResult, resolve_device, run_federation
 from fedlearn.server.warm_start import split_proxy, warm_start_weights
@@ -54,23 +54,12 @@ def prepare_output_dir(out_dir: str | Path, *, resume: bool) -> Path:
     return out
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(out: Path, config: ExperimentConfig, result: FederationResult) -> None:
-    _atomic_write(out / "history.json",
+    atomic_write(out / "history.json",
                   lambda f: f.write(json.dumps(result.history, indent=1).encode()))
-    _atomic_write(out / "config.json",
+    atomic_write(out / "config.json",
                   lambda f: f.write(json.dumps(config.to_dict(), indent=1).encode()))
-    _atomic_write(out / "model.pt", lambda f: torch.save(result.weights, f))
+    atomic_write(out / "model.pt", lambda f: torch.save(result.weights, f))
     fig = learning_curve({config.federation.algorithm: result.history})
     save_figure(fig, out / "learning_curve.png")
 
@@ -126,6 +115,6 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     if personalize_steps:
         rows = personalize_workers(workers, [w.name for w in workers], result.weights,
                                    config.plan, steps=personalize_steps, seed=config.seed)
-        _atomic_write(out / "personalization.json", lambda f: f.write(json.dumps(
+        atomic_write(out / "personalization.json", lambda f: f.write(json.dumps(
             {"summary": summarize(rows), "workers": rows}, indent=1).encode()))
     return ExperimentResult(result.weights, result.history, result.reached_target, out)

@@ -28,9 +28,10 @@ import json
 import os
 import sys
 
+from fedlearn.backends.pysyft.loading import PYSYFT_DEFAULT_EMAIL
 from fedlearn.config import PARTITIONS, ConfigError, DataConfig
 
-ADMIN_EMAIL = "info@openmined.org"
+ADMIN_EMAIL = PYSYFT_DEFAULT_EMAIL
 
 
 def add_datasite_parser(sub) -> None:

@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 
 from fedlearn.config import ConfigError, DataConfig
 from fedlearn.errors import FedlearnError
+from fedlearn.files import atomic_write
 
 # sha256 of the decompressed files (LeCun et al.), as in shared/datasets/mnist/README.md
 MNIST_FILES = {
@@ -111,11 +111,8 @@ def _root_from_local(directory: Path) -> Path:
         if target.is_file() and _sha256_of_content(target) == MNIST_FILES[name]:
             continue
         # a private temporary name: several processes (e.g. data owners) may unpack at once
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=raw)
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as src, \
-                os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, target)
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as src:
+            atomic_write(target, lambda dst: shutil.copyfileobj(src, dst))
     return root
 
 

@@ -22,13 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from fedlearn.backends.pysyft.connection import login
-from fedlearn.backends.pysyft.loading import require_syft, set_root_credentials
+from fedlearn.backends.pysyft.loading import (
+    PYSYFT_DEFAULT_EMAIL,
+    PYSYFT_DEFAULT_PASSWORD,
+    require_syft,
+    set_root_credentials,
+)
 from fedlearn.backends.pysyft.review import RequestReview, review_request
 from fedlearn.backends.pysyft.server_process import install_child_hooks
 from fedlearn.errors import FedlearnError
 
-ADMIN_EMAIL = "info@openmined.org"
-PYSYFT_DEFAULT_PASSWORD = "changethis"
+ADMIN_EMAIL = PYSYFT_DEFAULT_EMAIL  # the owner's account keeps syft's e-mail, never the password
 DATASET = "mnist"
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedlearn.backends.pysyft.connection import TLSClientConfig
+from fedlearn.backends.pysyft.loading import PYSYFT_DEFAULT_EMAIL, PYSYFT_DEFAULT_PASSWORD
 from fedlearn.backends.pysyft.server_process import PrivateWorkspace
 from fedlearn.config import (
     PARTITIONS,
@@ -38,7 +39,6 @@ from fedlearn.config import (
 
 ADMIN_PASSWORD_ENV = "FEDLEARN_ADMIN_PASSWORD"
 SCIENTIST_PASSWORD_ENV = "FEDLEARN_SCIENTIST_PASSWORD"
-PYSYFT_DEFAULT_PASSWORD = "changethis"
 MIN_PASSWORD_LENGTH = 10
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -105,7 +105,7 @@ class ServeConfig:
     seed: int = 0
     host: str = "127.0.0.1"
     port: int = 8080
-    admin_email: str = "info@openmined.org"
+    admin_email: str = PYSYFT_DEFAULT_EMAIL
     scientist_email: str | None = None
     tls_cert: str | None = None  # serve HTTPS with this certificate (PEM) ...
     tls_key: str | None = None  # ... and its private key

@@ -25,7 +25,6 @@ import builtins
 import hashlib
 import importlib.util
 import inspect
-import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from fedlearn import models, training
 from fedlearn.config import MODELS
 from fedlearn.data import cache_dir, mnist
 from fedlearn.errors import FedlearnError
+from fedlearn.files import atomic_write
 
 FUNCTION_NAME = "fedlearn_round"
 INPUTS = ("images", "labels", "weights", "plan", "seed", "nonce", "mode")
@@ -267,10 +267,8 @@ def load_training_function(model):
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     path = Path(cache_dir()) / "syft_code" / f"fedlearn_round_{digest}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_text() != source:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source)
-        os.replace(tmp, path)  # two processes may write it at once
+    if not path.exists() or path.read_text() != source:  # two processes may write it at once
+        atomic_write(path, lambda f: f.write(source.encode()))
     spec = importlib.util.spec_from_file_location(f"fedlearn_syft_code_{digest}", path)
     assert spec is not None and spec.loader is not None  # a .py file always has both
     module = importlib.util.module_from_spec(spec)
