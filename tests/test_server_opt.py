@@ -116,3 +116,29 @@ def test_each_algorithm_is_a_strategy_that_owns_its_state():
     object.__setattr__(broken, "algorithm", "fedprox")  # past validation, as a bug would be
     with pytest.raises(ValueError, match="algorithm: unknown 'fedprox'"):
         make_strategy(dataclasses.replace(adam, federation=broken), weights)
+
+
+def test_unknown_names_raise_instead_of_falling_through(synthetic):
+    """Past the config's validation (a bug, or a hand-made object), no silent default."""
+    import dataclasses
+
+    from fedlearn.config import FederationConfig, PartitionConfig
+    from fedlearn.data import partition
+    from fedlearn.server.optimizers import server_step
+    from fedlearn.server.rounds import aggregate
+    from fedlearn.updates import Update
+
+    def bent(obj, **changes):
+        obj = dataclasses.replace(obj)
+        for key, value in changes.items():
+            object.__setattr__(obj, key, value)
+        return obj
+
+    weights = {"w": torch.zeros(2)}
+    with pytest.raises(ValueError, match="server_optimizer: unknown 'sgd'"):
+        server_step(weights, weights, {}, bent(FederationConfig(), server_optimizer="sgd"))
+    with pytest.raises(ValueError, match="aggregator: unknown 'mode'"):
+        aggregate([Update("a", weights, 1)], bent(FederationConfig(), aggregator="mode"))
+    _, y = synthetic
+    with pytest.raises(ValueError, match="unknown scheme 'random'"):
+        partition(y.numpy(), bent(PartitionConfig(), scheme="random"), 0)

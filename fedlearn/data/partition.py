@@ -81,8 +81,10 @@ def partition(labels, config: PartitionConfig, seed: int) -> list[np.ndarray]:
         parts = shard_partition(labels, k, config.shards_per_worker, rng)
     elif config.scheme == "dirichlet":
         parts = dirichlet_partition(labels, k, config.alpha, rng, config.min_size)
-    else:
+    elif config.scheme == "unbalanced":
         parts = unbalanced_partition(n, k, rng, config.min_size)
+    else:
+        raise ValueError(f"partition: unknown scheme {config.scheme!r}")  # validation's job
     smallest = min(len(p) for p in parts)
     if smallest < config.min_size:
         raise ConfigError("workers", f"the {config.scheme} partition gives a worker only "

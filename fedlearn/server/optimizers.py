@@ -36,6 +36,8 @@ def adam_step(weights: State, delta: State, m: State | None, v: State | None, *,
 def server_step(weights: State, delta: State, state: dict, fed) -> tuple[dict, dict]:
     """Apply ``delta`` as ``fed.server_optimizer`` says; return new weights and state."""
     kind = fed.server_optimizer
+    if kind not in SERVER_LR_DEFAULTS:
+        raise ValueError(f"server_optimizer: unknown {kind!r}")  # config validation's job
     lr = fed.server_lr if fed.server_lr is not None else SERVER_LR_DEFAULTS[kind]
     if kind == "fedavg":
         return fedavg_step(weights, delta, lr), state

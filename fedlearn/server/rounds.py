@@ -70,7 +70,9 @@ def aggregate(updates: list[Update], fed: FederationConfig) -> dict[str, torch.T
         return coordinate_median(deltas)
     if fed.aggregator == "trimmed_mean":
         return trimmed_mean(deltas, fed.trim_fraction)
-    return dict(deltas[krum_select(deltas, fed.krum_byzantine)])
+    if fed.aggregator == "krum":
+        return dict(deltas[krum_select(deltas, fed.krum_byzantine)])
+    raise ValueError(f"aggregator: unknown {fed.aggregator!r}")  # config validation's job
 
 
 def checked_fit(worker, weights, plan: TrainPlan, fed: FederationConfig, record: RoundRecord, *,
