@@ -131,34 +131,26 @@ def datasite_main(args) -> int:
     from fedlearn.backends.pysyft.serve import (
         ADMIN_PASSWORD_ENV,
         SCIENTIST_PASSWORD_ENV,
-        ServeConfig,
         check_distinct,
-        parse_shard,
         read_password,
     )
 
     if args.datasite_command == "serve" and args.password_fd is not None:
         with os.fdopen(args.password_fd) as pipe:  # from the process that exec'd this one
             admin_password, scientist_password = json.load(pipe)
-        return _serve(args, admin_password, scientist_password)
+        return _serve(serve_config(args), admin_password, scientist_password)
     in_environment = ADMIN_PASSWORD_ENV in os.environ or SCIENTIST_PASSWORD_ENV in os.environ
     admin_password = read_password("admin_password", env=ADMIN_PASSWORD_ENV,
                                    file=args.admin_password_file)
     if args.datasite_command == "serve":
-        config = ServeConfig(name=args.name, shard=parse_shard(args.shard), scheme=args.partition,
-                             data=DataConfig(data_dir=args.data_dir, train_size=args.train_size),
-                             seed=args.seed, host=args.host, port=args.port,
-                             admin_email=args.admin_email, scientist_email=args.scientist,
-                             tls_cert=args.tls_cert, tls_key=args.tls_key,
-                             client_ca=args.client_ca,
-                             tls_client=tls_client(args, default_ca=args.tls_cert))
+        config = serve_config(args)  # every flag checked before anything else happens
         scientist_password = (read_password("scientist_password", env=SCIENTIST_PASSWORD_ENV,
                                             file=args.scientist_password_file)
                               if args.scientist else None)
         check_distinct(admin_password, scientist_password)
         if in_environment and getattr(args, "exec_allowed", False):
             _exec_without_passwords(admin_password, scientist_password)
-        return _serve(args, admin_password, scientist_password, config)
+        return _serve(config, admin_password, scientist_password)
     from fedlearn.backends.pysyft import Datasite
     from fedlearn.backends.pysyft.connection import use_tls
 
@@ -197,15 +189,21 @@ def _exec_without_passwords(admin_password: str, scientist_password: str | None)
     os.execve(sys.executable, argv, dict(os.environ))
 
 
-def _serve(args, admin_password: str, scientist_password: str | None, config=None) -> int:
-    from fedlearn.backends.pysyft.serve import ServeConfig, parse_shard, serve
+def serve_config(args):
+    """The ``serve`` flags as a validated :class:`~fedlearn.backends.pysyft.serve.ServeConfig`."""
+    from fedlearn.backends.pysyft.serve import ServeConfig, parse_shard
 
-    config = config or ServeConfig(
+    return ServeConfig(
         name=args.name, shard=parse_shard(args.shard), scheme=args.partition,
         data=DataConfig(data_dir=args.data_dir, train_size=args.train_size), seed=args.seed,
         host=args.host, port=args.port, admin_email=args.admin_email,
         scientist_email=args.scientist, tls_cert=args.tls_cert, tls_key=args.tls_key,
         client_ca=args.client_ca, tls_client=tls_client(args, default_ca=args.tls_cert))
+
+
+def _serve(config, admin_password: str, scientist_password: str | None) -> int:
+    from fedlearn.backends.pysyft.serve import serve
+
     serve(config, admin_password=admin_password, scientist_password=scientist_password)
     return 0
 

@@ -144,3 +144,12 @@ def test_local_hosts_fall_back_to_loopback_where_namespaces_cannot_be_made(monke
     with pytest.raises(subprocess.CalledProcessError):
         with lh.local_hosts(["bob"], isolate=True):
             pass
+
+
+def test_a_scientist_account_without_a_password_is_refused_before_serving():
+    from fedlearn.backends.pysyft.serve import serve
+
+    with pytest.raises(ConfigError, match="needs a password") as err:
+        serve(ServeConfig(name="bob", scientist_email="ds@lab.example"),
+              admin_password="owner-password-1", scientist_password=None)
+    assert err.value.argument == "scientist_password"

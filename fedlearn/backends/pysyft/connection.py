@@ -5,8 +5,8 @@
 certificate, for Datasites served with ``fedlearn datasite serve --tls-cert``.
 PySyft 0.9.5's client sends every request through ``requests`` inside
 ``syft.client.client``; :func:`use_tls` gives that module a ``requests`` whose
-sessions carry the CA file and the client certificate, and a ``verify_tls``
-that returns the CA file, so every call — login, API calls, results — is checked.
+sessions carry the CA file and the client certificate, so every call — login,
+API calls, results — is checked.
 """
 from __future__ import annotations
 
@@ -96,19 +96,13 @@ def _keep_https_ports() -> None:
 def use_tls(tls: TLSClientConfig | None) -> None:
     """From now on, every https:// Datasite this process talks to is checked with ``tls``."""
     require_syft()
-    import requests
     import syft.client.client as client
 
     _keep_https_ports()
 
     original = getattr(client, "_fedlearn_requests", None) or client.requests
     client._fedlearn_requests = original
-    if tls is None:
-        client.requests = original
-        client.verify_tls = lambda: True
-    else:
-        client.requests = _RequestsWithTLS(requests, tls)
-        client.verify_tls = lambda: tls.ca_file
+    client.requests = original if tls is None else _RequestsWithTLS(original, tls)
 
 
 def split_url(url: str) -> tuple[str, str, int]:

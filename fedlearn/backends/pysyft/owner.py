@@ -28,12 +28,12 @@ from fedlearn.backends.pysyft.loading import (
     require_syft,
     set_root_credentials,
 )
-from fedlearn.backends.pysyft.review import RequestReview, review_request
+from fedlearn.backends.pysyft.review import RequestReview, request_status, review_request
 from fedlearn.backends.pysyft.server_process import install_child_hooks
+from fedlearn.backends.pysyft.training_code import DATASET
 from fedlearn.errors import FedlearnError
 
 ADMIN_EMAIL = PYSYFT_DEFAULT_EMAIL  # the owner's account keeps syft's e-mail, never the password
-DATASET = "mnist"
 
 
 class ApprovalRefused(FedlearnError):
@@ -162,15 +162,14 @@ class Datasite:
 
     def register_scientist(self, email: str, password: str, name: str = "Data Scientist") -> None:
         check_result(self._admin.register(name=name, email=email, password=password,
-                                    password_verify=password), f"register {email}")
+                                          password_verify=password), f"register {email}")
 
     def requests(self, *, include_decided: bool = False) -> list[dict]:
         """Code requests as plain dicts: id, status, function, requester and role, time, the
         input and output policies, the source, its SHA-256, and what fedlearn's checks found."""
         rows = []
         for r in check_result(self._admin.requests, f"list requests on {self.name}"):
-            status = str(r.status).rpartition(".")[2].lower()
-            if include_decided or status == "pending":
+            if include_decided or request_status(r) == "pending":
                 rows.append(self.review_request(r).as_dict())
         return rows
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from fedlearn.backends.pysyft.training_code import (
     ASSET_INPUTS,
+    DATASET,
     FUNCTION_NAME,
     INPUTS,
     USER_INPUTS,
@@ -30,8 +31,6 @@ from fedlearn.backends.pysyft.training_code import (
     self_contained_problem,
     source_digest,
 )
-
-DATASET = "mnist"
 
 
 @dataclass
@@ -55,6 +54,11 @@ class RequestReview:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def request_status(request) -> str:
+    """"pending", "approved" or "rejected", from syft's enum."""
+    return str(request.status).rpartition(".")[2].lower()
 
 
 def _name(obj) -> str:
@@ -181,7 +185,7 @@ def review_request(request, admin) -> RequestReview:
         problems.append("the source is not fedlearn's generated training function")
     _runs_what_it_shows(code, problems)
     return RequestReview(
-        id=str(request.id), status=str(request.status).rpartition(".")[2].lower(),
+        id=str(request.id), status=request_status(request),
         function=str(code.service_func_name), requester=email, role=role,
         time=str(request.request_time), inputs=inputs, output_policy=output_policy,
         code=code.raw_code, sha256=digest, matches=matches, problems=problems)

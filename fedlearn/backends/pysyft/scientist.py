@@ -25,8 +25,10 @@ import torch
 
 from fedlearn.backends.pysyft.connection import LoginError, login, role_of
 from fedlearn.backends.pysyft.loading import require_syft
-from fedlearn.backends.pysyft.owner import DATASET, Datasite, check_result
+from fedlearn.backends.pysyft.owner import Datasite, check_result
+from fedlearn.backends.pysyft.review import request_status
 from fedlearn.backends.pysyft.training_code import (
+    DATASET,
     FUNCTION_NAME,
     load_training_function,
     nonce_proof,
@@ -116,7 +118,7 @@ class SyftWorker(Worker):
         code = sy.syft_function(input_policy=policy,
                                 output_policy=OutputPolicyExecuteCount(limit=max_calls))(function)
         request = check_result(self._client.code.request_code_execution(code),
-                         f"code request to {self.name}")
+                               f"code request to {self.name}")
         self._request_id = str(request.id)
         return self._request_id
 
@@ -127,7 +129,7 @@ class SyftWorker(Worker):
         request = next((r for r in self._client.requests if str(r.id) == self._request_id), None)
         if request is None:
             raise RuntimeError(f"{self.name}: code request {self._request_id} is gone")
-        status = str(request.status).rpartition(".")[2].lower()
+        status = request_status(request)
         return status, (str(request.deny_reason) if status == "rejected" else None)
 
     def _call(self, weights: Mapping[str, torch.Tensor], mode: str, plan: dict, seed: int) -> dict:

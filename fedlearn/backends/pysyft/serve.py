@@ -25,9 +25,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedlearn.backends.pysyft.connection import TLSClientConfig
+from fedlearn.backends.pysyft.connection import TLSClientConfig, use_tls
 from fedlearn.backends.pysyft.loading import PYSYFT_DEFAULT_EMAIL, PYSYFT_DEFAULT_PASSWORD
-from fedlearn.backends.pysyft.server_process import PrivateWorkspace
+from fedlearn.backends.pysyft.server_process import (
+    PrivateWorkspace,
+    install_child_hooks,
+    uvicorn_tls,
+)
 from fedlearn.config import (
     PARTITIONS,
     ConfigError,
@@ -169,6 +173,9 @@ STOP_SIGNALS = ("SIGTERM", "SIGHUP")  # SIGINT raises KeyboardInterrupt already
 def serve(config: ServeConfig, *, admin_password: str, scientist_password: str | None = None,
           announce=print, stop: threading.Event | None = None) -> None:
     """Serve until Ctrl-C, SIGTERM or SIGHUP (or ``stop`` is set); always clean up."""
+    if config.scientist_email and not scientist_password:
+        raise ConfigError("scientist_password", f"registering {config.scientist_email} needs "
+                          "a password for the account")
     check_distinct(admin_password, scientist_password)
     images, labels = load_shard(config)
     workspace = PrivateWorkspace(config.name)
@@ -183,9 +190,7 @@ def serve(config: ServeConfig, *, admin_password: str, scientist_password: str |
                 previous[name] = signal.signal(getattr(signal, name), _stop_on)
     site = None
     try:
-        from fedlearn.backends.pysyft.connection import use_tls
         from fedlearn.backends.pysyft.owner import Datasite
-        from fedlearn.backends.pysyft.server_process import install_child_hooks, uvicorn_tls
 
         tls = (uvicorn_tls(config.tls_cert, config.tls_key, config.client_ca)
                if config.tls_cert and config.tls_key else None)
@@ -201,7 +206,7 @@ def serve(config: ServeConfig, *, admin_password: str, scientist_password: str |
         site = Datasite.serve(config.name, host=config.host, port=config.port, url=config.url,
                               admin_email=config.admin_email, admin_password=admin_password)
         site.upload_mnist(images, labels, seed=config.seed + config.shard[0])
-        if config.scientist_email and scientist_password:
+        if config.scientist_email and scientist_password:  # both or neither: checked above
             site.register_scientist(config.scientist_email, scientist_password)
         announce(f"{config.name}: serving {len(labels)} private MNIST images at {config.url} "
                  f"(Ctrl-C to stop)", flush=True)

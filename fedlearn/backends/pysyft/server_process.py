@@ -155,9 +155,8 @@ def install_child_hooks(*, workspace: Path | None, tls: dict | None = None) -> N
                 shutil.rmtree(workspace, ignore_errors=True)
 
     syft_uvicorn.run_uvicorn = run_uvicorn
-    if tls:
-        syft_uvicorn.requests = _TCPReadiness(getattr(syft_uvicorn.requests, "_requests",
-                                                      syft_uvicorn.requests))
+    plain = getattr(syft_uvicorn.requests, "_requests", syft_uvicorn.requests)
+    syft_uvicorn.requests = _TCPReadiness(plain) if tls else plain
 
 
 def uvicorn_tls(cert_file: str, key_file: str, client_ca: str | None) -> dict:

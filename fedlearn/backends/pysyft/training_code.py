@@ -38,6 +38,7 @@ from fedlearn.errors import FedlearnError
 from fedlearn.files import atomic_write
 
 FUNCTION_NAME = "fedlearn_round"
+DATASET = "mnist"  # the dataset an owner uploads; its assets are the function's first inputs
 INPUTS = ("images", "labels", "weights", "plan", "seed", "nonce", "mode")
 ASSET_INPUTS = ("images", "labels")  # bound to the owner's private assets
 # what the data scientist supplies, and the plain type each must have
