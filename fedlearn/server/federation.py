@@ -37,7 +37,7 @@ from fedlearn.models import build_model
 from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
 from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fedlearn.server.record import RoundRecord
-from fedlearn.server.rounds import derive_seed, fedavg_round, fedsgd_round  # noqa: F401 (re-export)
+from fedlearn.server.rounds import derive_seed  # noqa: F401 (re-export)
 from fedlearn.server.strategies import make_strategy
 from fedlearn.training import evaluate
 from fedlearn.updates import detached_cpu_state, state_nbytes
@@ -109,8 +109,9 @@ def initial_weights(config: ExperimentConfig, device: torch.device) -> dict[str,
 class FederatedServer:
     """The server's state and one-round step; ``run_federation`` loops over it.
 
-    Holds the global weights, the server momentum (fedsgd) and the history. It
-    never holds a worker's data or, after a round, any single worker's update.
+    Holds the global weights, the strategy (with its state: server momentum or a
+    server optimizer's) and the history. It never holds a worker's data or, after
+    a round, any single worker's update.
     """
 
     def __init__(self, workers: Sequence, config: ExperimentConfig, test_x: torch.Tensor,
