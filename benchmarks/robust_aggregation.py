@@ -14,7 +14,13 @@ import argparse
 
 from common import write_results
 
-from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, PartitionConfig
+from fedlearn.config import (
+    DataConfig,
+    ExperimentConfig,
+    FederationConfig,
+    PartitionConfig,
+    RobustnessConfig,
+)
 from fedlearn.data import load_mnist
 from fedlearn.server.federation import run_federation
 from fedlearn.workers import make_virtual_workers
@@ -39,7 +45,8 @@ def main(argv=None):
         for rule in RULES:
             config = ExperimentConfig(data=base.data, partition=base.partition, plan=base.plan,
                                       federation=FederationConfig(rounds=args.rounds,
-                                                                  device="cpu", aggregator=rule,
+                                                                  device="cpu"),
+                                      robustness=RobustnessConfig(aggregator=rule,
                                                                   trim_fraction=0.2))
             workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
                                               model=config.federation.model, seed=config.seed)

@@ -32,6 +32,7 @@ from fedlearn.config import (
     ExperimentConfig,
     FederationConfig,
     PartitionConfig,
+    RobustnessConfig,
     TrainPlan,
 )
 from fedlearn.data import load_mnist
@@ -142,7 +143,7 @@ def availability(data, rounds):
     for label, compression in (("float32", CompressionConfig()),
                                ("8-bit", CompressionConfig(method="quantize", bits=8))):
         cfg = config(100, rounds=rounds, availability=devices, compression=compression,
-                     federation={"on_too_few": "skip"})
+                     robustness=RobustnessConfig(on_too_few="skip"))
         workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg.partition,
                                           model=cfg.federation.model, seed=0)
         server = FederatedServer(workers, cfg, data.test_x, data.test_y)

@@ -40,11 +40,11 @@ def prepare_output_dir(out_dir: str | Path, *, resume: bool) -> Path:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
-        raise ConfigError("out_dir", f"cannot write to {out} ({exc.strerror or exc}); "
+        raise ConfigError("out", f"cannot write to {out} ({exc.strerror or exc}); "
                           "choose a directory you can write to") from exc
     has_run = (out / CHECKPOINT).exists()
     if has_run and not resume:
-        raise ConfigError("out_dir", f"{out} already holds a run ({CHECKPOINT}); pass --resume "
+        raise ConfigError("out", f"{out} already holds a run ({CHECKPOINT}); pass --resume "
                           "(resume=True) to continue it, or choose another output directory")
     if resume and not has_run:
         raise ConfigError("resume", f"no {CHECKPOINT} in {out} to resume from")
@@ -75,19 +75,23 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     its own data and ``personalization.json`` gets each one's held-out accuracy
     before and after (needs ``partition.holdout`` > 0).
     """
+    if isinstance(personalize_steps, bool) or not isinstance(personalize_steps, int) \
+            or personalize_steps < 0:
+        raise ConfigError("personalize_steps", f"must be an integer >= 0 (got "
+                          f"{personalize_steps!r})")
     if personalize_steps and config.partition.holdout <= 0:
-        raise ConfigError("holdout", "personalization measures accuracy on each worker's "
+        raise ConfigError("partition.holdout", "personalization measures accuracy on each worker's "
                           "held-out share: set holdout > 0 (e.g. 0.2)")
     out = prepare_output_dir(out_dir, resume=resume)
     device = resolve_device(config.federation.device)
     data = load_mnist(config.data, seed=config.seed)
-    fed, part = config.federation, config.partition
+    fed, part, warm = config.federation, config.partition, config.warm_start
     weights = None
-    if fed.warm_start_size:  # the proxy set is split off before the clients get theirs
-        proxy, rest = split_proxy(len(data.train_y), fed.warm_start_size, config.seed)
+    if warm.size:  # the proxy set is split off before the clients get theirs
+        proxy, rest = split_proxy(len(data.train_y), warm.size, config.seed)
         if not resume:
             weights, _ = warm_start_weights(fed.model, data.train_x[proxy], data.train_y[proxy],
-                                            config.plan, epochs=fed.warm_start_epochs,
+                                            config.plan, epochs=warm.epochs,
                                             seed=config.seed, device=device)
         data = dataclasses.replace(data, train_x=data.train_x[rest], train_y=data.train_y[rest])
     if workers is None and config.dp_sgd is not None:
@@ -106,8 +110,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                                           model=fed.model, seed=config.seed, device=device,
                                           progress=progress, holdout=part.holdout, growth=growth)
     elif [w.name for w in workers] != list(config.partition.workers):
-        raise ConfigError("workers", f"the workers {[w.name for w in workers]} are not the "
-                          f"configured {list(config.partition.workers)}")
+        raise ConfigError("partition.workers", f"the workers {[w.name for w in workers]} are "
+                          f"not the configured {list(config.partition.workers)}")
     result = run_federation(workers, config, data.test_x, data.test_y,
                             checkpoint=out / CHECKPOINT, resume=resume, progress=progress,
                             weights=weights)

@@ -87,12 +87,13 @@ def model_factory(model: ModelSpec) -> Callable[[], nn.Module]:
     """The constructor behind ``model``: a ready-made name, or your own class or factory."""
     if isinstance(model, str):
         if model not in _REGISTRY:
-            raise ConfigError("model", f"unknown value {model!r}; allowed: {', '.join(MODELS)}, "
-                              "or an nn.Module class or zero-argument factory")
+            raise ConfigError("federation.model", f"unknown value {model!r}; allowed: "
+                              f"{', '.join(MODELS)}, or an nn.Module class or zero-argument "
+                              "factory")
         return _REGISTRY[model]
     if not callable(model):
-        raise ConfigError("model", f"must be a name or an nn.Module class or zero-argument "
-                          f"factory (got {type(model).__name__})")
+        raise ConfigError("federation.model", "must be a name or an nn.Module class or "
+                          f"zero-argument factory (got {type(model).__name__})")
     return model
 
 
@@ -110,6 +111,6 @@ def build_model(model: ModelSpec, seed: int | None = None) -> nn.Module:
             torch.manual_seed(seed)
             net = factory()
     if not isinstance(net, nn.Module):
-        raise ConfigError("model", f"{model_label(model)}() returned a "
+        raise ConfigError("federation.model", f"{model_label(model)}() returned a "
                           f"{type(net).__name__}, not an nn.Module")
     return net

@@ -87,7 +87,7 @@ def test_profiles_are_seeded_and_uploads_are_slower():
 def test_bad_availability_settings(kwargs, argument):
     with pytest.raises(ConfigError) as err:
         AvailabilityConfig(**kwargs)
-    assert err.value.argument == argument
+    assert err.value.path == f"availability.{argument}"
 
 
 def test_history_records_who_was_available_selected_dropped_and_declined(synthetic):

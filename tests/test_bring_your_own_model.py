@@ -87,7 +87,7 @@ def test_a_factory_works_too_and_bad_models_are_refused():
         build_model(lambda: 3)
     with pytest.raises(ConfigError) as err:
         FederationConfig(model=42)
-    assert err.value.argument == "model"
+    assert err.value.path == "federation.model"
     with pytest.raises(ConfigError, match="unknown value 'resnet'"):
         FederationConfig(model="resnet")
 

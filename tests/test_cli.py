@@ -141,3 +141,79 @@ def test_train_at_scale_with_devices_that_come_and_go(mnist_dir, tmp_path):
     r = fedlearn("train", *SMALL, "--personalize-steps", "5", "--data-dir", mnist_dir,
                  "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and "--holdout" in r.stderr
+
+
+def test_flags_are_generated_from_the_config_fields_with_their_defaults():
+    """No flag given: exactly the dataclasses' defaults (each default is written once)."""
+    import dataclasses
+
+    from fedlearn.cli.train import config_from_args
+    from fedlearn.config import SECTIONS, ExperimentConfig
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train"])) == ExperimentConfig()
+    text = parser._subparsers._group_actions[0].choices["train"].format_help()
+    for name, section in SECTIONS.items():
+        assert section.TITLE in text
+        for f in dataclasses.fields(section):
+            if f.metadata["cli"]:
+                flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+                if f.default is True:  # a switch that is on by default: its flag turns it off
+                    flag = "--no-" + flag[2:]
+                assert flag in text, f"{name}.{f.name} has no flag"
+
+
+SET = [
+    (["--local-epochs", "3"], "plan.epochs", 3),
+    (["--workers", "a", "b", "c"], "partition.workers", ("a", "b", "c")),
+    (["--partition", "shards"], "partition.scheme", "shards"),
+    (["--aggregator", "krum", "--krum-byzantine", "0"], "robustness.krum_byzantine", 0),
+    (["--server-optimizer", "adam"], "server.optimizer", "adam"),
+    (["--server-lr", "0.5"], "server.lr", 0.5),
+    (["--warm-start-size", "100"], "warm_start.size", 100),
+    (["--noise-multiplier", "1.5"], "dp.noise_multiplier", 1.5),
+    (["--dp-sgd-clip", "2"], "dp_sgd.max_grad_norm", 2.0),
+    (["--no-error-feedback"], "compression.error_feedback", False),
+    (["--availability"], "availability.deadline", None),
+    (["--deadline", "4"], "availability.deadline", 4.0),
+    (["--secure-aggregation"], "secure_aggregation", True),
+    (["--seed", "7"], "seed", 7),
+]
+
+
+@pytest.mark.parametrize("argv,path,value", SET)
+def test_each_flag_sets_its_field(argv, path, value):
+    from fedlearn.cli.train import config_from_args
+
+    config = config_from_args(build_parser().parse_args(["train", *argv]))
+    obj = config
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    assert obj == value
+
+
+def test_an_optional_section_is_off_until_one_of_its_flags_is_given():
+    from fedlearn.cli.train import config_from_args
+
+    plain = config_from_args(build_parser().parse_args(["train"]))
+    assert plain.dp is None and plain.dp_sgd is None and plain.availability is None
+    from fedlearn.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:  # --clip-norm alone is not silently ignored
+        config_from_args(build_parser().parse_args(["train", "--clip-norm", "2"]))
+    assert err.value.path == "dp.noise_multiplier"
+
+
+@pytest.mark.parametrize("path,flag", [
+    ("federation.rounds", "--rounds"), ("plan.epochs", "--local-epochs"),
+    ("partition.scheme", "--partition"), ("dp.delta", "--delta"),
+    ("dp_sgd.delta", "--dp-sgd-delta"), ("server.lr", "--server-lr"),
+    ("compression.method", "--compression"), ("compression.error_feedback",
+                                              "--no-error-feedback"),
+    ("warm_start.size", "--warm-start-size"), ("seed", "--seed"), ("out", "--out"),
+    ("password", "--password-file"), ("admin_password", "--admin-password-file"),
+])
+def test_a_config_error_names_the_flag_the_user_typed(path, flag):
+    from fedlearn.cli.flags import flag_for
+
+    assert flag_for(build_parser(), path) == flag

@@ -67,10 +67,10 @@ def test_byte_counts_equal_the_payload_sizes():
 
 
 @pytest.mark.parametrize("kwargs,argument", [
-    ({"method": "zip"}, "compression"), ({"bits": 3}, "bits"), ({"bits": 16}, "bits"),
+    ({"method": "zip"}, "method"), ({"bits": 3}, "bits"), ({"bits": 16}, "bits"),
     ({"topk_fraction": 0.0}, "topk_fraction"), ({"topk_fraction": 1.5}, "topk_fraction"),
 ])
 def test_bad_compression_settings(kwargs, argument):
     with pytest.raises(ConfigError) as info:
         CompressionConfig(**kwargs)
-    assert info.value.argument == argument
+    assert info.value.path == f"compression.{argument}"

@@ -24,7 +24,7 @@ BAD = [
     (TrainPlan, {"epochs": 0}, "epochs"),
     (TrainPlan, {"momentum": 1.0}, "momentum"),
     (TrainPlan, {"weight_decay": -1}, "weight_decay"),
-    (PartitionConfig, {"scheme": "random"}, "partition"),
+    (PartitionConfig, {"scheme": "random"}, "scheme"),
     (PartitionConfig, {"alpha": 0}, "alpha"),
     (PartitionConfig, {"alpha": -1.0}, "alpha"),
     (PartitionConfig, {"workers": ()}, "workers"),
@@ -38,10 +38,11 @@ BAD = [
 
 
 @pytest.mark.parametrize("cls,kwargs,argument", BAD)
-def test_bad_values_name_the_argument(cls, kwargs, argument):
+def test_bad_values_name_the_field_path(cls, kwargs, argument):
     with pytest.raises(ConfigError) as info:
         cls(**kwargs)
-    assert info.value.argument == argument
+    path = argument if cls is ExperimentConfig else f"{cls.SECTION}.{argument}"
+    assert info.value.path == path
     assert argument in str(info.value)
     assert "got" in str(info.value) or "allowed" in str(info.value) \
         or "duplicate" in str(info.value) or "at least one" in str(info.value)

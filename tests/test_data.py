@@ -86,7 +86,7 @@ def test_offline_without_data_says_how_to_fix(tmp_path, monkeypatch):
 def test_subset_larger_than_mnist(mnist_dir):
     with pytest.raises(ConfigError, match="only 10000") as info:
         load_mnist(DataConfig(data_dir=mnist_dir, test_size=20000))
-    assert info.value.argument == "test_size"
+    assert info.value.path == "data.test_size"
 
 
 def test_to_uint8_round_trips_exactly():

@@ -44,13 +44,13 @@ def test_plan_must_not_change_mid_run(synthetic):
         worker.fit(w, TrainPlan(batch_size=40, momentum=0.0), seed=0)
 
 
-@pytest.mark.parametrize("kwargs,argument", [({"noise_multiplier": -1}, "dp_sgd_noise"),
-                                             ({"max_grad_norm": 0}, "dp_sgd_clip"),
+@pytest.mark.parametrize("kwargs,argument", [({"noise_multiplier": -1}, "noise_multiplier"),
+                                             ({"max_grad_norm": 0}, "max_grad_norm"),
                                              ({"delta": 1.0}, "delta")])
 def test_bad_dp_sgd_settings(kwargs, argument):
     with pytest.raises(ConfigError) as info:
         DPSGDConfig(**kwargs)
-    assert info.value.argument == argument
+    assert info.value.path == f"dp_sgd.{argument}"
 
 
 def test_worker_epsilon_survives_resume(synthetic, tmp_path):

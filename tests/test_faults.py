@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedlearn.aggregation import apply_delta, fedavg
-from fedlearn.config import ExperimentConfig, FederationConfig, TrainPlan
+from fedlearn.config import ExperimentConfig, FederationConfig, RobustnessConfig, TrainPlan
 from fedlearn.server.checkpoint import load_checkpoint, save_checkpoint
 from fedlearn.server.federation import RoundFailedError, derive_seed, run_federation
 from fedlearn.workers import VirtualWorker
@@ -21,10 +21,15 @@ def make_workers(synthetic):
             for i, n in enumerate(NAMES)]
 
 
-def cfg(**fed):
-    fed = {"model": "mlp2nn", "rounds": 2, "device": "cpu", **fed}
+ROBUSTNESS = {f.name for f in dataclasses.fields(RobustnessConfig)}
+
+
+def cfg(**changes):
+    robust = {k: changes.pop(k) for k in list(changes) if k in ROBUSTNESS}
+    fed = {"model": "mlp2nn", "rounds": 2, "device": "cpu", **changes}
     return ExperimentConfig(plan=TrainPlan(batch_size=20, lr=0.05),
-                            federation=FederationConfig(**fed), seed=1)
+                            federation=FederationConfig(**fed),
+                            robustness=RobustnessConfig(**robust), seed=1)
 
 
 def run(synthetic, fault, config=None, **kw):

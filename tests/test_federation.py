@@ -143,17 +143,17 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("changes,argument", [
-    ({"dp_sgd": "on"}, "dp_sgd_noise"),
+    ({"dp_sgd": "on"}, "dp_sgd.noise_multiplier"),
     ({"secure_aggregation": True}, "secure_aggregation"),
-    ({"compression": "8bit"}, "compression"),
-    ({"algorithm": "fedsgd"}, "algorithm"),
-    ({"warm_start_size": 100}, "warm_start_size"),
-    ({"holdout": 0.2}, "holdout"),
-    ({"growth_per_round": 0.1}, "initial_share"),
+    ({"compression": "8bit"}, "compression.method"),
+    ({"algorithm": "fedsgd"}, "federation.algorithm"),
+    ({"warm_start_size": 100}, "warm_start.size"),
+    ({"holdout": 0.2}, "partition.holdout"),
+    ({"growth_per_round": 0.1}, "partition.growth_per_round"),
 ])
 def test_options_a_remote_worker_cannot_honour_are_refused(synthetic, changes, argument):
     """The PySyft backend's approved code does plain local SGD: anything else is refused."""
-    from fedlearn.config import CompressionConfig, ConfigError, DPSGDConfig
+    from fedlearn.config import CompressionConfig, ConfigError, DPSGDConfig, WarmStartConfig
     from fedlearn.workers import Worker
 
     class RemoteWorker(Worker):
@@ -163,11 +163,11 @@ def test_options_a_remote_worker_cannot_honour_are_refused(synthetic, changes, a
         def __init__(self, name):
             self.name = name
 
-    fed = FederationConfig(algorithm=changes.get("algorithm", "fedavg"),
-                           warm_start_size=changes.get("warm_start_size", 0), device="cpu")
+    fed = FederationConfig(algorithm=changes.get("algorithm", "fedavg"), device="cpu")
     part = PartitionConfig(holdout=changes.get("holdout", 0.0),
                            growth_per_round=changes.get("growth_per_round", 0.0))
     cfg = ExperimentConfig(federation=fed, partition=part,
+                           warm_start=WarmStartConfig(size=changes.get("warm_start_size", 0)),
                            secure_aggregation=changes.get("secure_aggregation", False),
                            dp_sgd=DPSGDConfig(noise_multiplier=1.0) if "dp_sgd" in changes
                            else None,
@@ -176,7 +176,7 @@ def test_options_a_remote_worker_cannot_honour_are_refused(synthetic, changes, a
     x, y = synthetic
     with pytest.raises(ConfigError, match="PySyft backend|not be disjoint") as err:
         FederatedServer([RemoteWorker("bob"), RemoteWorker("alice")], cfg, x, y)
-    assert err.value.argument == argument
+    assert err.value.path == argument
 
 
 def test_a_round_returns_a_typed_record_and_the_history_keeps_its_json(synthetic):

@@ -62,11 +62,11 @@ def test_more_workers_than_samples_is_explained():
     with pytest.raises(ConfigError, match="only 1000 available") as info:
         partition(LABELS, PartitionConfig(workers=tuple(f"w{i}" for i in range(200)),
                                           min_size=10), 0)
-    assert info.value.argument == "workers"
+    assert info.value.path == "partition.workers"
 
 
 def test_dirichlet_impossible_min_size_is_explained():
     with pytest.raises(ConfigError, match="min_size") as info:
         partition(LABELS, PartitionConfig(workers=WORKERS, scheme="dirichlet", alpha=0.01,
                                           min_size=95), 0)
-    assert info.value.argument == "alpha"
+    assert info.value.path == "partition.alpha"

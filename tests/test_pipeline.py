@@ -9,6 +9,7 @@ from fedlearn.config import (
     DPConfig,
     ExperimentConfig,
     FederationConfig,
+    RobustnessConfig,
     TrainPlan,
 )
 from fedlearn.server.checkpoint import load_checkpoint
@@ -65,7 +66,7 @@ def test_secure_aggregation_needs_two_workers(synthetic):
     x, y = synthetic
     with pytest.raises(ConfigError, match="at least 2 workers") as info:
         run_federation(workers(synthetic)[:1], cfg(secure_aggregation=True), x, y)
-    assert info.value.argument == "secure_aggregation"
+    assert info.value.path == "secure_aggregation"
 
 
 def test_dp_fedavg_records_a_growing_epsilon_and_resumes_exactly(synthetic, tmp_path):
@@ -163,4 +164,5 @@ def test_remote_workers_refuse_what_they_cannot_do(synthetic):
 
 def test_extras_need_plain_fedavg():
     with pytest.raises(ConfigError, match="fedavg"):
-        ExperimentConfig(federation=FederationConfig(aggregator="median"), secure_aggregation=True)
+        ExperimentConfig(robustness=RobustnessConfig(aggregator="median"),
+                         secure_aggregation=True)

@@ -2,7 +2,13 @@
 import pytest
 import torch
 
-from fedlearn.config import ConfigError, ExperimentConfig, FederationConfig, TrainPlan
+from fedlearn.config import (
+    ConfigError,
+    ExperimentConfig,
+    FederationConfig,
+    ServerOptimizerConfig,
+    TrainPlan,
+)
 from fedlearn.server.federation import run_federation
 from fedlearn.server.optimizers import adam_step, fedavg_step, momentum_step
 from fedlearn.workers import VirtualWorker
@@ -22,8 +28,9 @@ def test_fedavg_momentum_and_adam_by_hand():
     assert torch.allclose(new["a"], expected)
 
 
-def cfg(**fed):
+def cfg(server=None, **fed):
     return ExperimentConfig(plan=TrainPlan(batch_size=20, lr=0.1),
+                            server=ServerOptimizerConfig(**(server or {})),
                             federation=FederationConfig(**{"model": "mlp2nn", "rounds": 2,
                                                            "device": "cpu", **fed}))
 
@@ -53,9 +60,9 @@ def test_fedprox_with_mu_zero_is_fedavg_and_mu_pulls_towards_the_global_model(sy
 def test_server_lr_one_fedavg_equals_plain_and_adam_state_survives_resume(synthetic, tmp_path):
     x, y = synthetic
     plain = run_federation(workers(synthetic), cfg(), x, y)
-    same = run_federation(workers(synthetic), cfg(server_optimizer="fedavg", server_lr=1.0), x, y)
+    same = run_federation(workers(synthetic), cfg({"optimizer": "fedavg", "lr": 1.0}), x, y)
     assert all(torch.equal(plain.weights[k], same.weights[k]) for k in plain.weights)
-    adam = cfg(server_optimizer="adam", server_lr=0.01, rounds=3)
+    adam = cfg({"optimizer": "adam", "lr": 0.01}, rounds=3)
     straight = run_federation(workers(synthetic), adam, x, y)
     import dataclasses
     two = dataclasses.replace(adam, federation=dataclasses.replace(adam.federation, rounds=2))
@@ -66,32 +73,33 @@ def test_server_lr_one_fedavg_equals_plain_and_adam_state_survives_resume(synthe
     assert straight.history[-1]["test_accuracy"] > 0.3
 
 
-@pytest.mark.parametrize("kwargs,argument", [({"server_optimizer": "sgdx"}, "server_optimizer"),
-                                             ({"server_lr": 0}, "server_lr"),
-                                             ({"server_momentum": 1.0}, "server_momentum"),
-                                             ({"algorithm": "fedsgd", "server_optimizer": "adam"},
-                                              "server_optimizer")])
-def test_bad_server_optimizer_settings(kwargs, argument):
+@pytest.mark.parametrize("kwargs,path", [({"optimizer": "sgdx"}, "server.optimizer"),
+                                         ({"lr": 0}, "server.lr"),
+                                         ({"momentum": 1.0}, "server.momentum")])
+def test_bad_server_optimizer_settings(kwargs, path):
     with pytest.raises(ConfigError) as err:
-        FederationConfig(**kwargs)
-    assert err.value.argument == argument
+        ServerOptimizerConfig(**kwargs)
+    assert err.value.path == path
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig(federation=FederationConfig(algorithm="fedsgd"),
+                         server=ServerOptimizerConfig(optimizer="adam"))
+    assert err.value.path == "server.optimizer"
     with pytest.raises(ConfigError) as err:
         TrainPlan(prox_mu=-0.1)
-    assert err.value.argument == "prox_mu"
+    assert err.value.path == "plan.prox_mu"
 
 
 def test_each_server_optimizer_has_its_own_default_step_size():
     """FedAdam moves each coordinate by about lr whatever the update's size: 1.0 would be huge."""
-    from fedlearn.config import FederationConfig
     from fedlearn.server.optimizers import server_step
 
     weights, delta = {"w": torch.zeros(2)}, {"w": torch.tensor([0.1, -0.1])}
     # first Adam step by hand: m = 0.1 d, sqrt(v) = 0.1 |d|, step = lr * 0.01 / (0.01 + 1e-3)
     adam_first = 0.01 / (0.01 + 1e-3)
     for kind, expected in (("fedavg", 0.1), ("momentum", 0.1), ("adam", 0.01 * adam_first)):
-        new, _ = server_step(weights, delta, {}, FederationConfig(server_optimizer=kind))
+        new, _ = server_step(weights, delta, {}, ServerOptimizerConfig(optimizer=kind))
         assert new["w"][0].item() == pytest.approx(expected, rel=1e-5), kind
-    explicit = FederationConfig(server_optimizer="adam", server_lr=0.1)
+    explicit = ServerOptimizerConfig(optimizer="adam", lr=0.1)
     assert server_step(weights, delta, {}, explicit)[0]["w"][0].item() == \
         pytest.approx(0.1 * adam_first, rel=1e-5)
 
@@ -99,11 +107,11 @@ def test_each_server_optimizer_has_its_own_default_step_size():
 def test_each_algorithm_is_a_strategy_that_owns_its_state():
     import dataclasses
 
-    from fedlearn.config import ExperimentConfig, FederationConfig
     from fedlearn.server.strategies import FedAvg, ModelHopping, make_strategy
 
     weights = {"w": torch.zeros(3)}
-    adam = ExperimentConfig(federation=FederationConfig(server_optimizer="adam", device="cpu"))
+    adam = ExperimentConfig(server=ServerOptimizerConfig(optimizer="adam"),
+                            federation=FederationConfig(device="cpu"))
     fedavg = make_strategy(adam, weights)
     assert isinstance(fedavg, FedAvg) and fedavg.state_dict() == {"server_state": {}}
     new = fedavg.optimizer.step(weights, {"w": torch.tensor([0.1, -0.1, 0.0])})
@@ -122,7 +130,7 @@ def test_unknown_names_raise_instead_of_falling_through(synthetic):
     """Past the config's validation (a bug, or a hand-made object), no silent default."""
     import dataclasses
 
-    from fedlearn.config import FederationConfig, PartitionConfig
+    from fedlearn.config import PartitionConfig, RobustnessConfig
     from fedlearn.data import partition
     from fedlearn.server.optimizers import server_step
     from fedlearn.server.rounds import aggregate
@@ -135,10 +143,10 @@ def test_unknown_names_raise_instead_of_falling_through(synthetic):
         return obj
 
     weights = {"w": torch.zeros(2)}
-    with pytest.raises(ValueError, match="server_optimizer: unknown 'sgd'"):
-        server_step(weights, weights, {}, bent(FederationConfig(), server_optimizer="sgd"))
+    with pytest.raises(ValueError, match="server optimizer: unknown 'sgd'"):
+        server_step(weights, weights, {}, bent(ServerOptimizerConfig(), optimizer="sgd"))
     with pytest.raises(ValueError, match="aggregator: unknown 'mode'"):
-        aggregate([Update("a", weights, 1)], bent(FederationConfig(), aggregator="mode"))
+        aggregate([Update("a", weights, 1)], bent(RobustnessConfig(), aggregator="mode"))
     _, y = synthetic
     with pytest.raises(ValueError, match="unknown scheme 'random'"):
         partition(y.numpy(), bent(PartitionConfig(), scheme="random"), 0)

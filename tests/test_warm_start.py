@@ -2,7 +2,14 @@
 import pytest
 import torch
 
-from fedlearn.config import ConfigError, DataConfig, ExperimentConfig, FederationConfig, TrainPlan
+from fedlearn.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    FederationConfig,
+    TrainPlan,
+    WarmStartConfig,
+)
 from fedlearn.experiment import run_experiment
 from fedlearn.server.warm_start import split_proxy, warm_start_weights
 
@@ -13,7 +20,7 @@ def test_proxy_split_is_disjoint_complete_and_seeded():
     assert sorted(torch.cat([proxy, rest]).tolist()) == list(range(100))
     assert torch.equal(split_proxy(100, 10, seed=4)[0], proxy)
     for bad in (0, 100):
-        with pytest.raises(ConfigError, match="warm_start_size"):
+        with pytest.raises(ConfigError, match="warm_start.size"):
             split_proxy(100, bad, seed=0)
 
 
@@ -30,7 +37,7 @@ def test_a_warm_started_run_begins_ahead(mnist_dir, tmp_path):
     cold = run_experiment(ExperimentConfig(federation=FederationConfig(
         model="mlp2nn", rounds=1, device="cpu"), **base), tmp_path / "cold")
     warm = run_experiment(ExperimentConfig(federation=FederationConfig(
-        model="mlp2nn", rounds=1, device="cpu", warm_start_size=500, warm_start_epochs=2),
+        model="mlp2nn", rounds=1, device="cpu"), warm_start=WarmStartConfig(size=500, epochs=2),
         **base), tmp_path / "warm")
     assert sum(warm.history[0]["examples"].values()) == 2500  # the proxy left the clients
     assert warm.history[0]["test_accuracy"] > cold.history[0]["test_accuracy"]

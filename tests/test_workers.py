@@ -113,4 +113,4 @@ def test_the_contract_is_declared_once_with_defaults(synthetic):
     with pytest.raises(ConfigError, match="Duck is not a fedlearn.workers.Worker") as err:
         FederatedServer([bob, Duck()], ExperimentConfig(federation=FederationConfig(
             model="mlp2nn", device="cpu")), x, y)
-    assert err.value.argument == "workers"
+    assert err.value.path == "workers"

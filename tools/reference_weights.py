@@ -15,14 +15,12 @@ import tempfile
 import torch
 
 from fedlearn.config import (
+    SECTIONS,
     CompressionConfig,
     DataConfig,
     DPConfig,
     DPSGDConfig,
     ExperimentConfig,
-    FederationConfig,
-    PartitionConfig,
-    TrainPlan,
 )
 from fedlearn.experiment import run_experiment
 
@@ -30,19 +28,19 @@ FOUR, FIVE = ("a", "b", "c", "d"), ("a", "b", "c", "d", "e")
 RUNS = {
     "fedavg": {},
     "fedsgd": {"federation": {"algorithm": "fedsgd", "rounds": 1}},
-    "median4": {"partition": {"workers": FOUR}, "federation": {"aggregator": "median"}},
+    "median4": {"partition": {"workers": FOUR}, "robustness": {"aggregator": "median"}},
     "dp": {"dp": DPConfig(clip_norm=1.0, noise_multiplier=0.5)},
     "quant": {"compression": CompressionConfig(method="quantize", bits=4)},
     "topk": {"compression": CompressionConfig(method="topk", topk_fraction=0.05)},
     "secagg": {"secure_aggregation": True},
-    "momentum": {"federation": {"server_optimizer": "momentum", "server_lr": 1.0}},
-    "adam": {"federation": {"server_optimizer": "adam", "server_lr": 0.01}},
+    "momentum": {"server": {"optimizer": "momentum", "lr": 1.0}},
+    "adam": {"server": {"optimizer": "adam", "lr": 0.01}},
     "prox_shards": {"plan": {"prox_mu": 0.01}, "federation": {"fraction": 0.5},
                     "partition": {"scheme": "shards", "workers": FOUR}},
     "dpsgd": {"dp_sgd": DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0)},
     "mcmahan": {"federation": {"model": "mcmahan_cnn"}, "plan": {"batch_size": 10}},
-    "warm": {"federation": {"warm_start_size": 200}},
-    "robust_krum": {"partition": {"workers": FIVE}, "federation": {"aggregator": "krum"}},
+    "warm": {"warm_start": {"size": 200}},
+    "robust_krum": {"partition": {"workers": FIVE}, "robustness": {"aggregator": "krum"}},
 }
 
 
@@ -59,13 +57,13 @@ def main(mnist_dir: str, out_path: str) -> None:
     data = DataConfig(data_dir=mnist_dir, train_size=1200, test_size=300)
     out = {}
     for name, changes in RUNS.items():
-        federation = {"rounds": 2, "device": "cpu", **changes.get("federation", {})}
-        plan = {"batch_size": 32, **changes.get("plan", {})}
-        extra = {k: v for k, v in changes.items() if k not in ("federation", "plan", "partition")}
-        config = ExperimentConfig(data=data, plan=TrainPlan(**plan),
-                                  federation=FederationConfig(**federation),
-                                  partition=PartitionConfig(**changes.get("partition", {})),
-                                  **extra)
+        sections = {"federation": {"rounds": 2, "device": "cpu"}, "plan": {"batch_size": 32}}
+        for section, change in changes.items():
+            if isinstance(change, dict):
+                sections[section] = {**sections.get(section, {}), **change}
+        config = ExperimentConfig(
+            data=data, **{k: SECTIONS[k](**v) for k, v in sections.items()},
+            **{k: v for k, v in changes.items() if not isinstance(v, dict)})
         result = run_experiment(config, tempfile.mkdtemp(), progress=False)
         out[name] = [weights_hash(result.weights), result.history[-1]["test_accuracy"]]
         print(name, out[name], flush=True)

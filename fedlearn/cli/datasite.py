@@ -233,12 +233,12 @@ def pysyft_workers(args, config, data):
     from fedlearn.backends.pysyft.remote import connect_datasites, parse_addresses
     from fedlearn.backends.pysyft.serve import SCIENTIST_PASSWORD_ENV, read_password
     from fedlearn.backends.pysyft.training_code import check_plan
-    from fedlearn.server.federation import refuse_what_remote_workers_cannot_do
 
     fed = config.federation
     check_plan(config.plan)
-    refuse_what_remote_workers_cannot_do(config, list(config.partition.workers))
-    max_calls = fed.rounds * (fed.max_retries + 1) + 10
+    workers = list(config.partition.workers)
+    config.check_workers(len(workers), remote=workers)  # refused before anyone is asked
+    max_calls = fed.rounds * (config.robustness.max_retries + 1) + 10
     if not args.datasite:  # the tutorial's setting: Bob and Alice launched in this process
         for flag in ("ca_file", "client_cert", "client_key"):
             if getattr(args, flag):

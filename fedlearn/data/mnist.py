@@ -162,8 +162,10 @@ def load_mnist(config: DataConfig | None = None, *, seed: int = 0) -> MnistTenso
         _LOADED[key] = MnistTensors(_normalise(train.data), train.targets.long(),
                                     _normalise(test.data), test.targets.long())
     full = _LOADED[key]
-    train_x, train_y = _subset(full.train_x, full.train_y, config.train_size, seed, "train_size")
-    test_x, test_y = _subset(full.test_x, full.test_y, config.test_size, seed + 1, "test_size")
+    train_x, train_y = _subset(full.train_x, full.train_y, config.train_size, seed,
+                               "data.train_size")
+    test_x, test_y = _subset(full.test_x, full.test_y, config.test_size, seed + 1,
+                             "data.test_size")
     return MnistTensors(train_x, train_y, test_x, test_y)
 
 

@@ -29,8 +29,8 @@ def shard_partition(labels: np.ndarray, num_workers: int, shards_per_worker: int
                     rng: np.random.Generator) -> list[np.ndarray]:
     num_shards = num_workers * shards_per_worker
     if num_shards > len(labels):
-        raise ConfigError("shards_per_worker", f"{num_shards} shards need at least as many "
-                          f"samples; have {len(labels)}")
+        raise ConfigError("partition.shards_per_worker", f"{num_shards} shards need at least "
+                          f"as many samples; have {len(labels)}")
     # shuffle first so that ties inside a label are broken by the seed, not by file order
     shuffled = rng.permutation(len(labels))
     by_label = shuffled[np.argsort(labels[shuffled], kind="stable")]
@@ -52,9 +52,10 @@ def dirichlet_partition(labels: np.ndarray, num_workers: int, alpha: float,
                 parts[worker].extend(chunk.tolist())
         if min(len(p) for p in parts) >= min_size:
             return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
-    raise ConfigError("alpha", f"Dirichlet(alpha={alpha}) left some of the {num_workers} workers "
-                      f"with fewer than min_size={min_size} samples in {MAX_DIRICHLET_TRIES} "
-                      f"seeded tries; raise alpha, lower min_size or use fewer workers")
+    raise ConfigError("partition.alpha", f"Dirichlet(alpha={alpha}) left some of the "
+                      f"{num_workers} workers with fewer than min_size={min_size} samples "
+                      f"in {MAX_DIRICHLET_TRIES} seeded tries; raise alpha, lower min_size or "
+                      "use fewer workers")
 
 
 def unbalanced_partition(n: int, num_workers: int, rng: np.random.Generator,
@@ -72,8 +73,9 @@ def partition(labels, config: PartitionConfig, seed: int) -> list[np.ndarray]:
     labels = np.asarray(labels)
     n, k = len(labels), len(config.workers)
     if k * config.min_size > n:
-        raise ConfigError("workers", f"{k} workers with at least min_size={config.min_size} "
-                          f"samples each need {k * config.min_size} samples; only {n} available")
+        raise ConfigError("partition.workers", f"{k} workers with at least "
+                          f"min_size={config.min_size} samples each need "
+                          f"{k * config.min_size} samples; only {n} available")
     rng = np.random.default_rng(seed)
     if config.scheme == "iid":
         parts = iid_partition(n, k, rng)
@@ -87,7 +89,7 @@ def partition(labels, config: PartitionConfig, seed: int) -> list[np.ndarray]:
         raise ValueError(f"partition: unknown scheme {config.scheme!r}")  # validation's job
     smallest = min(len(p) for p in parts)
     if smallest < config.min_size:
-        raise ConfigError("workers", f"the {config.scheme} partition gives a worker only "
+        raise ConfigError("partition.workers", f"the {config.scheme} partition gives a worker only "
                           f"{smallest} samples (< min_size={config.min_size}); use fewer "
                           "workers or more data")
     return parts

@@ -71,7 +71,8 @@ def plan_round(profiles: ClientProfiles, pool: list[int], goal: int, config: Ava
     first ``goal`` to finish before the deadline), and the round's simulated seconds.
     """
     if goal < 1:
-        raise ConfigError("fraction", f"the reporting goal must be at least 1 (got {goal})")
+        raise ConfigError("federation.fraction",
+                          f"the reporting goal must be at least 1 (got {goal})")
     rng = np.random.default_rng([seed, round_, attempt, 0xA7A12])
     ids = np.asarray(sorted(pool), dtype=np.int64)
     eligible = ids[rng.random(len(ids)) < profiles.availability[ids]]

@@ -22,6 +22,7 @@ from its checkpoint ends with the same weights as one that never stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from fedlearn.config import ConfigError, ExperimentConfig
+from fedlearn.config.federation import workers_per_round
 from fedlearn.models import build_model
 from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
 from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -43,27 +45,6 @@ from fedlearn.training import evaluate
 from fedlearn.updates import detached_cpu_state, state_nbytes
 from fedlearn.updates.pipeline import UpdatePipeline
 from fedlearn.workers.base import Worker
-
-
-def refuse_what_remote_workers_cannot_do(config, remote: list[str]) -> None:
-    """Options that would have to run inside each Datasite's approved code, which does plain
-    local SGD only: refused, never silently dropped."""
-    fed, part = config.federation, config.partition
-    inside = [("secure_aggregation", config.secure_aggregation),
-              ("compression", config.compression.method != "none"),
-              ("dp_sgd_noise", config.dp_sgd is not None),
-              ("algorithm", fed.algorithm != "fedavg"),
-              ("holdout", part.holdout > 0),
-              ("initial_share", part.initial_share < 1 or part.growth_per_round > 0)]
-    for argument, on in inside:
-        if on:
-            raise ConfigError(argument, "must run inside each Datasite's approved code, which "
-                              "the PySyft backend does not do (remote workers: "
-                              f"{', '.join(remote)}); use in-process workers")
-    if fed.warm_start_size > 0:
-        raise ConfigError("warm_start_size", "the server's proxy set would be drawn from images "
-                          "the Datasites hold, so it would not be disjoint from their data; "
-                          "use in-process workers")
 
 
 class RoundFailedError(RuntimeError):
@@ -97,10 +78,6 @@ def select_workers(num_workers: int, fraction: float, seed: int, round_: int,
     return sorted(rng.choice(num_workers, size=m, replace=False).tolist())
 
 
-def workers_per_round(num_workers: int, fraction: float) -> int:
-    return max(1, int(round(fraction * num_workers)))
-
-
 def initial_weights(config: ExperimentConfig, device: torch.device) -> dict[str, torch.Tensor]:
     model = build_model(config.federation.model, seed=config.seed)
     return {k: v.detach().to(device) for k, v in model.state_dict().items()}
@@ -122,31 +99,17 @@ class FederatedServer:
             raise ValueError(f"workers: need distinct worker names, got {self.names}")
         self.workers = list(workers)
         self.config = config
-        fed = config.federation
-        per_round = workers_per_round(len(self.workers), fed.fraction)
-        if fed.min_updates > per_round:
-            raise ConfigError("min_updates", f"{fed.min_updates} is more than the {per_round} "
-                              f"workers asked each round ({len(self.workers)} workers, "
-                              f"fraction {fed.fraction})")
         strangers = [w for w in self.workers if not isinstance(w, Worker)]
         if strangers:
             raise ConfigError("workers", f"{type(strangers[0]).__name__} is not a "
                               "fedlearn.workers.Worker: subclass it (it declares the whole "
                               "contract, with defaults for what a worker does not do)")
-        remote = [w.name for w in self.workers if w.remote]
-        if config.secure_aggregation and per_round < 2:
-            raise ConfigError("secure_aggregation", "needs at least 2 workers per round: with "
-                              f"one, the sum is that worker's update ({per_round} asked)")
-        if remote:
-            refuse_what_remote_workers_cannot_do(config, remote)
+        config.check_workers(len(self.workers), remote=[w.name for w in self.workers if w.remote])
+        per_round = config.workers_per_round(len(self.workers))
         extras = (config.dp is not None or config.secure_aggregation
                   or config.compression.method != "none")
         self.pipeline = (UpdatePipeline(config, num_workers=len(self.workers), per_round=per_round)
                          if extras else None)
-        if fed.aggregator == "krum" and per_round < 2 * fed.krum_byzantine + 3:
-            raise ConfigError("aggregator", f"krum with krum_byzantine={fed.krum_byzantine} "
-                              f"needs at least {2 * fed.krum_byzantine + 3} workers per round; "
-                              f"{per_round} are asked")
         self.device = resolve_device(config.federation.device)
         self.test_x, self.test_y = test_x.to(self.device), test_y.to(self.device)
         initial = weights or initial_weights(config, self.device)
@@ -182,11 +145,11 @@ class FederatedServer:
         (``on_too_few="retry"``, up to ``max_retries`` times), kept unchanged
         (``"skip"``), or the run stops with :class:`RoundFailedError`.
         """
-        fed, seed = self.config.federation, self.config.seed
+        fed, robust, seed = self.config.federation, self.config.robustness, self.config.seed
         round_ = self.round + 1
         t0 = time.perf_counter()
         indexed = list(enumerate(self.workers))
-        retries = fed.max_retries if fed.on_too_few == "retry" else 0
+        retries = robust.max_retries if robust.on_too_few == "retry" else 0
         problems: list[str] = []
         for worker in self.workers:  # new local data arrives on some devices between rounds
             worker.set_round(round_)
@@ -194,41 +157,42 @@ class FederatedServer:
         if not active:
             raise RoundFailedError(f"round {round_}: every worker has left the training pool")
         for attempt in range(retries + 1):
-            record = RoundRecord(round=round_, attempt=attempt)
             if self.profiles is None:
                 chosen = [indexed[active[i]] for i in
                           select_workers(len(active), fed.fraction, seed, round_, attempt)]
-                record.selected = [w.name for _, w in chosen]
+                selection: dict = {"selected": [w.name for _, w in chosen]}
             else:
-                chosen = self._plan_availability(active, round_, attempt, record)
-            outcome = self.strategy.round(chosen, self.weights, round_, record, self.progress)
+                chosen, selection = self._plan_availability(active, round_, attempt)
+            outcome, report = self.strategy.round(chosen, self.weights, round_, self.progress)
             if outcome is not None:
                 break
-            problems.append("; ".join(f"{n}: {r}" for n, r in
-                                      {**record.failed, **record.rejected}.items())
-                            or (f"devices: {record.availability}" if record.availability
-                                else "no updates"))
+            problems.append(report.problems() or (f"devices: {selection['availability']}"
+                                                  if selection.get("availability")
+                                                  else "no updates"))
         else:
-            if fed.on_too_few != "skip":
+            if robust.on_too_few != "skip":
                 raise RoundFailedError(
-                    f"round {round_}: fewer than min_updates={fed.min_updates} valid updates "
+                    f"round {round_}: fewer than min_updates={robust.min_updates} valid updates "
                     f"after {len(problems)} attempt(s) ({' | '.join(problems)}). The weights of "
                     f"round {round_ - 1} are kept; fix the workers and resume.")
-            record.skipped = True
         if outcome is not None:
-            self.weights = outcome
-        if record.availability is not None:
-            record.availability["completed"] = len(record.examples)
-        record.train_seconds = time.perf_counter() - t0
+            self.weights = dict(outcome)
+        if "availability" in selection:
+            selection["availability"]["completed"] = len(report.examples)
+        train_seconds = time.perf_counter() - t0
         metrics = self.evaluate()
-        record.test_loss, record.test_accuracy = metrics["loss"], metrics["accuracy"]
-        record.seconds = time.perf_counter() - t0
+        record = RoundRecord(round=round_, attempt=attempt, skipped=outcome is None,
+                             **selection, **dataclasses.asdict(report),
+                             train_seconds=train_seconds, test_loss=metrics["loss"],
+                             test_accuracy=metrics["accuracy"],
+                             seconds=time.perf_counter() - t0)
         self.history.append(record.to_dict())
         return record
 
-    def _plan_availability(self, active: list[int], round_: int, attempt: int,
-                           record: RoundRecord) -> list:
-        """Eligible devices, over-selection, declines, drop-outs and stragglers (simulated)."""
+    def _plan_availability(self, active: list[int], round_: int,
+                           attempt: int) -> tuple[list, dict]:
+        """Eligible devices, over-selection, declines, drop-outs and stragglers (simulated):
+        the workers that report, and the selection's part of the round's record."""
         fed, cfg, profiles = self.config.federation, self.config.availability, self.profiles
         assert cfg is not None and profiles is not None  # called only with an availability model
         down = state_nbytes(self.weights)
@@ -245,14 +209,16 @@ class FederatedServer:
                           attempt=attempt, seconds=seconds)
         names = {key: [self.names[i] for i in plan[key]]
                  for key in ("selected", "declined", "dropped", "stragglers", "late")}
-        record.selected = names.pop("selected")
-        record.availability = {"available": len(plan["available"]),
-                               "selected": len(record.selected),
-                               **{k: len(v) for k, v in names.items()},
-                               "goal": goal, "simulated_seconds": plan["simulated_seconds"]}
-        record.declined_clients, record.dropped_clients = names["declined"], names["dropped"]
-        record.stragglers_clients, record.late_clients = names["stragglers"], names["late"]
-        return [(i, self.workers[i]) for i in plan["reporting"]]
+        selected = names.pop("selected")
+        selection = {"selected": selected,
+                     "availability": {"available": len(plan["available"]),
+                                      "selected": len(selected),
+                                      **{k: len(v) for k, v in names.items()},
+                                      "goal": goal,
+                                      "simulated_seconds": plan["simulated_seconds"]},
+                     **{f"{key}_clients": names[key]
+                        for key in ("declined", "dropped", "stragglers", "late")}}
+        return [(i, self.workers[i]) for i in plan["reporting"]], selection
 
     def retire(self, names) -> None:
         """Take workers out of the training pool (e.g. after personalizing)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from fedlearn.aggregation import apply_delta
-from fedlearn.config import SERVER_LR_DEFAULTS, FederationConfig
+from fedlearn.config import SERVER_LR_DEFAULTS, ServerOptimizerConfig
 from fedlearn.updates.update import State
 
 
@@ -33,33 +33,34 @@ def adam_step(weights: State, delta: State, m: State | None, v: State | None, *,
     return {k: weights[k] + lr * m[k] / (v[k].sqrt() + tau) for k in weights}, m, v
 
 
-def server_step(weights: State, delta: State, state: dict, fed) -> tuple[dict, dict]:
-    """Apply ``delta`` as ``fed.server_optimizer`` says; return new weights and state."""
-    kind = fed.server_optimizer
+def server_step(weights: State, delta: State, state: dict,
+                cfg: ServerOptimizerConfig) -> tuple[dict, dict]:
+    """Apply ``delta`` as ``cfg.optimizer`` says; return new weights and state."""
+    kind = cfg.optimizer
     if kind not in SERVER_LR_DEFAULTS:
-        raise ValueError(f"server_optimizer: unknown {kind!r}")  # config validation's job
-    lr = fed.server_lr if fed.server_lr is not None else SERVER_LR_DEFAULTS[kind]
+        raise ValueError(f"server optimizer: unknown {kind!r}")  # config validation's job
+    lr = cfg.learning_rate
     if kind == "fedavg":
         return fedavg_step(weights, delta, lr), state
     if kind == "momentum":
         new, velocity = momentum_step(weights, delta, state.get("velocity"), lr=lr,
-                                      beta=fed.server_momentum)
+                                      beta=cfg.momentum)
         return new, {"velocity": velocity}
     new, m, v = adam_step(weights, delta, state.get("m"), state.get("v"), lr=lr,
-                          beta1=fed.server_momentum, beta2=fed.adam_beta2, tau=fed.adam_tau)
+                          beta1=cfg.momentum, beta2=cfg.adam_beta2, tau=cfg.adam_tau)
     return new, {"m": m, "v": v}
 
 
 class ServerOptimizer:
     """One of the rules above with the state it keeps between rounds (and checkpoints)."""
 
-    def __init__(self, fed: FederationConfig):
-        self.fed = fed
+    def __init__(self, cfg: ServerOptimizerConfig):
+        self.cfg = cfg
         self.state: dict[str, dict[str, torch.Tensor]] = {}
 
     def step(self, weights: State, delta: State) -> dict[str, torch.Tensor]:
         """Apply one round's aggregate ``delta`` to ``weights``; update the state."""
-        new, self.state = server_step(weights, delta, self.state, self.fed)
+        new, self.state = server_step(weights, delta, self.state, self.cfg)
         return new
 
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -1,13 +1,57 @@
-"""What one round did: a typed record that ``FederatedServer.step()`` returns.
+"""What one round did: typed records, each built by the part of the round that knows it.
 
-The history (``history.json``, the checkpoint) keeps each record as plain JSON data
-(:meth:`RoundRecord.to_dict`); optional parts appear there only when the round had them.
+A strategy's round returns a :class:`TrainingReport` (who trained, who failed and why,
+bytes, privacy spent); ``FederatedServer.step()`` adds the selection and the evaluation
+and returns the round's :class:`RoundRecord`. The history (``history.json``, the
+checkpoint) keeps each record as plain JSON data (:meth:`RoundRecord.to_dict`); optional
+parts appear there only when the round had them.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass
+class WorkerReply:
+    """What asking one worker gave: a valid update, or the reason there is none."""
+
+    update: Any  # a fedlearn.updates.Update, or None
+    bytes_down: int
+    bytes_up: int = 0
+    failed: str | None = None  # it raised, timed out or vanished
+    rejected: str | None = None  # its update was malformed or hostile
+
+
+@dataclass
+class TrainingReport:
+    """The workers' side of one round, as a strategy returns it with the new weights."""
+
+    train_loss: dict[str, float] = field(default_factory=dict)  # per worker that reported
+    examples: dict[str, int] = field(default_factory=dict)  # the FedAvg weights
+    bytes_down: dict[str, int] = field(default_factory=dict)
+    bytes_up: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # worker -> what went wrong
+    rejected: dict[str, str] = field(default_factory=dict)  # worker -> why it was refused
+    worker_epsilon: dict[str, float] | None = None  # DP-SGD workers' own budgets
+    epsilon: float | None = None  # DP-FedAvg's budget after this round
+    noise_multiplier: float | None = None
+    secure_aggregation: dict[str, Any] | None = None
+
+    def count(self, name: str, reply: WorkerReply) -> None:
+        """Add one reply of worker ``name`` (a worker may reply many times: model hopping)."""
+        self.bytes_down[name] = self.bytes_down.get(name, 0) + reply.bytes_down
+        if reply.failed is not None:
+            self.failed[name] = reply.failed
+        if reply.rejected is not None:
+            self.rejected[name] = reply.rejected
+        if reply.update is not None:
+            self.bytes_up[name] = self.bytes_up.get(name, 0) + reply.bytes_up
+
+    def problems(self) -> str:
+        """One line: who failed or was refused, and why."""
+        return "; ".join(f"{n}: {r}" for n, r in {**self.failed, **self.rejected}.items())
 
 
 @dataclass

@@ -22,10 +22,10 @@ from fedlearn.aggregation.robust import (
     trimmed_mean,
     validate_update,
 )
-from fedlearn.config import FederationConfig, TrainPlan
-from fedlearn.server.record import RoundRecord
+from fedlearn.config import RobustnessConfig, TrainPlan
+from fedlearn.server.record import TrainingReport, WorkerReply
 from fedlearn.training import num_batches
-from fedlearn.updates import Update, state_nbytes
+from fedlearn.updates import State, Update, state_nbytes
 
 
 class WorkerTimeout(TimeoutError):
@@ -62,88 +62,92 @@ def call_with_timeout(fn, timeout: float | None, *args, **kwargs):
     return box["value"]
 
 
-def aggregate(updates: list[Update], fed: FederationConfig) -> dict[str, torch.Tensor]:
+def aggregate(updates: list[Update], robust: RobustnessConfig) -> dict[str, torch.Tensor]:
     deltas = [u.delta for u in updates]
-    if fed.aggregator == "fedavg":
+    if robust.aggregator == "fedavg":
         return fedavg(deltas, [u.num_examples for u in updates])
-    if fed.aggregator == "median":
+    if robust.aggregator == "median":
         return coordinate_median(deltas)
-    if fed.aggregator == "trimmed_mean":
-        return trimmed_mean(deltas, fed.trim_fraction)
-    if fed.aggregator == "krum":
-        return dict(deltas[krum_select(deltas, fed.krum_byzantine)])
-    raise ValueError(f"aggregator: unknown {fed.aggregator!r}")  # config validation's job
+    if robust.aggregator == "trimmed_mean":
+        return trimmed_mean(deltas, robust.trim_fraction)
+    if robust.aggregator == "krum":
+        return dict(deltas[krum_select(deltas, robust.krum_byzantine)])
+    raise ValueError(f"aggregator: unknown {robust.aggregator!r}")  # config validation's job
 
 
-def checked_fit(worker, weights, plan: TrainPlan, fed: FederationConfig, record: RoundRecord, *,
-                seed: int, batches=None) -> Update | None:
-    """Ask ``worker`` for an update; return it only if it arrived in time and is valid."""
-    name = worker.name
-    record.bytes_down[name] = record.bytes_down.get(name, 0) + state_nbytes(weights)
+def checked_fit(worker, weights, plan: TrainPlan, robust: RobustnessConfig, *, seed: int,
+                batches=None) -> WorkerReply:
+    """Ask ``worker`` for an update; it comes back only if it arrived in time and is valid."""
+    down = state_nbytes(weights)
     try:
-        update = call_with_timeout(worker.fit, fed.round_timeout, weights, plan, seed=seed,
+        update = call_with_timeout(worker.fit, robust.round_timeout, weights, plan, seed=seed,
                                    batches=batches)
     except Exception as exc:  # a worker's failure must not end the run
-        record.failed[name] = f"{type(exc).__name__}: {exc}"
-        return None
+        return WorkerReply(None, down, failed=f"{type(exc).__name__}: {exc}")
     try:  # a full pass sees at most epochs x its data; one hop at most one batch
         bound = plan.epochs * worker.num_examples if batches is None else plan.batch_size
     except Exception:  # a worker that cannot say its size gets no bound
         bound = None
     delta = getattr(update, "delta", None)
     reason = validate_update(delta, weights, getattr(update, "num_examples", None),
-                             max_examples=bound, max_norm=fed.max_update_norm)
+                             max_examples=bound, max_norm=robust.max_update_norm)
     if reason is None and not isinstance(update, Update):
         reason = f"not an Update ({type(update).__name__})"
     if reason is not None:
-        record.rejected[name] = reason
-        return None
-    record.bytes_up[name] = record.bytes_up.get(name, 0) + state_nbytes(update.delta)
-    return update
+        return WorkerReply(None, down, rejected=reason)
+    return WorkerReply(update, down, bytes_up=state_nbytes(update.delta))
 
 
-def fedavg_round(chosen, weights, plan, fed, seed, round_, record, pipeline=None):
-    """Every chosen worker trains locally; return the aggregate of the valid updates.
+def fedavg_round(chosen, weights, plan: TrainPlan, robust: RobustnessConfig, seed: int,
+                 round_: int, pipeline=None) -> tuple[State | None, TrainingReport]:
+    """Every chosen worker trains locally; the aggregate of the valid updates, and the report.
 
-    The result is the combined weight change (the server applies it, see
+    The aggregate is the combined weight change (the server applies it, see
     :mod:`fedlearn.server.optimizers`), or None with fewer than ``min_updates``. With a
     :class:`fedlearn.updates.pipeline.UpdatePipeline`, updates are clipped, compressed and
     masked on their way and noised after aggregation.
     """
+    report = TrainingReport()
     arrived = []
     for i, worker in chosen:
-        update = checked_fit(worker, weights, plan, fed, record,
-                             seed=derive_seed(seed, round_, i))
+        reply = checked_fit(worker, weights, plan, robust, seed=derive_seed(seed, round_, i))
+        report.count(worker.name, reply)
+        update = reply.update
         if update is None:
             continue
-        record.train_loss[worker.name] = update.metrics.get("loss")
-        record.examples[worker.name] = update.num_examples
+        report.train_loss[worker.name] = update.metrics.get("loss")
+        report.examples[worker.name] = update.num_examples
         if "epsilon" in update.metrics:  # a DP-SGD worker's own, cumulative epsilon
-            if record.worker_epsilon is None:
-                record.worker_epsilon = {}
-            record.worker_epsilon[worker.name] = update.metrics["epsilon"]
+            report.worker_epsilon = {**(report.worker_epsilon or {}),
+                                     worker.name: update.metrics["epsilon"]}
         delta = update.delta
         if pipeline is not None:
             wire = torch.Generator().manual_seed(derive_seed(seed, round_, 10_000 + i))
-            delta, record.bytes_up[worker.name] = pipeline.upload(worker.name, delta, wire)
+            delta, report.bytes_up[worker.name] = pipeline.upload(worker.name, delta, wire)
         arrived.append(Update(worker.name, delta, update.num_examples, update.metrics))
-    if len(arrived) < fed.min_updates:
-        return None
+    if len(arrived) < robust.min_updates:
+        return None, report
     if pipeline is None:
-        return aggregate(arrived, fed)
+        return aggregate(arrived, robust), report
     noise = torch.Generator().manual_seed(derive_seed(seed, round_, 2 ** 31))
-    return pipeline.combine([(u.worker, u.delta, u.num_examples) for u in arrived],
-                            [w.name for _, w in chosen], weights, round_, noise, record)
+    combined, privacy = pipeline.combine([(u.worker, u.delta, u.num_examples) for u in arrived],
+                                         [w.name for _, w in chosen], weights, round_, noise)
+    return combined, dataclasses.replace(report, **privacy)
 
 
-def fedsgd_round(chosen, weights, velocity, plan, fed, seed, round_, record, progress):
+def fedsgd_round(chosen, weights, velocity, plan: TrainPlan, robust: RobustnessConfig,
+                 seed: int, round_: int, progress: bool
+                 ) -> tuple[tuple[State, State] | None, TrainingReport]:
     """The model hops between the workers' batches, one SGD step each (momentum on the server).
 
-    A worker that fails or sends an invalid step is dropped for the rest of the round.
+    Returns the new weights and velocity (None with fewer than ``min_updates`` workers
+    left), and the report. A worker that fails or sends an invalid step is dropped for the
+    rest of the round.
     """
+    report = TrainingReport()
     step_plan = dataclasses.replace(plan, momentum=0.0, epochs=1)
     counts = {w.name: num_batches(w.num_examples, plan.batch_size) for _, w in chosen}
-    losses = {w.name: [] for _, w in chosen}
+    losses: dict[str, list[float]] = {w.name: [] for _, w in chosen}
     active = list(chosen)
     with tqdm(total=sum(counts.values()), desc=f"round {round_} hops", leave=False,
               disable=not progress) as bar:
@@ -151,19 +155,21 @@ def fedsgd_round(chosen, weights, velocity, plan, fed, seed, round_, record, pro
             for i, worker in list(active):
                 if b >= counts[worker.name]:
                     continue
-                update = checked_fit(worker, weights, step_plan, fed, record,
-                                     seed=derive_seed(seed, round_, i), batches=(b, b + 1))
+                reply = checked_fit(worker, weights, step_plan, robust,
+                                    seed=derive_seed(seed, round_, i), batches=(b, b + 1))
+                report.count(worker.name, reply)
+                update = reply.update
                 if update is None:
                     active.remove((i, worker))
                     continue
-                record.examples[worker.name] = (record.examples.get(worker.name, 0)
-                                                   + update.num_examples)
+                report.examples[worker.name] = (report.examples.get(worker.name, 0)
+                                                + update.num_examples)
                 losses[worker.name].append(update.metrics["loss"])
                 # heavy-ball momentum on the server: v = m v + delta, w = w + v
                 velocity = {k: plan.momentum * velocity[k] + update.delta[k] for k in velocity}
                 weights = apply_delta(weights, velocity)
                 bar.update(1)
-    record.train_loss = {n: float(np.mean(v)) for n, v in losses.items() if v}
-    if len(active) < fed.min_updates:
-        return None
-    return weights, velocity
+    report.train_loss = {n: float(np.mean(v)) for n, v in losses.items() if v}
+    if len(active) < robust.min_updates:
+        return None, report
+    return (weights, velocity), report

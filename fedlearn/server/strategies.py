@@ -18,7 +18,7 @@ import torch
 
 from fedlearn.config import ExperimentConfig
 from fedlearn.server.optimizers import ServerOptimizer
-from fedlearn.server.record import RoundRecord
+from fedlearn.server.record import TrainingReport
 from fedlearn.server.rounds import fedavg_round, fedsgd_round
 from fedlearn.updates import State, detached_cpu_state
 
@@ -29,9 +29,10 @@ class Strategy:
     def __init__(self, config: ExperimentConfig, pipeline=None):
         self.config, self.pipeline = config, pipeline
 
-    def round(self, chosen, weights: State, round_: int, record: RoundRecord,
-              progress: bool = False) -> dict[str, torch.Tensor] | None:
-        """New weights, or None when fewer than ``min_updates`` valid updates arrived."""
+    def round(self, chosen, weights: State, round_: int,
+              progress: bool = False) -> tuple[State | None, TrainingReport]:
+        """New weights (None when fewer than ``min_updates`` valid updates arrived), and
+        what the workers' side of the round did."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -44,13 +45,13 @@ class Strategy:
 class FedAvg(Strategy):
     def __init__(self, config: ExperimentConfig, pipeline=None):
         super().__init__(config, pipeline)
-        self.optimizer = ServerOptimizer(config.federation)
+        self.optimizer = ServerOptimizer(config.server)
 
-    def round(self, chosen, weights, round_, record, progress=False):
+    def round(self, chosen, weights, round_, progress=False):
         cfg = self.config
-        delta = fedavg_round(chosen, weights, cfg.plan, cfg.federation, cfg.seed, round_,
-                             record, self.pipeline)
-        return None if delta is None else self.optimizer.step(weights, delta)
+        delta, report = fedavg_round(chosen, weights, cfg.plan, cfg.robustness, cfg.seed,
+                                     round_, self.pipeline)
+        return (None if delta is None else self.optimizer.step(weights, delta)), report
 
     def state_dict(self) -> dict:
         return {"server_state": self.optimizer.state_dict()}
@@ -64,14 +65,14 @@ class ModelHopping(Strategy):
         super().__init__(config, pipeline)
         self.velocity = {k: torch.zeros_like(v) for k, v in weights.items()}
 
-    def round(self, chosen, weights, round_, record, progress=False):
+    def round(self, chosen, weights, round_, progress=False):
         cfg = self.config
-        outcome = fedsgd_round(chosen, weights, self.velocity, cfg.plan, cfg.federation,
-                               cfg.seed, round_, record, progress)
+        outcome, report = fedsgd_round(chosen, weights, self.velocity, cfg.plan, cfg.robustness,
+                                       cfg.seed, round_, progress)
         if outcome is None:
-            return None
+            return None, report
         new, self.velocity = outcome
-        return new
+        return new, report
 
     def state_dict(self) -> dict:
         return {"velocity": detached_cpu_state(self.velocity)}

@@ -19,7 +19,7 @@ from fedlearn.training import evaluate, make_optimizer, train_epochs
 def split_proxy(num_examples: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded (proxy indices, client indices): disjoint, together all of them, both sorted."""
     if not 0 < size < num_examples:
-        raise ConfigError("warm_start_size", f"must be between 1 and {num_examples - 1} "
+        raise ConfigError("warm_start.size", f"must be between 1 and {num_examples - 1} "
                           f"(the training set has {num_examples} images; got {size})")
     order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed ^ 0x5EED))
     return order[:size].sort().values, order[size:].sort().values

@@ -12,7 +12,7 @@ stored in the server's state, history or checkpoints.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,9 +30,6 @@ from fedlearn.updates.secagg import (
     sum_masked,
     unflatten,
 )
-
-if TYPE_CHECKING:  # the server's record type; the pipeline only writes its own fields
-    from fedlearn.server.record import RoundRecord
 
 
 class UpdatePipeline:
@@ -62,21 +59,29 @@ class UpdatePipeline:
 
     def combine(self, arrived: Sequence[tuple[str, Mapping[str, torch.Tensor], int]],
                 selected: Sequence[str], reference: Mapping[str, torch.Tensor], round_: int,
-                generator: torch.Generator, record: RoundRecord) -> dict[str, torch.Tensor]:
-        """Aggregate the uploads of ``arrived`` (name, delta, examples) out of ``selected``."""
+                generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Aggregate the uploads of ``arrived`` (name, delta, examples) out of ``selected``.
+
+        Returns the aggregate and what the round's record should say about it (the privacy
+        spent, the masking).
+        """
+        report: dict[str, Any] = {}
         if self.config.secure_aggregation:
-            aggregate = self._secure_sum(arrived, selected, reference, round_, record)
+            aggregate = self._secure_sum(arrived, selected, reference, round_)
+            report["secure_aggregation"] = {
+                "masked_updates": len(arrived),
+                "dropped": [n for n in selected if n not in {a[0] for a in arrived}]}
         elif self.privacy is not None:
             aggregate = dp_average([a[1] for a in arrived], len(selected))
         else:
             aggregate = fedavg([a[1] for a in arrived], [a[2] for a in arrived])
         if self.privacy is not None:
             aggregate = self.privacy.add_noise(aggregate, len(selected), generator)
-            record.epsilon = self.privacy.epsilon()
-            record.noise_multiplier = self.privacy.noise_multiplier
-        return aggregate
+            report["epsilon"] = self.privacy.epsilon()
+            report["noise_multiplier"] = self.privacy.noise_multiplier
+        return aggregate, report
 
-    def _secure_sum(self, arrived, selected, reference, round_, record):
+    def _secure_sum(self, arrived, selected, reference, round_):
         # every selected client got the others' public keys before training
         clients = {name: MaskingClient(name) for name in selected}
         keys = {name: c.public_key for name, c in clients.items()}
@@ -91,7 +96,6 @@ class UpdatePipeline:
         for d in dropped:
             total = remove_revealed(total, [clients[s].reveal(d, keys[d], len(total), round_)
                                             for s, _, _ in arrived])
-        record.secure_aggregation = {"masked_updates": len(masked), "dropped": dropped}
         plain = decode_fixed(total)
         denominator = len(selected) if dp else plain[-1]
         return unflatten(plain[:-1] / denominator, reference)

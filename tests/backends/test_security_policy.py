@@ -91,14 +91,14 @@ def test_tls_settings_are_checked_early(tmp_path):
     pem.write_text("-")
     with pytest.raises(ConfigError, match="no such file") as err:
         TLSClientConfig(str(tmp_path / "missing.pem"))
-    assert err.value.argument == "ca_file"
+    assert err.value.path == "ca_file"
     with pytest.raises(ConfigError, match="both --client-cert and --client-key"):
         TLSClientConfig(str(pem), cert_file=str(pem))
     with pytest.raises(ConfigError, match="both --tls-cert and --tls-key"):
         ServeConfig(name="bob", tls_cert=str(pem))
     with pytest.raises(ConfigError, match="needs --tls-cert") as err:
         ServeConfig(name="bob", client_ca=str(pem))
-    assert err.value.argument == "client_ca"
+    assert err.value.path == "client_ca"
     with pytest.raises(ConfigError, match="client certificate too"):
         ServeConfig(name="bob", tls_cert=str(pem), tls_key=str(pem), client_ca=str(pem))
     assert ServeConfig(name="bob", tls_cert=str(pem), tls_key=str(pem)).url.startswith("https://")

@@ -35,7 +35,7 @@ def test_password_from_env_or_file_and_never_the_pysyft_default(monkeypatch, tmp
         monkeypatch.setenv("PW", text)
         with pytest.raises(ConfigError, match=error) as err:
             read_password("admin_password", env="PW")
-        assert err.value.argument == "admin_password"
+        assert err.value.path == "admin_password"
     with pytest.raises(ConfigError, match="set PW or pass a file with --admin-password-file"):
         read_password("admin_password", env="PW")
     with pytest.raises(ConfigError, match="cannot read the password file"):
@@ -50,7 +50,7 @@ def test_the_scientist_may_not_share_the_owners_password():
     check_distinct("owner-password-1", None)
     with pytest.raises(ConfigError, match="must differ from the admin password") as err:
         check_distinct("same-password-1", "same-password-1")
-    assert err.value.argument == "scientist_password"
+    assert err.value.path == "scientist_password"
 
 
 @pytest.mark.parametrize("text,error", [("1/2", None), ("2/2", "0..COUNT-1"),
@@ -73,7 +73,7 @@ def test_serve_config_checks_and_binds_loopback_by_default():
                           ({"scheme": "random"}, "partition")]:
         with pytest.raises(ConfigError) as err:
             ServeConfig(**{"name": "bob", **bad})
-        assert err.value.argument == argument
+        assert err.value.path == argument
 
 
 def test_an_owner_serves_exactly_its_in_process_shard(mnist_small, mnist_dir):
@@ -94,7 +94,7 @@ def test_datasite_addresses():
                 ["bob=http://h:1", "bob=http://h:2"]):
         with pytest.raises(ConfigError) as err:
             parse_addresses(bad)
-        assert err.value.argument == "datasite"
+        assert err.value.path == "datasite"
     with pytest.raises(ConfigError):
         DatasiteAddress("bob", "ftp://h:21")
 
@@ -152,4 +152,4 @@ def test_a_scientist_account_without_a_password_is_refused_before_serving():
     with pytest.raises(ConfigError, match="needs a password") as err:
         serve(ServeConfig(name="bob", scientist_email="ds@lab.example"),
               admin_password="owner-password-1", scientist_password=None)
-    assert err.value.argument == "scientist_password"
+    assert err.value.path == "scientist_password"

@@ -37,8 +37,8 @@ from fedlearn.config import (
     ConfigError,
     DataConfig,
     PartitionConfig,
-    _choice,
-    _positive_int,
+    choice,
+    positive_int,
 )
 
 ADMIN_PASSWORD_ENV = "FEDLEARN_ADMIN_PASSWORD"
@@ -131,8 +131,8 @@ class ServeConfig:
                               "certificate too: pass --client-cert and --client-key")
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("name", f"must be letters, digits, - or _ (got {self.name!r})")
-        _choice(self.scheme, "partition", PARTITIONS)
-        _positive_int(self.port, "port")
+        choice(self.scheme, "partition", PARTITIONS)
+        positive_int(self.port, "port")
         if self.port > 65535:
             raise ConfigError("port", f"must be at most 65535 (got {self.port})")
         for argument, email in (("admin_email", self.admin_email),

@@ -143,8 +143,8 @@ def check_plan(plan) -> None:
         low, high = LIMITS[name]
         value = getattr(plan, name)
         if not low <= value <= high:
-            raise ConfigError(name, f"the PySyft backend's approved code accepts {low} to "
-                              f"{high} (got {value})")
+            raise ConfigError(f"plan.{name}", "the PySyft backend's approved code accepts "
+                              f"{low} to {high} (got {value})")
 
 
 def nonce_proof(nonce: str) -> str:

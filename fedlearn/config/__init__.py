@@ -1,0 +1,51 @@
+"""Validated, frozen configuration: one dataclass per concern.
+
+The CLI (whose flags are generated from these fields) and the notebooks both build
+these; library code never sees an argparse namespace. Every check raises
+:class:`ConfigError` naming the field's path (``federation.rounds``), what was wrong and
+what is allowed, before any work starts.
+"""
+from fedlearn.config.availability import AvailabilityConfig
+from fedlearn.config.data import PARTITIONS, DataConfig, PartitionConfig
+from fedlearn.config.experiment import OPTIONAL_SECTIONS, SECTIONS, ExperimentConfig
+from fedlearn.config.federation import (
+    AGGREGATORS,
+    ALGORITHMS,
+    DEVICES,
+    MODELS,
+    ON_TOO_FEW,
+    SERVER_LR_DEFAULTS,
+    SERVER_OPTIMIZERS,
+    FederationConfig,
+    ModelSpec,
+    RobustnessConfig,
+    ServerOptimizerConfig,
+    WarmStartConfig,
+    model_label,
+)
+from fedlearn.config.fields import (
+    ConfigError,
+    Section,
+    choice,
+    number,
+    option,
+    positive_int,
+    require,
+)
+from fedlearn.config.plan import TrainPlan
+from fedlearn.config.privacy import (
+    COMPRESSIONS,
+    QUANTIZE_BITS,
+    CompressionConfig,
+    DPConfig,
+    DPSGDConfig,
+)
+
+__all__ = [
+    "AGGREGATORS", "ALGORITHMS", "COMPRESSIONS", "DEVICES", "MODELS", "ON_TOO_FEW",
+    "OPTIONAL_SECTIONS", "PARTITIONS", "QUANTIZE_BITS", "SECTIONS", "SERVER_LR_DEFAULTS",
+    "SERVER_OPTIMIZERS", "AvailabilityConfig", "CompressionConfig", "ConfigError", "DPConfig",
+    "DPSGDConfig", "DataConfig", "ExperimentConfig", "FederationConfig", "ModelSpec",
+    "PartitionConfig", "RobustnessConfig", "Section", "ServerOptimizerConfig", "TrainPlan",
+    "WarmStartConfig", "choice", "model_label", "number", "option", "positive_int", "require",
+]

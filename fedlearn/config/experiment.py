@@ -1,0 +1,153 @@
+"""Everything one run depends on: the sections, the seed, and the checks across them."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fedlearn.config.availability import AvailabilityConfig
+from fedlearn.config.data import DataConfig, PartitionConfig
+from fedlearn.config.federation import (
+    FederationConfig,
+    RobustnessConfig,
+    ServerOptimizerConfig,
+    WarmStartConfig,
+    model_label,
+    workers_per_round,
+)
+from fedlearn.config.fields import ConfigError, Section, option, positive_int, require
+from fedlearn.config.plan import TrainPlan
+from fedlearn.config.privacy import CompressionConfig, DPConfig, DPSGDConfig
+
+# ExperimentConfig's field -> the section's dataclass; the optional ones are off when None
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataConfig, "partition": PartitionConfig, "plan": TrainPlan,
+    "federation": FederationConfig, "robustness": RobustnessConfig,
+    "server": ServerOptimizerConfig, "warm_start": WarmStartConfig, "dp": DPConfig,
+    "dp_sgd": DPSGDConfig, "compression": CompressionConfig, "availability": AvailabilityConfig}
+OPTIONAL_SECTIONS = ("dp", "dp_sgd", "availability")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig(Section):
+    """One run: a section per concern, plus the seed of every random choice."""
+
+    TITLE = "the experiment"
+
+    data: DataConfig = option(default_factory=DataConfig, help="the data set")
+    partition: PartitionConfig = option(default_factory=PartitionConfig,
+                                        help="who holds which data")
+    plan: TrainPlan = option(default_factory=TrainPlan, help="local training")
+    federation: FederationConfig = option(default_factory=FederationConfig,
+                                          help="algorithm, model, rounds")
+    robustness: RobustnessConfig = option(default_factory=RobustnessConfig,
+                                          help="aggregation rule and failure policy")
+    server: ServerOptimizerConfig = option(default_factory=ServerOptimizerConfig,
+                                           help="the server optimizer")
+    warm_start: WarmStartConfig = option(default_factory=WarmStartConfig,
+                                         help="server-side warm start")
+    dp: DPConfig | None = option(None, help="DP-FedAvg (default: off)")
+    dp_sgd: DPSGDConfig | None = option(None, help="DP-SGD in every in-process worker")
+    compression: CompressionConfig = option(default_factory=CompressionConfig,
+                                            help="upload encoding")
+    secure_aggregation: bool = option(False, help="pairwise masking (Bonawitz et al. 2017): "
+                                                  "the server learns only the sum")
+    availability: AvailabilityConfig | None = option(
+        None, flag="--availability", help="simulate devices that come and go (default: off)")
+    seed: int = option(0, help="seed for every random choice")
+
+    def validate(self) -> None:
+        for name, kind in SECTIONS.items():
+            value = getattr(self, name)
+            if value is not None or name not in OPTIONAL_SECTIONS:
+                require(isinstance(value, kind), name,
+                        f"must be a {kind.__name__} (got {type(value).__name__})")
+        require(isinstance(self.secure_aggregation, bool), "secure_aggregation",
+                f"must be True or False (got {self.secure_aggregation!r})")
+        positive_int(self.seed, "seed", minimum=0)
+        fed, robust = self.federation, self.robustness
+        if fed.algorithm == "fedsgd" and self.server.optimizer != "fedavg":
+            raise ConfigError("server.optimizer", "fedsgd keeps its own server momentum; "
+                              f"{self.server.optimizer!r} works with algorithm='fedavg'")
+        if fed.algorithm == "fedsgd" and robust.aggregator != "fedavg":
+            raise ConfigError("robustness.aggregator", f"{robust.aggregator!r} needs several "
+                              "updates per step; fedsgd applies one worker's step at a time "
+                              "(use fedavg)")
+        if self.dp_sgd is not None and fed.algorithm != "fedavg":
+            raise ConfigError("dp_sgd.noise_multiplier", "DP-SGD workers train whole epochs: "
+                              f"needs algorithm='fedavg' (got {fed.algorithm!r})")
+        for path, on in self._update_pipeline():
+            if on and (fed.algorithm != "fedavg" or robust.aggregator != "fedavg"):
+                raise ConfigError(path, "works with algorithm='fedavg' and aggregator='fedavg' "
+                                  f"only (got {fed.algorithm!r} / {robust.aggregator!r})")
+
+    def _update_pipeline(self) -> list[tuple[str, bool]]:
+        dp_path = ("dp.target_epsilon" if self.dp is not None and self.dp.noise_multiplier is None
+                   else "dp.noise_multiplier")
+        return [(dp_path, self.dp is not None),
+                ("compression.method", self.compression.method != "none"),
+                ("secure_aggregation", self.secure_aggregation)]
+
+    def workers_per_round(self, num_workers: int) -> int:
+        """max(1, round(C * K)): how many of ``num_workers`` are asked each round."""
+        return workers_per_round(num_workers, self.federation.fraction)
+
+    def check_workers(self, num_workers: int, remote: Sequence[str] = ()) -> None:
+        """The checks that need the federation's size, and the options that would have to
+        run inside a Datasite's approved code (which does plain local SGD only): refused,
+        never silently dropped."""
+        per_round = self.workers_per_round(num_workers)
+        robust = self.robustness
+        if robust.min_updates > per_round:
+            raise ConfigError("robustness.min_updates", f"{robust.min_updates} is more than the "
+                              f"{per_round} workers asked each round ({num_workers} workers, "
+                              f"fraction {self.federation.fraction})")
+        if self.secure_aggregation and per_round < 2:
+            raise ConfigError("secure_aggregation", "needs at least 2 workers per round: with "
+                              f"one, the sum is that worker's update ({per_round} asked)")
+        if remote:
+            self._refuse_for_remote(list(remote))
+        if robust.aggregator == "krum" and per_round < 2 * robust.krum_byzantine + 3:
+            raise ConfigError("robustness.aggregator", f"krum with krum_byzantine="
+                              f"{robust.krum_byzantine} needs at least "
+                              f"{2 * robust.krum_byzantine + 3} workers per round; "
+                              f"{per_round} are asked")
+
+    def _refuse_for_remote(self, remote: list[str]) -> None:
+        part = self.partition
+        inside = [("secure_aggregation", self.secure_aggregation),
+                  ("compression.method", self.compression.method != "none"),
+                  ("dp_sgd.noise_multiplier", self.dp_sgd is not None),
+                  ("federation.algorithm", self.federation.algorithm != "fedavg"),
+                  ("partition.holdout", part.holdout > 0),
+                  ("partition.initial_share", part.initial_share < 1),
+                  ("partition.growth_per_round", part.growth_per_round > 0)]
+        for path, on in inside:
+            if on:
+                raise ConfigError(path, "must run inside each Datasite's approved code, which "
+                                  "the PySyft backend does not do (remote workers: "
+                                  f"{', '.join(remote)}); use in-process workers")
+        if self.warm_start.size > 0:
+            raise ConfigError("warm_start.size", "the server's proxy set would be drawn from "
+                              "images the Datasites hold, so it would not be disjoint from "
+                              "their data; use in-process workers")
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON-ready): a model class or factory appears as its qualified name."""
+        d = dataclasses.asdict(self)
+        d["federation"]["model"] = model_label(self.federation.model)
+        return d
+
+    def fingerprint(self) -> str:
+        """Hash of everything that shapes the trajectory of a run.
+
+        Rounds, the stop target, the device and where the data lives are left out:
+        a run may be resumed to more rounds or on another machine.
+        """
+        d = self.to_dict()
+        for key in ("rounds", "target_accuracy", "device"):
+            d["federation"].pop(key)
+        d["data"].pop("data_dir")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

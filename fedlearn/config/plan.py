@@ -1,0 +1,30 @@
+"""What a worker does with the global weights: plain local SGD."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedlearn.config.fields import Section, number, option, positive_int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainPlan(Section):
+    """Local training at each worker: E epochs of minibatch SGD from the global weights."""
+
+    SECTION = "plan"
+    TITLE = "local training at each worker"
+
+    epochs: int = option(1, flag="--local-epochs", help="E: passes over local data per round")
+    batch_size: int = option(64, help="B: local minibatch size")
+    lr: float = option(0.01, help="SGD learning rate")
+    momentum: float = option(0.9, help="SGD momentum")
+    weight_decay: float = option(0.0, help="L2 penalty")
+    prox_mu: float = option(0.0, metavar="MU", help="FedProx (Li et al. 2020): (mu/2)||w - "
+                            "w_global||^2 added to the local loss; 0 = FedAvg")
+
+    def validate(self) -> None:
+        number(self.prox_mu, "prox_mu", 0)
+        positive_int(self.epochs, "epochs")
+        positive_int(self.batch_size, "batch_size")
+        number(self.lr, "lr", 0, low_open=True)
+        number(self.momentum, "momentum", 0, 1, high_open=True)
+        number(self.weight_decay, "weight_decay", 0)
