@@ -13,6 +13,7 @@ the tanh CNN of Papernot et al. 2021 (``dp_cnn``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -55,6 +56,7 @@ def main(argv=None):
     workers = [DPSGDWorker(name, data.train_x[torch.as_tensor(idx)],
                            data.train_y[torch.as_tensor(idx)], model="dp_cnn", dp=dp)
                for name, idx in zip(config.partition.workers, parts)]
+    config = dataclasses.replace(config, dp_sgd=dp)
     server = FederatedServer(workers, config, data.test_x, data.test_y)
     t0, rows = time.perf_counter(), []
     for _ in range(args.rounds):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                   if part.initial_share < 1 or part.growth_per_round > 0 else None)
         workers, _ = make_virtual_workers(data.train_x, data.train_y, part,
                                           model=fed.model, seed=config.seed, device=device,
-                                          progress=progress, holdout=part.holdout, growth=growth)
+                                          progress=progress and sys.stderr.isatty(),
+                                          holdout=part.holdout, growth=growth)
     elif [w.name for w in workers] != list(config.partition.workers):
         raise ConfigError("partition.workers", f"the workers {[w.name for w in workers]} are "
                           f"not the configured {list(config.partition.workers)}")

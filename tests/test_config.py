@@ -65,3 +65,9 @@ def test_fingerprint_ignores_rounds_and_device_but_not_training_choices():
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != c.fingerprint()
     assert a.fingerprint() != d.fingerprint()
+
+
+def test_the_old_name_fedsgd_says_what_it_is_now():
+    """'fedsgd' named the PySyft 0.2 tutorial's model hopping, which McMahan's FedSGD is not."""
+    with pytest.raises(ConfigError, match="model_hopping.*FedSGD is 'fedavg' with one local"):
+        FederationConfig(algorithm="fedsgd")

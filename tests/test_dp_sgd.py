@@ -1,4 +1,6 @@
 """DP-SGD at the workers through Opacus: one accountant per worker for the whole run."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ def test_each_worker_keeps_one_accountant_and_clean_keys(synthetic):
     dp = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0)
     workers = [DPSGDWorker("bob", x[:100], y[:100], model="mlp2nn", dp=dp),
                DPSGDWorker("alice", x[100:], y[100:], model="mlp2nn", dp=dp)]
-    cfg = ExperimentConfig(plan=TrainPlan(batch_size=20, lr=0.1, momentum=0.0),
+    cfg = ExperimentConfig(plan=TrainPlan(batch_size=20, lr=0.1, momentum=0.0), dp_sgd=dp,
                            federation=FederationConfig(model="mlp2nn", rounds=3, device="cpu"))
     result = run_federation(workers, cfg, x, y)
     eps = [h["worker_epsilon"]["bob"] for h in result.history]
@@ -57,7 +59,7 @@ def test_worker_epsilon_survives_resume(synthetic, tmp_path):
     """Kill after 2 rounds, resume with fresh worker objects: epsilon continues, not restarts."""
     x, y = synthetic
     dp = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0)
-    cfg = ExperimentConfig(plan=TrainPlan(batch_size=20, lr=0.1, momentum=0.0),
+    cfg = ExperimentConfig(plan=TrainPlan(batch_size=20, lr=0.1, momentum=0.0), dp_sgd=dp,
                            federation=FederationConfig(model="mlp2nn", rounds=3, device="cpu"))
 
     def workers():
@@ -80,4 +82,23 @@ def test_cli_builds_dp_sgd_workers():
     assert config_from_args(args).dp_sgd == DPSGDConfig(noise_multiplier=1.1, max_grad_norm=0.1)
     with pytest.raises(ConfigError, match="algorithm='fedavg'"):
         config_from_args(build_parser().parse_args(["train", "--dp-sgd-noise", "1",
-                                                    "--algorithm", "fedsgd"]))
+                                                    "--algorithm", "model_hopping"]))
+
+
+def test_a_run_configured_for_dp_sgd_refuses_workers_without_it(synthetic):
+    """Otherwise config.json and the history would claim a privacy the run does not have."""
+    from fedlearn.config import ExperimentConfig, FederationConfig
+    from fedlearn.server.federation import run_federation
+    from fedlearn.workers import VirtualWorker
+
+    x, y = synthetic
+    dp = DPSGDConfig(noise_multiplier=1.0)
+    config = ExperimentConfig(dp_sgd=dp, federation=FederationConfig(model="mlp2nn", rounds=1,
+                                                                     device="cpu"))
+    plain = [VirtualWorker(n, x[:50], y[:50], model="mlp2nn") for n in ("bob", "alice")]
+    with pytest.raises(ConfigError, match="alice") as err:
+        run_federation(plain, config, x, y)
+    assert err.value.path == "dp_sgd.noise_multiplier"
+    private = [DPSGDWorker(n, x[:50], y[:50], model="mlp2nn", dp=dp) for n in ("bob", "alice")]
+    with pytest.raises(ConfigError, match="bob"):  # DP-SGD workers, a config without it
+        run_federation(private, dataclasses.replace(config, dp_sgd=None), x, y)

@@ -46,9 +46,9 @@ def test_fedavg_round_equals_hand_made_weighted_average(synthetic):
     assert 0 <= record["test_accuracy"] <= 1 and record["train_seconds"] > 0
 
 
-def test_fedsgd_with_one_worker_is_sgd_with_momentum(synthetic):
+def test_model_hopping_with_one_worker_is_sgd_with_momentum(synthetic):
     x, y = synthetic
-    cfg = dataclasses.replace(config(algorithm="fedsgd", rounds=1),
+    cfg = dataclasses.replace(config(algorithm="model_hopping", rounds=1),
                               plan=TrainPlan(batch_size=32, lr=0.05, momentum=0.9))
     result = run_federation([VirtualWorker("bob", x, y, model="mlp2nn")], cfg, x, y)
     m = build_model("mlp2nn")
@@ -59,7 +59,7 @@ def test_fedsgd_with_one_worker_is_sgd_with_momentum(synthetic):
     assert result.history[0]["examples"] == {"bob": 200}
 
 
-def test_fedsgd_alternates_between_workers(synthetic):
+def test_model_hopping_alternates_between_workers(synthetic):
     x, y = synthetic
     calls = []
 
@@ -70,7 +70,7 @@ def test_fedsgd_alternates_between_workers(synthetic):
 
     workers = [Spy("bob", x[:64], y[:64], model="mlp2nn"),
                Spy("alice", x[64:160], y[64:160], model="mlp2nn")]
-    run_federation(workers, config(algorithm="fedsgd", rounds=1), x, y)
+    run_federation(workers, config(algorithm="model_hopping", rounds=1), x, y)
     assert calls == [("bob", (0, 1)), ("alice", (0, 1)), ("bob", (1, 2)), ("alice", (1, 2)),
                      ("alice", (2, 3))]
 
@@ -83,7 +83,7 @@ def test_client_sampling_is_seeded():
     assert select_workers(3, 0.01, seed=0, round_=1).__len__() == 1
 
 
-@pytest.mark.parametrize("algorithm", ["fedavg", "fedsgd"])
+@pytest.mark.parametrize("algorithm", ["fedavg", "model_hopping"])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synthetic, tmp_path, algorithm):
     x, y = synthetic
     workers, _ = make_virtual_workers(x, y, PartitionConfig(workers=("a", "b", "c")),
@@ -146,7 +146,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     ({"dp_sgd": "on"}, "dp_sgd.noise_multiplier"),
     ({"secure_aggregation": True}, "secure_aggregation"),
     ({"compression": "8bit"}, "compression.method"),
-    ({"algorithm": "fedsgd"}, "federation.algorithm"),
+    ({"algorithm": "model_hopping"}, "federation.algorithm"),
     ({"warm_start_size": 100}, "warm_start.size"),
     ({"holdout": 0.2}, "partition.holdout"),
     ({"growth_per_round": 0.1}, "partition.growth_per_round"),

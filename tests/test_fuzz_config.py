@@ -30,7 +30,7 @@ VALID = {
     "workers": st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True),
     "scheme": st.sampled_from(["iid", "shards", "dirichlet", "unbalanced"]),
     "aggregator": st.sampled_from(["fedavg", "median", "trimmed_mean", "krum"]),
-    "algorithm": st.sampled_from(["fedavg", "fedsgd"]),
+    "algorithm": st.sampled_from(["fedavg", "model_hopping"]),
 }
 INVALID = {
     "rounds": [0, -1, 1.5, *JUNK], "lr": [0, -0.1, *JUNK], "batch_size": [0, -5, 2.5, *JUNK],

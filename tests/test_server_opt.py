@@ -81,7 +81,7 @@ def test_bad_server_optimizer_settings(kwargs, path):
         ServerOptimizerConfig(**kwargs)
     assert err.value.path == path
     with pytest.raises(ConfigError) as err:
-        ExperimentConfig(federation=FederationConfig(algorithm="fedsgd"),
+        ExperimentConfig(federation=FederationConfig(algorithm="model_hopping"),
                          server=ServerOptimizerConfig(optimizer="adam"))
     assert err.value.path == "server.optimizer"
     with pytest.raises(ConfigError) as err:
@@ -116,8 +116,8 @@ def test_each_algorithm_is_a_strategy_that_owns_its_state():
     assert isinstance(fedavg, FedAvg) and fedavg.state_dict() == {"server_state": {}}
     new = fedavg.optimizer.step(weights, {"w": torch.tensor([0.1, -0.1, 0.0])})
     assert set(fedavg.state_dict()["server_state"]) == {"m", "v"} and new["w"][0] > 0
-    hopping = make_strategy(ExperimentConfig(federation=FederationConfig(algorithm="fedsgd")),
-                            weights)
+    hopping = make_strategy(
+        ExperimentConfig(federation=FederationConfig(algorithm="model_hopping")), weights)
     assert isinstance(hopping, ModelHopping)
     assert torch.equal(hopping.state_dict()["velocity"]["w"], torch.zeros(3))
     broken = dataclasses.replace(adam.federation)

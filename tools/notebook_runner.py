@@ -44,6 +44,28 @@ def inject_parameters(nb, parameters: dict) -> None:
         nb.cells.insert(tagged[0] + 1, cell)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def tidy_outputs(nb) -> None:
+    """Outputs for people: consecutive prints to one stream as one block, no ANSI colour
+    codes, no per-cell timing metadata."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.metadata.pop("execution", None)
+        merged: list = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                out["text"] = ANSI.sub("", out["text"])
+                if merged and merged[-1].get("output_type") == "stream" \
+                        and merged[-1]["name"] == out["name"]:
+                    merged[-1]["text"] += out["text"]
+                    continue
+            merged.append(out)
+        cell.outputs = merged
+
+
 def execute_notebook(path: str | Path, parameters: dict | None = None, *,
                      output: str | Path | None = None, timeout: int = 1800,
                      cwd: str | Path | None = None):
@@ -59,6 +81,7 @@ def execute_notebook(path: str | Path, parameters: dict | None = None, *,
     try:
         client.execute()
     finally:
+        tidy_outputs(nb)
         if output is not None:
             nbformat.write(nb, str(output))
     return nb

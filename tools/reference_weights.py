@@ -27,7 +27,7 @@ from fedlearn.experiment import run_experiment
 FOUR, FIVE = ("a", "b", "c", "d"), ("a", "b", "c", "d", "e")
 RUNS = {
     "fedavg": {},
-    "fedsgd": {"federation": {"algorithm": "fedsgd", "rounds": 1}},
+    "fedsgd": {"federation": {"algorithm": "model_hopping", "rounds": 1}},
     "median4": {"partition": {"workers": FOUR}, "robustness": {"aggregator": "median"}},
     "dp": {"dp": DPConfig(clip_norm=1.0, noise_multiplier=0.5)},
     "quant": {"compression": CompressionConfig(method="quantize", bits=4)},

@@ -124,6 +124,8 @@ def add_pysyft_train_flags(train) -> None:
                        help="the scientist's password (default: $FEDLEARN_SCIENTIST_PASSWORD)")
     group.add_argument("--approval-timeout", type=float, default=600.0, metavar="SECONDS",
                        help="how long to wait for the owners to approve (default: 600)")
+    group.add_argument("--verbose", action="store_true",
+                       help="also show PySyft's own output (hidden by default)")
     add_tls_client_flags(group)
 
 
@@ -252,6 +254,8 @@ def pysyft_workers(args, config, data):
         sites, workers = launch_syft_workers(
             to_uint8(data.train_x).numpy(), data.train_y.numpy(), parts,
             config.partition.workers, model=fed.model, max_calls=max_calls, seed=config.seed)
+        print(f"Datasites up in this process: {', '.join(w.name for w in workers)}; each owner "
+              "reviewed and approved the code request", file=sys.stderr, flush=True)
         return workers, lambda: [site.land() for site in sites]
     addresses = parse_addresses(args.datasite)
     password = read_password("password", env=SCIENTIST_PASSWORD_ENV, file=args.password_file)
@@ -271,4 +275,6 @@ def pysyft_workers(args, config, data):
     workers = connect_datasites(addresses, email=args.email, password=password, model=fed.model,
                                 max_calls=max_calls, approval_timeout=args.approval_timeout,
                                 on_wait=waiting)
+    print(f"logged in to {', '.join(f'{a.name} ({a.url})' for a in addresses)} as a data "
+          "scientist; every owner approved the code request", file=sys.stderr, flush=True)
     return workers, lambda: None

@@ -20,7 +20,7 @@ EPILOG = """examples:
   fedlearn train                                   # Bob and Alice, FedAvg, 5 rounds
   fedlearn train --rounds 10 --target-accuracy 0.99 --out runs/bob-alice
   fedlearn train --workers w1 w2 w3 w4 --partition shards --shards-per-worker 2
-  fedlearn train --algorithm fedsgd --rounds 3     # the original tutorial's model hopping
+  fedlearn train --algorithm model_hopping --rounds 3   # the PySyft 0.2 tutorial's scheme
   fedlearn train --out runs/bob-alice --resume     # continue a stopped run
   fedlearn train --backend pysyft                  # Bob and Alice as PySyft Datasites
   fedlearn train --backend pysyft --datasite bob=http://10.0.0.2:8080 \\
@@ -80,6 +80,9 @@ def train(args) -> int:
     config = config_from_args(args)
     workers, cleanup = None, lambda: None
     if args.backend == "pysyft":
+        from fedlearn.backends.pysyft.console import set_verbose
+
+        set_verbose(args.verbose)
         from fedlearn.cli.datasite import pysyft_workers
 
         prepare_output_dir(args.out, resume=args.resume)  # fail before anyone is asked

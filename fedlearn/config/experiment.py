@@ -68,12 +68,12 @@ class ExperimentConfig(Section):
                 f"must be True or False (got {self.secure_aggregation!r})")
         positive_int(self.seed, "seed", minimum=0)
         fed, robust = self.federation, self.robustness
-        if fed.algorithm == "fedsgd" and self.server.optimizer != "fedavg":
-            raise ConfigError("server.optimizer", "fedsgd keeps its own server momentum; "
+        if fed.algorithm == "model_hopping" and self.server.optimizer != "fedavg":
+            raise ConfigError("server.optimizer", "model hopping keeps its own server momentum; "
                               f"{self.server.optimizer!r} works with algorithm='fedavg'")
-        if fed.algorithm == "fedsgd" and robust.aggregator != "fedavg":
+        if fed.algorithm == "model_hopping" and robust.aggregator != "fedavg":
             raise ConfigError("robustness.aggregator", f"{robust.aggregator!r} needs several "
-                              "updates per step; fedsgd applies one worker's step at a time "
+                              "updates per step; model hopping applies one worker's step at a time "
                               "(use fedavg)")
         if self.dp_sgd is not None and fed.algorithm != "fedavg":
             raise ConfigError("dp_sgd.noise_multiplier", "DP-SGD workers train whole epochs: "

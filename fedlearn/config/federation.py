@@ -9,7 +9,7 @@ from typing import Any
 from fedlearn.config.fields import Section, choice, number, option, positive_int, require
 
 MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn")
-ALGORITHMS = ("fedavg", "fedsgd")
+ALGORITHMS = ("fedavg", "model_hopping")
 DEVICES = ("auto", "cpu", "cuda")
 AGGREGATORS = ("fedavg", "median", "trimmed_mean", "krum")
 ON_TOO_FEW = ("retry", "skip", "stop")
@@ -42,8 +42,8 @@ class FederationConfig(Section):
     TITLE = "the server"
 
     algorithm: str = option("fedavg", choices=ALGORITHMS,
-                            help="fedavg, or fedsgd = one model hops between the workers' "
-                                 "batches (the original PySyft tutorial)")
+                            help="fedavg, or model_hopping: one model hops between the "
+                                 "workers' batches, one step each (the PySyft 0.2 tutorial)")
     model: ModelSpec = option("tutorial_cnn", choices=MODELS,
                               help="a ready-made model; in Python also any nn.Module class or "
                                    "zero-argument factory")
@@ -55,6 +55,9 @@ class FederationConfig(Section):
     eval_batch_size: int = option(1000, cli=False, help="test-set batch size")
 
     def validate(self) -> None:
+        require(self.algorithm != "fedsgd", "algorithm", "'fedsgd' is now called "
+                "'model_hopping' (the PySyft 0.2 tutorial's scheme); McMahan et al.'s FedSGD "
+                "is 'fedavg' with one local epoch and a batch as large as a client's data")
         choice(self.algorithm, "algorithm", ALGORITHMS)
         if isinstance(self.model, str):
             choice(self.model, "model", MODELS)

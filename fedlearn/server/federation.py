@@ -6,7 +6,7 @@ Two algorithms:
   Learning of Deep Networks from Decentralized Data", Algorithm 1): each round a
   fraction C of the workers trains E local epochs with batch B from the global
   weights; the server adds the example-weighted mean of their weight changes.
-- ``fedsgd`` — the original PySyft tutorial's mode: one model hops between the
+- ``model_hopping`` — the original PySyft tutorial's mode: one model hops between the
   workers' minibatches in turn, one SGD step per batch (federated SGD). A round
   is one pass over every selected worker's data. Momentum, if any, is kept by the
   server, which makes the run exactly SGD with momentum over the interleaved
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,13 @@ class FederatedServer:
                               "fedlearn.workers.Worker: subclass it (it declares the whole "
                               "contract, with defaults for what a worker does not do)")
         config.check_workers(len(self.workers), remote=[w.name for w in self.workers if w.remote])
+        unlike = [w.name for w in self.workers if w.dp_sgd != config.dp_sgd]
+        if unlike:
+            raise ConfigError("dp_sgd.noise_multiplier", f"the run is configured with "
+                              f"dp_sgd={config.dp_sgd} but workers {', '.join(unlike)} train "
+                              "with other DP-SGD settings or none: build them as DPSGDWorker("
+                              "..., dp=config.dp_sgd) (run_experiment does), or set dp_sgd to "
+                              "what they do")
         per_round = config.workers_per_round(len(self.workers))
         extras = (config.dp is not None or config.secure_aggregation
                   or config.compression.method != "none")
@@ -282,13 +290,20 @@ def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Te
             raise ConfigError("resume", "needs a checkpoint to resume from")
         server.load_state_dict(load_checkpoint(checkpoint), source=f"checkpoint {checkpoint}")
     total = config.federation.rounds
+    # a terminal gets a live bar; a log file one plain line per round, not a stream of \r updates
+    interactive = progress and sys.stderr.isatty()
+    server.progress = interactive
     with tqdm(total=total, initial=min(server.round, total), desc="rounds",
-              disable=not progress) as bar:
+              disable=not interactive) as bar:
         while server.round < total and not server.reached_target:
             record = server.step()
             if checkpoint is not None:
                 save_checkpoint(checkpoint, server.state_dict())
             bar.update(1)
             bar.set_postfix(acc=f"{record.test_accuracy:.4f}", loss=f"{record.test_loss:.4f}")
+            if progress and not interactive:
+                print(f"round {record.round}/{total}: test accuracy {record.test_accuracy:.4f}, "
+                      f"loss {record.test_loss:.4f}, {record.seconds:.1f} s", file=sys.stderr,
+                      flush=True)
     return FederationResult(detached_cpu_state(server.weights), server.history,
                             server.reached_target)

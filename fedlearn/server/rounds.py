@@ -135,7 +135,7 @@ def fedavg_round(chosen, weights, plan: TrainPlan, robust: RobustnessConfig, see
     return combined, dataclasses.replace(report, **privacy)
 
 
-def fedsgd_round(chosen, weights, velocity, plan: TrainPlan, robust: RobustnessConfig,
+def model_hopping_round(chosen, weights, velocity, plan: TrainPlan, robust: RobustnessConfig,
                  seed: int, round_: int, progress: bool
                  ) -> tuple[tuple[State, State] | None, TrainingReport]:
     """The model hops between the workers' batches, one SGD step each (momentum on the server).

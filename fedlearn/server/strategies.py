@@ -19,7 +19,7 @@ import torch
 from fedlearn.config import ExperimentConfig
 from fedlearn.server.optimizers import ServerOptimizer
 from fedlearn.server.record import TrainingReport
-from fedlearn.server.rounds import fedavg_round, fedsgd_round
+from fedlearn.server.rounds import fedavg_round, model_hopping_round
 from fedlearn.updates import State, detached_cpu_state
 
 
@@ -67,8 +67,8 @@ class ModelHopping(Strategy):
 
     def round(self, chosen, weights, round_, progress=False):
         cfg = self.config
-        outcome, report = fedsgd_round(chosen, weights, self.velocity, cfg.plan, cfg.robustness,
-                                       cfg.seed, round_, progress)
+        outcome, report = model_hopping_round(chosen, weights, self.velocity, cfg.plan,
+                                              cfg.robustness, cfg.seed, round_, progress)
         if outcome is None:
             return None, report
         new, self.velocity = outcome
@@ -82,13 +82,13 @@ class ModelHopping(Strategy):
             self.velocity = {k: v.to(device) for k, v in state["velocity"].items()}
 
 
-STRATEGIES = {"fedavg": FedAvg, "fedsgd": ModelHopping}
+STRATEGIES = {"fedavg": FedAvg, "model_hopping": ModelHopping}
 
 
 def make_strategy(config: ExperimentConfig, weights: State, pipeline=None) -> Strategy:
     """The strategy ``config.federation.algorithm`` names; unknown names raise."""
     algorithm = config.federation.algorithm
-    if algorithm == "fedsgd":
+    if algorithm == "model_hopping":
         return ModelHopping(config, pipeline, weights=weights)
     if algorithm == "fedavg":
         return FedAvg(config, pipeline)

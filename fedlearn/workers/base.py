@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-from fedlearn.config import TrainPlan
+from fedlearn.config import DPSGDConfig, TrainPlan
 from fedlearn.errors import FedlearnError
 from fedlearn.updates import Update
 
@@ -28,6 +28,9 @@ class Worker:
     # True where training runs inside code the owner approved (PySyft): anything that
     # would have to run there too (compression, masking, DP-SGD...) is refused
     remote: bool = False
+    # the sample-level DP-SGD this worker trains with (DPSGDWorker); the server checks it
+    # against the run's config, so a run never claims a privacy it does not have
+    dp_sgd: DPSGDConfig | None = None
 
     @property
     def num_examples(self) -> int:
@@ -66,6 +69,7 @@ class DelegatingWorker(Worker):
         self.inner = inner
         self.name = inner.name
         self.remote = inner.remote
+        self.dp_sgd = inner.dp_sgd
 
     @property
     def num_examples(self) -> int:

@@ -15,6 +15,7 @@ opacus is imported here only, when a DP-SGD worker is created.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ class DPSGDWorker(Worker):
     def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, *, model: ModelSpec,
                  dp: DPSGDConfig, device: str | torch.device = "cpu"):
         self.name = name
-        self._dp = dp
+        self._dp = self.dp_sgd = dp
         self._device = torch.device(device)
         self.__x, self.__y = x.to(self._device), y.to(self._device)
         self._model_name = model
@@ -57,11 +58,15 @@ class DPSGDWorker(Worker):
         optimizer = make_optimizer(module, plan)
         dataset = torch.utils.data.TensorDataset(self.__x, self.__y)
         loader = torch.utils.data.DataLoader(dataset, batch_size=plan.batch_size)
-        self._engine = PrivacyEngine(accountant="rdp")
-        self._module, self._optimizer, self._loader = self._engine.make_private(
-            module=module, optimizer=optimizer, data_loader=loader,
-            noise_multiplier=self._dp.noise_multiplier, max_grad_norm=self._dp.max_grad_norm,
-            poisson_sampling=True)
+        with warnings.catch_warnings():
+            # the noise is drawn from torch's seeded generator on purpose: the same seed gives
+            # the same run (README, DP-SGD); Opacus warns about that on every engine
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            self._engine = PrivacyEngine(accountant="rdp")
+            self._module, self._optimizer, self._loader = self._engine.make_private(
+                module=module, optimizer=optimizer, data_loader=loader,
+                noise_multiplier=self._dp.noise_multiplier,
+                max_grad_norm=self._dp.max_grad_norm, poisson_sampling=True)
         self._plan = plan
         if self._restored is not None:
             self._engine.accountant.load_state_dict(self._restored)
@@ -101,9 +106,12 @@ class DPSGDWorker(Worker):
         inner.load_state_dict(weights)
         self._optimizer.original_optimizer.state.clear()  # no momentum carried across rounds
         loss_sum, seen = 0.0, 0
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             torch.manual_seed(seed)  # Poisson sampling and the noise draw from this
             self._module.train()
+            # Opacus's per-sample hooks fire on the first layer's output, whose input (the
+            # images) needs no gradient; torch says so on every backward
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for _ in range(plan.epochs):
                 for xb, yb in self._loader:
                     if len(yb) == 0:  # Poisson sampling can draw an empty batch

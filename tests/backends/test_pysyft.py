@@ -114,7 +114,7 @@ def test_stale_result_is_refused(monkeypatch):  # needs neither syft nor MNIST
         worker.fit({"w": torch.zeros(1)}, TrainPlan(), seed=0)
 
 
-def test_fedsgd_is_refused_clearly():
+def test_model_hopping_is_refused_clearly():
     from fedlearn.backends.pysyft import SyftWorker
 
     worker = SyftWorker.__new__(SyftWorker)
@@ -232,3 +232,25 @@ def test_the_approved_code_refuses_a_plan_out_of_its_bounds():
                            seed=0)
     finally:
         sites[0].land()
+
+
+@needs_syft
+def test_train_with_pysyft_prints_what_a_user_needs_and_not_syfts_chatter(mnist_dir, tmp_path):
+    """A log file (no terminal): what happened, one plain line per round; PySyft's own output
+    (signing-key CRITICAL line, SQLite path, banners, upload bars) only with --verbose."""
+    args = [sys.executable, "-m", "fedlearn", "train", "--backend", "pysyft", "--data-dir",
+            mnist_dir, "--train-size", "600", "--test-size", "200", "--rounds", "2",
+            "--batch-size", "32", "--model", "mlp2nn"]
+    quiet = subprocess.run([*args, "--out", str(tmp_path / "quiet")], capture_output=True,
+                           text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert quiet.returncode == 0, quiet.stderr
+    lines = [line for line in (quiet.stdout + quiet.stderr).splitlines() if line.strip()]
+    assert lines[0].startswith("Datasites up in this process: bob, alice")
+    assert [line.split(":")[0] for line in lines[1:3]] == ["round 1/2", "round 2/2"]
+    assert len(lines) == 5 and "\r" not in quiet.stderr, lines
+    for chatter in ("CRITICAL", "SQLite", "sqlite:", "SyftSuccess", "Logged into", "project",
+                    "Uploading", "changethis"):
+        assert chatter not in quiet.stdout + quiet.stderr
+    loud = subprocess.run([*args, "--out", str(tmp_path / "loud"), "--verbose"],
+                          capture_output=True, text=True)
+    assert loud.returncode == 0 and "Logged into" in loud.stdout + loud.stderr

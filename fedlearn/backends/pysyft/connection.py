@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedlearn.backends.pysyft.console import quiet_syft
 from fedlearn.backends.pysyft.loading import require_syft
 from fedlearn.config import ConfigError
 from fedlearn.errors import FedlearnError
@@ -122,7 +123,8 @@ def login(url: str, email: str, password: str):
     sy = require_syft()
     scheme, host, port = split_url(url)
     try:
-        return sy.login(url=f"{scheme}://{host}", port=port, email=email, password=password)
+        with quiet_syft():
+            return sy.login(url=f"{scheme}://{host}", port=port, email=email, password=password)
     except (RefusedBySecurityPolicy, sy.SyftException) as exc:
         refused = _refusal_in(exc)
         if refused is not None:  # a hostile or impersonated server

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fedlearn.backends.pysyft.connection import login
+from fedlearn.backends.pysyft.console import quiet_syft
 from fedlearn.backends.pysyft.loading import (
     PYSYFT_DEFAULT_EMAIL,
     PYSYFT_DEFAULT_PASSWORD,
@@ -85,9 +86,13 @@ class Datasite:
         private_syft_root()
         if port is not None:  # an HTTP server in a forked child: it must die with us
             install_child_hooks(workspace=None)
-        handle = sy.orchestra.launch(name=name, reset=True, host=host, port=port)
+            handle = sy.orchestra.launch(name=name, reset=True, host=host, port=port)
+        else:
+            with quiet_syft():
+                handle = sy.orchestra.launch(name=name, reset=True, host=host, port=port)
         try:
-            admin = handle.login(email=admin_email, password=password)
+            with quiet_syft():
+                admin = handle.login(email=admin_email, password=password)
         except BaseException:
             handle.land()
             raise
@@ -134,6 +139,11 @@ class Datasite:
         return f"http://localhost:{port}" if port else None
 
     @property
+    def client(self):
+        """The owner's own (admin) PySyft client: to upload data and review requests."""
+        return self._admin
+
+    @property
     def handle(self):
         """What a data scientist logs in through (in-process) — see :meth:`SyftWorker.connect`."""
         return self._handle
@@ -158,11 +168,15 @@ class Datasite:
                      mock=rng.integers(0, 256, (mock_size, *images.shape[1:]), dtype=np.uint8)),
             sy.Asset(name="labels", data=labels, shape=labels.shape,
                      mock=rng.integers(0, 10, mock_size).astype(np.int64))])
-        check_result(self._admin.upload_dataset(dataset), f"upload to {self.name}")
+        with quiet_syft():
+            result = self._admin.upload_dataset(dataset)
+        check_result(result, f"upload to {self.name}")
 
     def register_scientist(self, email: str, password: str, name: str = "Data Scientist") -> None:
-        check_result(self._admin.register(name=name, email=email, password=password,
-                                          password_verify=password), f"register {email}")
+        with quiet_syft():
+            result = self._admin.register(name=name, email=email, password=password,
+                                          password_verify=password)
+        check_result(result, f"register {email}")
 
     def requests(self, *, include_decided: bool = False) -> list[dict]:
         """Code requests as plain dicts: id, status, function, requester and role, time, the
@@ -210,12 +224,15 @@ class Datasite:
                                       "Deny it, or approve with --force if you have read the "
                                       "code and trust it")
             (warn or _warn)(f"WARNING: {self.name}: approving {request_id} despite: {listed}")
-        check_result(request.approve(), f"approve {request_id} on {self.name}")
+        with quiet_syft():
+            result = request.approve()
+        check_result(result, f"approve {request_id} on {self.name}")
         return review
 
     def deny(self, request_id, reason: str) -> None:
-        check_result(self.request(request_id).deny(reason=reason),
-                     f"deny {request_id} on {self.name}")
+        with quiet_syft():
+            result = self.request(request_id).deny(reason=reason)
+        check_result(result, f"deny {request_id} on {self.name}")
 
     def land(self) -> None:
         """Stop the Datasite and delete its SQLite and blob files."""

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from fedlearn.backends.pysyft.connection import LoginError, login, role_of
+from fedlearn.backends.pysyft.console import quiet_syft
 from fedlearn.backends.pysyft.loading import require_syft
 from fedlearn.backends.pysyft.owner import Datasite, check_result
 from fedlearn.backends.pysyft.review import request_status
@@ -71,7 +72,8 @@ class SyftWorker(Worker):
         if isinstance(server, str):
             client = login(server, email, password)
         else:
-            client = server.login(email=email, password=password)
+            with quiet_syft():
+                client = server.login(email=email, password=password)
         role = role_of(client)
         if role != "DATA_SCIENTIST":
             raise LoginError(f"{name}: {email} is a {role or 'unknown'} account on this "
@@ -86,6 +88,11 @@ class SyftWorker(Worker):
     @property
     def request_id(self) -> str | None:
         return self._request_id
+
+    @property
+    def client(self):
+        """The data scientist's own PySyft client on this Datasite."""
+        return self._client
 
     @property
     def assets(self) -> dict:
@@ -115,10 +122,11 @@ class SyftWorker(Worker):
         policy = sy.MixedInputPolicy(client=self._client, images=self._images,
                                      labels=self._labels, weights=dict, plan=dict, seed=int,
                                      nonce=str, mode=str)
-        code = sy.syft_function(input_policy=policy,
-                                output_policy=OutputPolicyExecuteCount(limit=max_calls))(function)
-        request = check_result(self._client.code.request_code_execution(code),
-                               f"code request to {self.name}")
+        with quiet_syft():
+            code = sy.syft_function(input_policy=policy,
+                                    output_policy=OutputPolicyExecuteCount(limit=max_calls))(function)
+            request = self._client.code.request_code_execution(code)
+        request = check_result(request, f"code request to {self.name}")
         self._request_id = str(request.id)
         return self._request_id
 
@@ -156,8 +164,11 @@ class SyftWorker(Worker):
         what = f"{kwargs.get('mode')} on {self.name}"
         try:
             remote = getattr(self._client.code, FUNCTION_NAME)
-            pointer = check_result(remote(images=self._images, labels=self._labels, **kwargs), what)
-            return check_result(pointer.get(), f"fetching the result of {what}")
+            with quiet_syft() as chatter:
+                pointer = remote(images=self._images, labels=self._labels, **kwargs)
+                result = pointer.get() if not isinstance(pointer, sy.SyftError) else pointer
+            what = what if chatter.syft_error() is None else f"{what} ({chatter.syft_error()})"
+            return check_result(check_result(result, what), f"fetching the result of {what}")
         except sy.SyftException as exc:  # e.g. the request is not approved (yet)
             raise RuntimeError(f"PySyft: {what} failed: {exc}") from exc
 
@@ -165,7 +176,7 @@ class SyftWorker(Worker):
             batches: tuple[int, int] | None = None) -> Update:
         if batches is not None:
             raise NotImplementedError(
-                "the PySyft backend runs FedAvg only: per-batch model hopping (fedsgd) would "
+                "the PySyft backend runs FedAvg only: per-batch model hopping would "
                 "be one code execution (~1-3 s) per minibatch")
         out = self._call(weights, "fit", dataclasses.asdict(plan), seed)
         delta = {k: v.to(next(iter(weights.values())).device) for k, v in out["delta"].items()}
