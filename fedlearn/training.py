@@ -5,6 +5,9 @@ PySyft code request all call these same functions, so their numbers compare.
 """
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -39,6 +42,12 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
     start, stop = batches if batches is not None else (0, num_batches(n, bs))
     epochs = 1 if batches is not None else plan.epochs
     model.train()
+    # bf16: autocast the forward pass (weights and the optimizer stay fp32); channels-last:
+    # NHWC convolutions. The fp32 default leaves the model in (or puts it back in) the
+    # default memory format, so a scratch model shared between runs never carries one over.
+    bf16 = getattr(plan, "precision", "fp32") == "bf16"
+    nhwc = getattr(plan, "channels_last", False)
+    model.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     mu = getattr(plan, "prox_mu", 0.0)
     anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
     loss_sum = torch.zeros((), device=x.device)
@@ -48,7 +57,11 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
         for b in range(start, stop):
             idx = order[b * bs:(b + 1) * bs]
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            xb = x[idx].contiguous(memory_format=torch.channels_last) if nhwc else x[idx]
+            with (torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16
+                  else contextlib.nullcontext()):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), y[idx])
             if anchor is not None:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
                 (loss + mu / 2 * prox).backward()
@@ -79,3 +92,27 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     loss = F.cross_entropy(logits, y, reduction="mean").item()
     accuracy = (logits.argmax(1) == y).float().mean().item()
     return {"loss": loss, "accuracy": accuracy, "examples": len(y)}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a GPU that says so, or a CPU with
+    AVX512-BF16 or AMX (elsewhere bf16 is emulated, slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: no cheap way to tell
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def check_compute(plan: TrainPlan, model: nn.Module, device: torch.device) -> None:
+    """Refuse a precision or memory format this device or model cannot use well."""
+    from fedlearn.config import ConfigError
+
+    if plan.precision == "bf16" and not native_bf16(device):
+        raise ConfigError("plan.precision", f"bf16 needs native bfloat16 on {device.type}: a "
+                          "CPU with AVX512-BF16 or AMX, or a GPU with bf16 support; use fp32")
+    if plan.channels_last and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        raise ConfigError("plan.channels_last", f"is for convolutional models; "
+                          f"{type(model).__name__} has no Conv2d layer")

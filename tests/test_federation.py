@@ -150,6 +150,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     ({"warm_start_size": 100}, "warm_start.size"),
     ({"holdout": 0.2}, "partition.holdout"),
     ({"growth_per_round": 0.1}, "partition.growth_per_round"),
+    ({"precision": "bf16"}, "plan.precision"),
 ])
 def test_options_a_remote_worker_cannot_honour_are_refused(synthetic, changes, argument):
     """The PySyft backend's approved code does plain local SGD: anything else is refused."""
@@ -167,6 +168,7 @@ def test_options_a_remote_worker_cannot_honour_are_refused(synthetic, changes, a
     part = PartitionConfig(holdout=changes.get("holdout", 0.0),
                            growth_per_round=changes.get("growth_per_round", 0.0))
     cfg = ExperimentConfig(federation=fed, partition=part,
+                           plan=TrainPlan(precision=changes.get("precision", "fp32")),
                            warm_start=WarmStartConfig(size=changes.get("warm_start_size", 0)),
                            secure_aggregation=changes.get("secure_aggregation", False),
                            dp_sgd=DPSGDConfig(noise_multiplier=1.0) if "dp_sgd" in changes

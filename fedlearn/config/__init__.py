@@ -32,7 +32,7 @@ from fedlearn.config.fields import (
     positive_int,
     require,
 )
-from fedlearn.config.plan import TrainPlan
+from fedlearn.config.plan import PRECISIONS, TrainPlan
 from fedlearn.config.privacy import (
     COMPRESSIONS,
     QUANTIZE_BITS,
@@ -43,9 +43,10 @@ from fedlearn.config.privacy import (
 
 __all__ = [
     "AGGREGATORS", "ALGORITHMS", "COMPRESSIONS", "DEVICES", "MODELS", "ON_TOO_FEW",
-    "OPTIONAL_SECTIONS", "PARTITIONS", "QUANTIZE_BITS", "SECTIONS", "SERVER_LR_DEFAULTS",
-    "SERVER_OPTIMIZERS", "AvailabilityConfig", "CompressionConfig", "ConfigError", "DPConfig",
-    "DPSGDConfig", "DataConfig", "ExperimentConfig", "FederationConfig", "ModelSpec",
-    "PartitionConfig", "RobustnessConfig", "Section", "ServerOptimizerConfig", "TrainPlan",
-    "WarmStartConfig", "choice", "model_label", "number", "option", "positive_int", "require",
+    "OPTIONAL_SECTIONS", "PARTITIONS", "PRECISIONS", "QUANTIZE_BITS", "SECTIONS",
+    "SERVER_LR_DEFAULTS", "SERVER_OPTIMIZERS", "AvailabilityConfig", "CompressionConfig",
+    "ConfigError", "DPConfig", "DPSGDConfig", "DataConfig", "ExperimentConfig",
+    "FederationConfig", "ModelSpec", "PartitionConfig", "RobustnessConfig", "Section",
+    "ServerOptimizerConfig", "TrainPlan", "WarmStartConfig", "choice", "model_label", "number",
+    "option", "positive_int", "require",
 ]

@@ -75,6 +75,9 @@ class ExperimentConfig(Section):
             raise ConfigError("robustness.aggregator", f"{robust.aggregator!r} needs several "
                               "updates per step; model hopping applies one worker's step at a time "
                               "(use fedavg)")
+        if self.dp_sgd is not None and (self.plan.precision != "fp32" or self.plan.channels_last):
+            raise ConfigError("plan.precision", "DP-SGD workers (Opacus's per-sample gradients) "
+                              "train in fp32 with the default memory format")
         if self.dp_sgd is not None and fed.algorithm != "fedavg":
             raise ConfigError("dp_sgd.noise_multiplier", "DP-SGD workers train whole epochs: "
                               f"needs algorithm='fedavg' (got {fed.algorithm!r})")
@@ -121,6 +124,8 @@ class ExperimentConfig(Section):
                   ("compression.method", self.compression.method != "none"),
                   ("dp_sgd.noise_multiplier", self.dp_sgd is not None),
                   ("federation.algorithm", self.federation.algorithm != "fedavg"),
+                  ("plan.precision", self.plan.precision != "fp32"),
+                  ("plan.channels_last", self.plan.channels_last),
                   ("partition.holdout", part.holdout > 0),
                   ("partition.initial_share", part.initial_share < 1),
                   ("partition.growth_per_round", part.growth_per_round > 0)]

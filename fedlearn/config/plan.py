@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedlearn.config.fields import Section, number, option, positive_int
+from fedlearn.config.fields import Section, choice, number, option, positive_int, require
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +22,11 @@ class TrainPlan(Section):
     weight_decay: float = option(0.0, help="L2 penalty")
     prox_mu: float = option(0.0, metavar="MU", help="FedProx (Li et al. 2020): (mu/2)||w - "
                             "w_global||^2 added to the local loss; 0 = FedAvg")
+    precision: str = option("fp32", choices=PRECISIONS,
+                            help="bf16: bfloat16 autocast in local training, where the hardware "
+                                 "has native bf16 (AVX512-BF16 or AMX CPUs, recent GPUs)")
+    channels_last: bool = option(False, help="NHWC memory format in local training, for "
+                                             "convolutional models")
 
     def validate(self) -> None:
         number(self.prox_mu, "prox_mu", 0)
@@ -28,3 +35,6 @@ class TrainPlan(Section):
         number(self.lr, "lr", 0, low_open=True)
         number(self.momentum, "momentum", 0, 1, high_open=True)
         number(self.weight_decay, "weight_decay", 0)
+        choice(self.precision, "precision", PRECISIONS)
+        require(isinstance(self.channels_last, bool), "channels_last",
+                f"must be True or False (got {self.channels_last!r})")

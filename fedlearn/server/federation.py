@@ -42,7 +42,7 @@ from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_ch
 from fedlearn.server.record import RoundRecord
 from fedlearn.server.rounds import derive_seed  # noqa: F401 (re-export)
 from fedlearn.server.strategies import make_strategy
-from fedlearn.training import evaluate
+from fedlearn.training import check_compute, evaluate
 from fedlearn.updates import detached_cpu_state, state_nbytes
 from fedlearn.updates.pipeline import UpdatePipeline
 from fedlearn.workers.base import Worker
@@ -126,6 +126,7 @@ class FederatedServer:
         self.history: list[dict] = []
         self.progress = progress
         self._model = build_model(config.federation.model).to(self.device)
+        check_compute(config.plan, self._model, self.device)
         self.retired: list[str] = []  # e.g. personalized clients, out of the training pool
         self.profiles = (client_profiles(len(self.workers), config.availability, config.seed)
                          if config.availability is not None else None)
@@ -189,7 +190,12 @@ class FederatedServer:
             selection["availability"]["completed"] = len(report.examples)
         train_seconds = time.perf_counter() - t0
         metrics = self.evaluate()
+        plan = self.config.plan
+        compute = {"precision": plan.precision,
+                   "memory_format": "channels_last" if plan.channels_last else "contiguous",
+                   "clients": "one after the other"}
         record = RoundRecord(round=round_, attempt=attempt, skipped=outcome is None,
+                             compute=compute,
                              **selection, **dataclasses.asdict(report),
                              train_seconds=train_seconds, test_loss=metrics["loss"],
                              test_accuracy=metrics["accuracy"],

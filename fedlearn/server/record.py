@@ -76,6 +76,8 @@ class RoundRecord:
     epsilon: float | None = None  # DP-FedAvg's budget after this round
     noise_multiplier: float | None = None
     secure_aggregation: dict[str, Any] | None = None
+    # how the clients were trained: precision, memory format, one after the other or together
+    compute: dict[str, str] | None = None
     # set once the round is over
     train_seconds: float = 0.0
     test_loss: float = float("nan")
@@ -84,7 +86,7 @@ class RoundRecord:
 
     OPTIONAL = ("availability", "declined_clients", "dropped_clients", "stragglers_clients",
                 "late_clients", "worker_epsilon", "epsilon", "noise_multiplier",
-                "secure_aggregation")
+                "secure_aggregation", "compute")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, as ``history.json`` holds it."""

@@ -61,6 +61,7 @@ _HEADER = '''def {name}(images, labels, weights, plan, seed, nonce, mode):
     the 32-hex-digit `nonce`, shows the data scientist the result is fresh (PySyft
     issue #9391) without echoing anything they sent.
     """
+    import contextlib
     import hashlib
     import torch
     import torch.nn as nn
@@ -89,11 +90,14 @@ _CHECKS = '''
         _bounded("seed", seed, int)
         if type(plan) is not dict:
             raise ValueError("plan must be a dict")
-        plan_keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "prox_mu")
+        plan_keys = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "prox_mu",
+                     "precision", "channels_last")
         if mode == "evaluate":
             plan_keys = ()
         if sorted(plan) != sorted(plan_keys):
             raise ValueError(f"plan must have exactly the keys {{sorted(plan_keys)}}")
+        if plan and (plan["precision"] != "fp32" or plan["channels_last"] is not False):
+            raise ValueError("this code trains in fp32 with the default memory format")
         for key in ("epochs", "batch_size"):
             if key in plan:
                 _bounded(key, plan[key], int)
