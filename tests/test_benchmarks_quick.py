@@ -49,3 +49,21 @@ def test_mcmahan_stopped_setting_resumes_to_the_same_run(mnist_dir, tmp_path, mo
     for name in ("fedavg-iid", "fedsgd-iid"):
         assert resumed[name]["rounds_run"] == 3
         assert resumed[name]["accuracy"] == uninterrupted[name]["accuracy"]
+
+
+def test_hardware_speed_benchmark_times_every_variant_in_one_run(mnist_dir, tmp_path):
+    out = tmp_path / "hw.json"
+    r = subprocess.run([sys.executable, "hardware_speed.py", "--models", "mcmahan_cnn",
+                        "--clients", "10", "--clients-per-round", "2", "--epochs", "1",
+                        "--reps", "2", "--train-size", "3000", "--json", str(out)],
+                       cwd=REPO / "benchmarks", capture_output=True, text=True,
+                       env={**os.environ, "FEDLEARN_DATA": mnist_dir})
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["models"]["mcmahan_cnn"]
+    expected = {"fp32", "channels-last"} | ({"bf16", "bf16 + channels-last"}
+                                            if json.loads(out.read_text())["native_bf16"]
+                                            else set())
+    assert set(rows) == expected
+    assert all(len(row["seconds"]) == 2 and row["min_seconds"] <= row["median_seconds"]
+               <= row["max_seconds"] for row in rows.values())
+    assert rows["fp32"]["ratio_to_fp32"] == 1.0
