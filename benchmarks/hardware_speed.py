@@ -113,11 +113,13 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--train-size", type=int, default=None)
+    p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--accuracy-rounds", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    data = load_mnist(DataConfig(train_size=args.train_size), seed=args.seed)
+    data = load_mnist(DataConfig(train_size=args.train_size, test_size=args.test_size),
+                      seed=args.seed)
     t0 = time.perf_counter()
     out = {"command": "python benchmarks/hardware_speed.py " + " ".join(argv or sys.argv[1:]),
            "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -55,7 +55,8 @@ def test_hardware_speed_benchmark_times_every_variant_in_one_run(mnist_dir, tmp_
     out = tmp_path / "hw.json"
     r = subprocess.run([sys.executable, "hardware_speed.py", "--models", "mcmahan_cnn",
                         "--clients", "10", "--clients-per-round", "2", "--epochs", "1",
-                        "--reps", "2", "--train-size", "3000", "--json", str(out)],
+                        "--reps", "2", "--train-size", "1000", "--test-size", "200",
+                        "--json", str(out)],
                        cwd=REPO / "benchmarks", capture_output=True, text=True,
                        env={**os.environ, "FEDLEARN_DATA": mnist_dir})
     assert r.returncode == 0, r.stderr

@@ -40,11 +40,17 @@ def test_a_huge_nonce_is_refused_before_it_is_stored(served, approved):
     assert tree_size(workspace_of(served)) - before < 2_000_000  # no 20 MB copy on the server
 
 
+FP32 = {"precision": "fp32", "channels_last": False}
+
+
 @pytest.mark.parametrize("changes,error", [
     ({"plan": {"epochs": 10**6, "batch_size": 64, "lr": 0.01, "momentum": 0.9,
-               "weight_decay": 0.0, "prox_mu": 0.0}}, "epochs must be in \\[1, 50\\]"),
+               "weight_decay": 0.0, "prox_mu": 0.0, **FP32}}, "epochs must be in \\[1, 50\\]"),
     ({"plan": {"epochs": 1, "batch_size": 10**9, "lr": 0.01, "momentum": 0.9,
-               "weight_decay": 0.0, "prox_mu": 0.0}}, "batch_size must be in"),
+               "weight_decay": 0.0, "prox_mu": 0.0, **FP32}}, "batch_size must be in"),
+    ({"plan": {"epochs": 1, "batch_size": 64, "lr": 0.01, "momentum": 0.9,
+               "weight_decay": 0.0, "prox_mu": 0.0, "precision": "bf16",
+               "channels_last": False}}, "trains in fp32"),
     ({"nonce": "not hex at all, but short!"}, "nonce must be 32 lowercase hex digits"),
     ({"weights": {"fc2.bias": __import__("torch").zeros(10)}}, "exactly the model's keys"),
     ({"mode": "echo"}, "mode must be 'fit' or 'evaluate'"),
