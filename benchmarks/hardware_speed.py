@@ -12,6 +12,8 @@ as a ratio to the fp32 median of the same model. ``--accuracy-rounds N`` also tr
 bf16 + channels-last for N rounds each (IID and label-shard non-IID) and reports both curves.
 
     python benchmarks/hardware_speed.py --json results/hardware_speed.json
+    python benchmarks/hardware_speed.py --models --accuracy-rounds 20 \\
+        --json results/hardware_speed_accuracy.json                     # 20 rounds, bf16 vs fp32
     python benchmarks/hardware_speed.py --models mcmahan_cnn --reps 1 --clients-per-round 2 \\
         --epochs 1 --train-size 6000                                     # a quick look
 """
@@ -107,7 +109,8 @@ def accuracy_curves(data, args) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["mcmahan_cnn", "tutorial_cnn"])
+    p.add_argument("--models", nargs="*", default=["mcmahan_cnn", "tutorial_cnn"],
+                   help="models to time (none: only the --accuracy-rounds comparison)")
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--clients-per-round", type=int, default=10)
     p.add_argument("--epochs", type=int, default=5)
@@ -130,6 +133,9 @@ def main(argv=None) -> dict:
     if args.accuracy_rounds:
         out["accuracy"] = accuracy_curves(data, args)
     out["wall_seconds"] = time.perf_counter() - t0
+    for scheme, runs in out.get("accuracy", {}).items():
+        print(f"{scheme}: fp32 {runs['fp32'][-1]:.4f}, bf16 + channels-last "
+              f"{runs['bf16 + channels-last'][-1]:.4f}, gap {runs['gap_points']:.2f} points")
     for model, rows in out["models"].items():
         for name, row in rows.items():
             print(f"{model:13s} {name:21s} {row['median_seconds']:6.2f} s per round "

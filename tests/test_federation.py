@@ -196,3 +196,29 @@ def test_a_round_returns_a_typed_record_and_the_history_keeps_its_json(synthetic
     assert "epsilon" not in record.to_dict()  # optional parts appear only when the round had them
     assert RoundRecord.from_dict(record.to_dict()) == record
     assert record["test_accuracy"] == record.test_accuracy
+
+
+def test_how_clients_run_is_an_executor_that_cannot_change_the_result(synthetic):
+    """The seam for training clients together or on a cluster: any executor must give the
+    replies one-after-the-other gives. Here one that runs the calls in reverse order."""
+    from fedlearn.server.executors import ClientExecutor, OneAfterTheOther, checked_fit
+    from fedlearn.server.strategies import make_strategy
+
+    class Reversed(ClientExecutor):
+        name = "reversed"
+
+        def fit(self, jobs, weights, plan, robust):
+            replies = [checked_fit(w, weights, plan, robust, seed=s) for w, s in jobs[::-1]]
+            return replies[::-1]
+
+    x, y = synthetic
+    cfg = config(rounds=2, fraction=0.75)
+    workers = [VirtualWorker(n, x[i * 50:(i + 1) * 50], y[i * 50:(i + 1) * 50], model="mlp2nn")
+               for i, n in enumerate(("a", "b", "c", "d"))]
+    plain = run_federation(workers, cfg, x, y)
+    other = run_federation(workers, cfg, x, y, executor=Reversed())
+    assert all(torch.equal(plain.weights[k], other.weights[k]) for k in plain.weights)
+    assert plain.history[0]["compute"]["clients"] == OneAfterTheOther.name
+    assert other.history[0]["compute"]["clients"] == "reversed"
+    with pytest.raises(ValueError, match="model hopping"):
+        make_strategy(config(algorithm="model_hopping"), plain.weights, executor=Reversed())

@@ -39,6 +39,7 @@ from fedlearn.config.federation import workers_per_round
 from fedlearn.models import build_model
 from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
 from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fedlearn.server.executors import ClientExecutor
 from fedlearn.server.record import RoundRecord
 from fedlearn.server.rounds import derive_seed  # noqa: F401 (re-export)
 from fedlearn.server.strategies import make_strategy
@@ -94,7 +95,7 @@ class FederatedServer:
 
     def __init__(self, workers: Sequence, config: ExperimentConfig, test_x: torch.Tensor,
                  test_y: torch.Tensor, *, weights: Mapping[str, torch.Tensor] | None = None,
-                 progress: bool = False):
+                 progress: bool = False, executor: ClientExecutor | None = None):
         self.names = [w.name for w in workers]
         if len(set(self.names)) != len(self.names) or not self.names:
             raise ValueError(f"workers: need distinct worker names, got {self.names}")
@@ -122,7 +123,7 @@ class FederatedServer:
         self.test_x, self.test_y = test_x.to(self.device), test_y.to(self.device)
         initial = weights or initial_weights(config, self.device)
         self.weights = {k: v.to(self.device) for k, v in initial.items()}
-        self.strategy = make_strategy(config, self.weights, self.pipeline)
+        self.strategy = make_strategy(config, self.weights, self.pipeline, executor)
         self.history: list[dict] = []
         self.progress = progress
         self._model = build_model(config.federation.model).to(self.device)
@@ -193,7 +194,7 @@ class FederatedServer:
         plan = self.config.plan
         compute = {"precision": plan.precision,
                    "memory_format": "channels_last" if plan.channels_last else "contiguous",
-                   "clients": "one after the other"}
+                   "clients": self.strategy.executor.name}
         record = RoundRecord(round=round_, attempt=attempt, skipped=outcome is None,
                              compute=compute,
                              **selection, **dataclasses.asdict(report),
@@ -282,7 +283,8 @@ class FederatedServer:
 def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Tensor,
                    test_y: torch.Tensor, *, checkpoint: str | Path | None = None,
                    resume: bool = False, progress: bool = False,
-                   weights: Mapping[str, torch.Tensor] | None = None) -> FederationResult:
+                   weights: Mapping[str, torch.Tensor] | None = None,
+                   executor: ClientExecutor | None = None) -> FederationResult:
     """Train ``config.federation.rounds`` rounds over ``workers``; evaluate every round.
 
     With ``checkpoint`` a checkpoint is written atomically after every round;
@@ -290,7 +292,8 @@ def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Te
     and workers). Stops early once ``target_accuracy`` is reached. Returns the
     final weights and the per-round history.
     """
-    server = FederatedServer(workers, config, test_x, test_y, weights=weights, progress=progress)
+    server = FederatedServer(workers, config, test_x, test_y, weights=weights, progress=progress,
+                             executor=executor)
     if resume:
         if checkpoint is None:
             raise ConfigError("resume", "needs a checkpoint to resume from")

@@ -9,7 +9,6 @@ robust rule from :mod:`fedlearn.aggregation.robust`.
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 import numpy as np
 import torch
@@ -20,46 +19,16 @@ from fedlearn.aggregation.robust import (
     coordinate_median,
     krum_select,
     trimmed_mean,
-    validate_update,
 )
 from fedlearn.config import RobustnessConfig, TrainPlan
-from fedlearn.server.record import TrainingReport, WorkerReply
+from fedlearn.server.executors import ClientExecutor, OneAfterTheOther, checked_fit
+from fedlearn.server.record import TrainingReport
 from fedlearn.training import num_batches
-from fedlearn.updates import State, Update, state_nbytes
-
-
-class WorkerTimeout(TimeoutError):
-    pass
+from fedlearn.updates import State, Update
 
 
 def derive_seed(seed: int, round_: int, worker: int) -> int:
     return int(np.random.SeedSequence([seed, round_, worker]).generate_state(1)[0])
-
-
-def call_with_timeout(fn, timeout: float | None, *args, **kwargs):
-    """``fn(*args, **kwargs)``, or WorkerTimeout after ``timeout`` seconds.
-
-    A hung call cannot be killed from Python; it is left running in a daemon
-    thread and its result, should it ever come, is dropped.
-    """
-    if timeout is None:
-        return fn(*args, **kwargs)
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise WorkerTimeout(f"no reply within {timeout:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def aggregate(updates: list[Update], robust: RobustnessConfig) -> dict[str, torch.Tensor]:
@@ -75,42 +44,22 @@ def aggregate(updates: list[Update], robust: RobustnessConfig) -> dict[str, torc
     raise ValueError(f"aggregator: unknown {robust.aggregator!r}")  # config validation's job
 
 
-def checked_fit(worker, weights, plan: TrainPlan, robust: RobustnessConfig, *, seed: int,
-                batches=None) -> WorkerReply:
-    """Ask ``worker`` for an update; it comes back only if it arrived in time and is valid."""
-    down = state_nbytes(weights)
-    try:
-        update = call_with_timeout(worker.fit, robust.round_timeout, weights, plan, seed=seed,
-                                   batches=batches)
-    except Exception as exc:  # a worker's failure must not end the run
-        return WorkerReply(None, down, failed=f"{type(exc).__name__}: {exc}")
-    try:  # a full pass sees at most epochs x its data; one hop at most one batch
-        bound = plan.epochs * worker.num_examples if batches is None else plan.batch_size
-    except Exception:  # a worker that cannot say its size gets no bound
-        bound = None
-    delta = getattr(update, "delta", None)
-    reason = validate_update(delta, weights, getattr(update, "num_examples", None),
-                             max_examples=bound, max_norm=robust.max_update_norm)
-    if reason is None and not isinstance(update, Update):
-        reason = f"not an Update ({type(update).__name__})"
-    if reason is not None:
-        return WorkerReply(None, down, rejected=reason)
-    return WorkerReply(update, down, bytes_up=state_nbytes(update.delta))
-
-
 def fedavg_round(chosen, weights, plan: TrainPlan, robust: RobustnessConfig, seed: int,
-                 round_: int, pipeline=None) -> tuple[State | None, TrainingReport]:
+                 round_: int, pipeline=None, executor: ClientExecutor | None = None
+                 ) -> tuple[State | None, TrainingReport]:
     """Every chosen worker trains locally; the aggregate of the valid updates, and the report.
 
-    The aggregate is the combined weight change (the server applies it, see
+    The selected clients are run by ``executor`` (default: one after the other, here); the
+    aggregate is the combined weight change (the server applies it, see
     :mod:`fedlearn.server.optimizers`), or None with fewer than ``min_updates``. With a
     :class:`fedlearn.updates.pipeline.UpdatePipeline`, updates are clipped, compressed and
     masked on their way and noised after aggregation.
     """
     report = TrainingReport()
     arrived = []
-    for i, worker in chosen:
-        reply = checked_fit(worker, weights, plan, robust, seed=derive_seed(seed, round_, i))
+    jobs = [(worker, derive_seed(seed, round_, i)) for i, worker in chosen]
+    replies = (executor or OneAfterTheOther()).fit(jobs, weights, plan, robust)
+    for (i, worker), reply in zip(chosen, replies):
         report.count(worker.name, reply)
         update = reply.update
         if update is None:

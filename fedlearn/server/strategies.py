@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from fedlearn.config import ExperimentConfig
+from fedlearn.server.executors import ClientExecutor, OneAfterTheOther
 from fedlearn.server.optimizers import ServerOptimizer
 from fedlearn.server.record import TrainingReport
 from fedlearn.server.rounds import fedavg_round, model_hopping_round
@@ -24,10 +25,13 @@ from fedlearn.updates import State, detached_cpu_state
 
 
 class Strategy:
-    """Turns the chosen workers of one round into new global weights."""
+    """Turns the chosen workers of one round into new global weights; ``executor`` runs the
+    clients' calls (:mod:`fedlearn.server.executors`)."""
 
-    def __init__(self, config: ExperimentConfig, pipeline=None):
+    def __init__(self, config: ExperimentConfig, pipeline=None,
+                 executor: ClientExecutor | None = None):
         self.config, self.pipeline = config, pipeline
+        self.executor = executor or OneAfterTheOther()
 
     def round(self, chosen, weights: State, round_: int,
               progress: bool = False) -> tuple[State | None, TrainingReport]:
@@ -43,14 +47,15 @@ class Strategy:
 
 
 class FedAvg(Strategy):
-    def __init__(self, config: ExperimentConfig, pipeline=None):
-        super().__init__(config, pipeline)
+    def __init__(self, config: ExperimentConfig, pipeline=None,
+                 executor: ClientExecutor | None = None):
+        super().__init__(config, pipeline, executor)
         self.optimizer = ServerOptimizer(config.server)
 
     def round(self, chosen, weights, round_, progress=False):
         cfg = self.config
         delta, report = fedavg_round(chosen, weights, cfg.plan, cfg.robustness, cfg.seed,
-                                     round_, self.pipeline)
+                                     round_, self.pipeline, self.executor)
         return (None if delta is None else self.optimizer.step(weights, delta)), report
 
     def state_dict(self) -> dict:
@@ -85,11 +90,15 @@ class ModelHopping(Strategy):
 STRATEGIES = {"fedavg": FedAvg, "model_hopping": ModelHopping}
 
 
-def make_strategy(config: ExperimentConfig, weights: State, pipeline=None) -> Strategy:
+def make_strategy(config: ExperimentConfig, weights: State, pipeline=None,
+                  executor: ClientExecutor | None = None) -> Strategy:
     """The strategy ``config.federation.algorithm`` names; unknown names raise."""
     algorithm = config.federation.algorithm
     if algorithm == "model_hopping":
+        if executor is not None and not isinstance(executor, OneAfterTheOther):
+            raise ValueError(f"executor: model hopping visits one batch at a time, one client "
+                             f"after the other; {executor.name!r} cannot run it")
         return ModelHopping(config, pipeline, weights=weights)
     if algorithm == "fedavg":
-        return FedAvg(config, pipeline)
+        return FedAvg(config, pipeline, executor)
     raise ValueError(f"algorithm: unknown {algorithm!r}; allowed: {', '.join(STRATEGIES)}")

@@ -1,0 +1,96 @@
+"""How a round's selected clients are run: the seam between a strategy's maths and the hardware.
+
+A strategy decides *what* each selected client is asked — the global weights, the plan, and a
+seed derived from (seed, round, client) — and an executor decides *how* those calls run. Every
+call goes through :func:`checked_fit`: a client that raises, hangs past ``round_timeout`` or
+sends a malformed or hostile update gives a :class:`~fedlearn.server.record.WorkerReply` with the
+reason, never an exception that ends the run. :class:`OneAfterTheOther` runs the calls in this
+process in the order selected; other executors (a round's clients trained together, or on a
+cluster) plug in here and must give the same replies for the same calls, so a strategy's result
+never depends on how its clients ran.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from fedlearn.aggregation.robust import validate_update
+from fedlearn.config import RobustnessConfig, TrainPlan
+from fedlearn.server.record import WorkerReply
+from fedlearn.updates import Update, state_nbytes
+from fedlearn.workers.base import Worker
+
+
+class WorkerTimeout(TimeoutError):
+    pass
+
+
+def call_with_timeout(fn, timeout: float | None, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or WorkerTimeout after ``timeout`` seconds.
+
+    A hung call cannot be killed from Python; it is left running in a daemon
+    thread and its result, should it ever come, is dropped.
+    """
+    if timeout is None:
+        return fn(*args, **kwargs)
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise WorkerTimeout(f"no reply within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def checked_fit(worker, weights, plan: TrainPlan, robust: RobustnessConfig, *, seed: int,
+                batches=None) -> WorkerReply:
+    """Ask ``worker`` for an update; it comes back only if it arrived in time and is valid."""
+    down = state_nbytes(weights)
+    try:
+        update = call_with_timeout(worker.fit, robust.round_timeout, weights, plan, seed=seed,
+                                   batches=batches)
+    except Exception as exc:  # a worker's failure must not end the run
+        return WorkerReply(None, down, failed=f"{type(exc).__name__}: {exc}")
+    try:  # a full pass sees at most epochs x its data; one hop at most one batch
+        bound = plan.epochs * worker.num_examples if batches is None else plan.batch_size
+    except Exception:  # a worker that cannot say its size gets no bound
+        bound = None
+    delta = getattr(update, "delta", None)
+    reason = validate_update(delta, weights, getattr(update, "num_examples", None),
+                             max_examples=bound, max_norm=robust.max_update_norm)
+    if reason is None and not isinstance(update, Update):
+        reason = f"not an Update ({type(update).__name__})"
+    if reason is not None:
+        return WorkerReply(None, down, rejected=reason)
+    return WorkerReply(update, down, bytes_up=state_nbytes(update.delta))
+
+
+class ClientExecutor:
+    """Runs one round's client calls; returns one reply per call, in the calls' order."""
+
+    name = "?"  # as recorded in each round's ``compute``
+
+    def fit(self, jobs: Sequence[tuple[Worker, int]], weights: Mapping[str, torch.Tensor],
+            plan: TrainPlan, robust: RobustnessConfig) -> list[WorkerReply]:
+        """``jobs``: (worker, seed) pairs; each worker trains from ``weights`` with ``plan``."""
+        raise NotImplementedError
+
+
+class OneAfterTheOther(ClientExecutor):
+    """Each selected client in turn, in this process: the reference every executor must match."""
+
+    name = "one after the other"
+
+    def fit(self, jobs, weights, plan, robust):
+        return [checked_fit(worker, weights, plan, robust, seed=seed) for worker, seed in jobs]
