@@ -1,9 +1,10 @@
 """Seconds per round at the speed of this machine's hardware: fp32, bf16 autocast, channels-last.
 
 McMahan et al. 2017's setting: 100 clients of 600 MNIST images (IID), C = 0.1 (10 clients a
-round), E = 5, B = 10, lr 0.1; for McMahan's CNN and the tutorial CNN. Each variant is one
-``TrainPlan`` (``precision``, ``channels_last``); every round starts from the same initial
-weights, so every variant trains the same 10 clients on the same batches.
+round), E = 5, B = 10, lr 0.1; for McMahan's CNN and the tutorial CNN. Each variant is a
+``TrainPlan`` (``precision``, ``channels_last``) and a way to run the round's clients (one after
+the other, or together: ``torch.func``); every round starts from the same initial weights, so
+every variant trains the same 10 clients on the same batches.
 
 Measured as ``../shared/notes/performance.md`` says: all variants in this one process, one
 warm-up round each (not counted), then interleaved repetitions with the order rotated, so machine
@@ -29,6 +30,7 @@ from common import write_results
 
 from fedlearn.config import (
     DataConfig,
+    ExecutionConfig,
     ExperimentConfig,
     FederationConfig,
     PartitionConfig,
@@ -39,12 +41,17 @@ from fedlearn.server.federation import FederatedServer, initial_weights
 from fedlearn.training import native_bf16
 from fedlearn.workers import make_virtual_workers
 
-VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False),
-            "channels-last": ("fp32", True), "bf16 + channels-last": ("bf16", True)}
+# name -> (precision, channels_last, how the round's clients run)
+VARIANTS = {"fp32": ("fp32", False, "one_after_the_other"),
+            "bf16": ("bf16", False, "one_after_the_other"),
+            "channels-last": ("fp32", True, "one_after_the_other"),
+            "bf16 + channels-last": ("bf16", True, "one_after_the_other"),
+            "together, fp32": ("fp32", False, "together"),
+            "together, bf16": ("bf16", False, "together")}
 
 
-def config_for(model: str, precision: str, channels_last: bool, args, scheme="iid",
-               rounds=1) -> ExperimentConfig:
+def config_for(model: str, precision: str, channels_last: bool, executor: str, args,
+               scheme="iid", rounds=1) -> ExperimentConfig:
     clients = tuple(f"client{i:03d}" for i in range(args.clients))
     return ExperimentConfig(
         partition=PartitionConfig(workers=clients, scheme=scheme),
@@ -52,11 +59,11 @@ def config_for(model: str, precision: str, channels_last: bool, args, scheme="ii
                        precision=precision, channels_last=channels_last),
         federation=FederationConfig(model=model, rounds=rounds, device="cpu",
                                     fraction=args.clients_per_round / args.clients),
-        seed=args.seed)
+        execution=ExecutionConfig(executor=executor), seed=args.seed)
 
 
 def time_variants(model: str, data, args) -> dict:
-    base = config_for(model, "fp32", False, args)
+    base = config_for(model, *VARIANTS["fp32"], args)
     workers, _ = make_virtual_workers(data.train_x, data.train_y, base.partition, model=model,
                                       seed=args.seed)
     start = initial_weights(base, torch.device("cpu"))
@@ -92,8 +99,8 @@ def accuracy_curves(data, args) -> dict:
     out = {}
     for scheme in ("iid", "shards"):
         runs = {}
-        for name, spec in (("fp32", VARIANTS["fp32"]),
-                           ("bf16 + channels-last", VARIANTS["bf16 + channels-last"])):
+        for name in ("fp32", "bf16 + channels-last"):
+            spec = VARIANTS[name]
             config = config_for("mcmahan_cnn", *spec, args, scheme=scheme,
                                 rounds=args.accuracy_rounds)
             workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,

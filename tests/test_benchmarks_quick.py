@@ -61,9 +61,9 @@ def test_hardware_speed_benchmark_times_every_variant_in_one_run(mnist_dir, tmp_
                        env={**os.environ, "FEDLEARN_DATA": mnist_dir})
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())["models"]["mcmahan_cnn"]
-    expected = {"fp32", "channels-last"} | ({"bf16", "bf16 + channels-last"}
-                                            if json.loads(out.read_text())["native_bf16"]
-                                            else set())
+    expected = {"fp32", "channels-last", "together, fp32"} | (
+        {"bf16", "bf16 + channels-last", "together, bf16"}
+        if json.loads(out.read_text())["native_bf16"] else set())
     assert set(rows) == expected
     assert all(len(row["seconds"]) == 2 and row["min_seconds"] <= row["median_seconds"]
                <= row["max_seconds"] for row in rows.values())

@@ -7,6 +7,7 @@ what is allowed, before any work starts.
 """
 from fedlearn.config.availability import AvailabilityConfig
 from fedlearn.config.data import PARTITIONS, DataConfig, PartitionConfig
+from fedlearn.config.execution import EXECUTORS, ExecutionConfig
 from fedlearn.config.experiment import OPTIONAL_SECTIONS, SECTIONS, ExperimentConfig
 from fedlearn.config.federation import (
     AGGREGATORS,
@@ -42,10 +43,10 @@ from fedlearn.config.privacy import (
 )
 
 __all__ = [
-    "AGGREGATORS", "ALGORITHMS", "COMPRESSIONS", "DEVICES", "MODELS", "ON_TOO_FEW",
+    "AGGREGATORS", "ALGORITHMS", "COMPRESSIONS", "DEVICES", "EXECUTORS", "MODELS", "ON_TOO_FEW",
     "OPTIONAL_SECTIONS", "PARTITIONS", "PRECISIONS", "QUANTIZE_BITS", "SECTIONS",
     "SERVER_LR_DEFAULTS", "SERVER_OPTIMIZERS", "AvailabilityConfig", "CompressionConfig",
-    "ConfigError", "DPConfig", "DPSGDConfig", "DataConfig", "ExperimentConfig",
+    "ConfigError", "DPConfig", "DPSGDConfig", "DataConfig", "ExecutionConfig", "ExperimentConfig",
     "FederationConfig", "ModelSpec", "PartitionConfig", "RobustnessConfig", "Section",
     "ServerOptimizerConfig", "TrainPlan", "WarmStartConfig", "choice", "model_label", "number",
     "option", "positive_int", "require",

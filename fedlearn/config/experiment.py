@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from fedlearn.config.availability import AvailabilityConfig
 from fedlearn.config.data import DataConfig, PartitionConfig
+from fedlearn.config.execution import ExecutionConfig
 from fedlearn.config.federation import (
     FederationConfig,
     RobustnessConfig,
@@ -26,7 +27,8 @@ SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig, "partition": PartitionConfig, "plan": TrainPlan,
     "federation": FederationConfig, "robustness": RobustnessConfig,
     "server": ServerOptimizerConfig, "warm_start": WarmStartConfig, "dp": DPConfig,
-    "dp_sgd": DPSGDConfig, "compression": CompressionConfig, "availability": AvailabilityConfig}
+    "dp_sgd": DPSGDConfig, "compression": CompressionConfig, "availability": AvailabilityConfig,
+    "execution": ExecutionConfig}
 OPTIONAL_SECTIONS = ("dp", "dp_sgd", "availability")
 
 
@@ -56,6 +58,8 @@ class ExperimentConfig(Section):
                                                   "the server learns only the sum")
     availability: AvailabilityConfig | None = option(
         None, flag="--availability", help="simulate devices that come and go (default: off)")
+    execution: ExecutionConfig = option(default_factory=ExecutionConfig,
+                                        help="how the clients run")
     seed: int = option(0, help="seed for every random choice")
 
     def validate(self) -> None:

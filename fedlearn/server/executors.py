@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from fedlearn.aggregation.robust import validate_update
-from fedlearn.config import RobustnessConfig, TrainPlan
+from fedlearn.config import ConfigError, ExperimentConfig, RobustnessConfig, TrainPlan
 from fedlearn.server.record import WorkerReply
 from fedlearn.updates import Update, state_nbytes
 from fedlearn.workers.base import Worker
@@ -62,6 +62,12 @@ def checked_fit(worker, weights, plan: TrainPlan, robust: RobustnessConfig, *, s
                                    batches=batches)
     except Exception as exc:  # a worker's failure must not end the run
         return WorkerReply(None, down, failed=f"{type(exc).__name__}: {exc}")
+    return checked(worker, update, weights, plan, robust, down=down, batches=batches)
+
+
+def checked(worker, update, weights, plan: TrainPlan, robust: RobustnessConfig, *, down: int,
+            batches=None) -> WorkerReply:
+    """The reply for an update that arrived: refused with the reason unless it is valid."""
     try:  # a full pass sees at most epochs x its data; one hop at most one batch
         bound = plan.epochs * worker.num_examples if batches is None else plan.batch_size
     except Exception:  # a worker that cannot say its size gets no bound
@@ -94,3 +100,49 @@ class OneAfterTheOther(ClientExecutor):
 
     def fit(self, jobs, weights, plan, robust):
         return [checked_fit(worker, weights, plan, robust, seed=seed) for worker, seed in jobs]
+
+
+class Together(ClientExecutor):
+    """A round's in-process clients as one batched computation
+    (:meth:`fedlearn.workers.VirtualWorker.fit_together`); every update is still checked."""
+
+    name = "together"
+
+    def fit(self, jobs, weights, plan, robust):
+        from fedlearn.workers.inprocess import VirtualWorker
+
+        down = state_nbytes(weights)
+        try:
+            updates = VirtualWorker.fit_together([w for w, _ in jobs], weights, plan,
+                                                 [seed for _, seed in jobs])
+        except Exception as exc:  # the batch failed: every client in it did
+            return [WorkerReply(None, down, failed=f"{type(exc).__name__}: {exc}")
+                    for _ in jobs]
+        return [checked(worker, update, weights, plan, robust, down=down)
+                for (worker, _), update in zip(jobs, updates)]
+
+
+def choose_executor(config: ExperimentConfig, workers: Sequence[Worker], model: torch.nn.Module,
+                    device: torch.device) -> ClientExecutor:
+    """``config.execution.executor``; ``auto`` trains clients together on a GPU when they can
+    be (on a CPU one after the other measures faster: benchmarks/hardware_speed.py)."""
+    from fedlearn.workers.inprocess import VirtualWorker
+    from fedlearn.workers.together import can_train_together
+
+    wanted = config.execution.executor
+    if wanted == "one_after_the_other":
+        return OneAfterTheOther()
+    reasons = [why for why, broken in (
+        ("model hopping visits one batch at a time", config.federation.algorithm != "fedavg"),
+        ("a round timeout needs each client's own call", config.robustness.round_timeout
+         is not None),
+        ("channels-last is for one client at a time", config.plan.channels_last),
+        ("every client must be a plain in-process VirtualWorker",
+         any(type(w) is not VirtualWorker for w in workers))) if broken]
+    reasons += [why] if (why := can_train_together(model)) else []
+    if wanted == "together" and reasons:
+        raise ConfigError("execution.executor", f"clients cannot be trained together here: "
+                          f"{'; '.join(reasons)}; use one_after_the_other or auto")
+    if wanted == "together" or (device.type == "cuda" and not reasons):
+        return Together()
+    return OneAfterTheOther()

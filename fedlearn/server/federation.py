@@ -39,7 +39,7 @@ from fedlearn.config.federation import workers_per_round
 from fedlearn.models import build_model
 from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
 from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fedlearn.server.executors import ClientExecutor
+from fedlearn.server.executors import ClientExecutor, choose_executor
 from fedlearn.server.record import RoundRecord
 from fedlearn.server.rounds import derive_seed  # noqa: F401 (re-export)
 from fedlearn.server.strategies import make_strategy
@@ -123,11 +123,12 @@ class FederatedServer:
         self.test_x, self.test_y = test_x.to(self.device), test_y.to(self.device)
         initial = weights or initial_weights(config, self.device)
         self.weights = {k: v.to(self.device) for k, v in initial.items()}
-        self.strategy = make_strategy(config, self.weights, self.pipeline, executor)
         self.history: list[dict] = []
         self.progress = progress
         self._model = build_model(config.federation.model).to(self.device)
         check_compute(config.plan, self._model, self.device)
+        executor = executor or choose_executor(config, self.workers, self._model, self.device)
+        self.strategy = make_strategy(config, self.weights, self.pipeline, executor)
         self.retired: list[str] = []  # e.g. personalized clients, out of the training pool
         self.profiles = (client_profiles(len(self.workers), config.availability, config.seed)
                          if config.availability is not None else None)

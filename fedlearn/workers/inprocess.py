@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -108,6 +108,21 @@ class VirtualWorker(Worker):
 
     def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
         return evaluate(self._load(weights), self.__x[:self._visible], self.__y[:self._visible])
+
+    @staticmethod
+    def fit_together(workers: Sequence[VirtualWorker], weights: Mapping[str, torch.Tensor],
+                     plan: TrainPlan, seeds: Sequence[int]) -> list[Update]:
+        """Train these workers as one batched computation (:mod:`fedlearn.workers.together`);
+        the same updates as their own ``fit``, within float tolerance. All must share a model
+        and a device."""
+        from fedlearn.workers.together import fit_together
+
+        specs = {(w._model_name, w._device) for w in workers}
+        if len(specs) != 1:
+            raise FedlearnError(f"fit_together: the workers differ in model or device: {specs}")
+        clients = [(w.name, w.__x[:w._visible], w.__y[:w._visible]) for w in workers]
+        local = {k: v.to(workers[0]._device) for k, v in weights.items()}
+        return fit_together(clients, workers[0]._model_name, local, plan, seeds)
 
     def personalize(self, weights: Mapping[str, torch.Tensor], plan: TrainPlan, *, steps: int,
                     seed: int) -> dict:
