@@ -11,8 +11,9 @@ def test_worker_offers_updates_not_samples(synthetic):
     bob = VirtualWorker("bob", x, y, model="mlp2nn")
     assert isinstance(bob, Worker)
     public = {k: getattr(bob, k) for k in dir(bob) if not k.startswith("_")}
-    assert set(public) == {"name", "remote", "dp_sgd", "num_examples", "fit", "evaluate",
-                           "set_round", "state_dict", "load_state_dict", "personalize",
+    assert set(public) == {"name", "remote", "dp_sgd", "num_examples", "fit", "fit_together",
+                           "evaluate", "set_round", "state_dict", "load_state_dict",
+                           "personalize",
                            "personal_weights"}  # weights the device keeps, never samples
     assert bob.personal_weights is None
     assert not any(isinstance(v, torch.Tensor) for v in public.values())

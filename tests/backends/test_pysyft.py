@@ -237,7 +237,8 @@ def test_the_approved_code_refuses_a_plan_out_of_its_bounds():
 @needs_syft
 def test_train_with_pysyft_prints_what_a_user_needs_and_not_syfts_chatter(mnist_dir, tmp_path):
     """A log file (no terminal): what happened, one plain line per round; PySyft's own output
-    (signing-key CRITICAL line, SQLite path, banners, upload bars) only with --verbose."""
+    (signing-key CRITICAL line, SQLite path, banners, upload bars) only with --verbose
+    (which turns quiet_syft off: the test below)."""
     args = [sys.executable, "-m", "fedlearn", "train", "--backend", "pysyft", "--data-dir",
             mnist_dir, "--train-size", "600", "--test-size", "200", "--rounds", "2",
             "--batch-size", "32", "--model", "mlp2nn"]
@@ -253,6 +254,20 @@ def test_train_with_pysyft_prints_what_a_user_needs_and_not_syfts_chatter(mnist_
     for chatter in ("CRITICAL", "SQLite", "sqlite:", "SyftSuccess", "Logged into", "project",
                     "Uploading", "changethis"):
         assert chatter not in quiet.stdout + quiet.stderr
-    loud = subprocess.run([*args, "--out", str(tmp_path / "loud"), "--verbose"],
-                          capture_output=True, text=True)
-    assert loud.returncode == 0 and "Logged into" in loud.stdout + loud.stderr
+
+
+def test_quiet_syft_keeps_chatter_aside_unless_verbose(capsys):
+    from fedlearn.backends.pysyft import one_line, quiet_syft, set_verbose
+
+    with quiet_syft() as said:
+        print("Logged into <bob> ...\nSyftError: You have no access to the private data")
+    assert capsys.readouterr().out == ""
+    assert said.syft_error() == "You have no access to the private data"
+    set_verbose(True)
+    try:
+        with quiet_syft():
+            print("Logged into <bob>")
+        assert "Logged into <bob>" in capsys.readouterr().out
+    finally:
+        set_verbose(False)
+    assert one_line(RuntimeError("PySyft: a failed\n  detail")) == "a failed"
