@@ -22,7 +22,8 @@ import importlib
 _EXPORTS = {
     "fedlearn.aggregation": ["fedavg"],
     "fedlearn.config": ["AvailabilityConfig", "CompressionConfig", "ConfigError", "DataConfig",
-                        "DPConfig", "DPSGDConfig", "ExperimentConfig", "FederationConfig",
+                        "DPConfig", "DPSGDConfig", "ExecutionConfig", "ExperimentConfig",
+                        "FederationConfig",
                         "PartitionConfig", "RobustnessConfig", "ServerOptimizerConfig",
                         "TrainPlan", "WarmStartConfig"],
     "fedlearn.data": ["load_mnist", "partition"],

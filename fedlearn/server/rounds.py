@@ -1,10 +1,10 @@
 """One round of training, on the server's side, with the faults of the real world.
 
 A worker may raise, hang past ``round_timeout``, disappear, or send an update
-that is malformed or hostile. Every reply is checked (:func:`validate_update`)
-before it may be aggregated; failures and rejections are recorded with their
-reason, never averaged in. Aggregation is FedAvg (McMahan et al. 2017) or a
-robust rule from :mod:`fedlearn.aggregation.robust`.
+that is malformed or hostile. Every reply is checked
+(:func:`fedlearn.server.executors.checked_fit`) before it may be aggregated; failures and
+rejections are recorded with their reason, never averaged in. Aggregation is FedAvg
+(McMahan et al. 2017) or a robust rule from :mod:`fedlearn.aggregation.robust`.
 """
 from __future__ import annotations
 
