@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fedlearn.config import TrainPlan
+from fedlearn.config import ConfigError, TrainPlan
 
 
 def make_optimizer(model: nn.Module, plan: TrainPlan) -> torch.optim.Optimizer:
@@ -108,8 +108,6 @@ def native_bf16(device: torch.device) -> bool:
 
 def check_compute(plan: TrainPlan, model: nn.Module, device: torch.device) -> None:
     """Refuse a precision or memory format this device or model cannot use well."""
-    from fedlearn.config import ConfigError
-
     if plan.precision == "bf16" and not native_bf16(device):
         raise ConfigError("plan.precision", f"bf16 needs native bfloat16 on {device.type}: a "
                           "CPU with AVX512-BF16 or AMX, or a GPU with bf16 support; use fp32")

@@ -238,8 +238,8 @@ def pysyft_workers(args, config, data):
 
     fed = config.federation
     check_plan(config.plan)
-    workers = list(config.partition.workers)
-    config.check_workers(len(workers), remote=workers)  # refused before anyone is asked
+    names = list(config.partition.workers)
+    config.check_workers(len(names), remote=names)  # refused before anyone is asked
     max_calls = fed.rounds * (config.robustness.max_retries + 1) + 10
     if not args.datasite:  # the tutorial's setting: Bob and Alice launched in this process
         for flag in ("ca_file", "client_cert", "client_key"):

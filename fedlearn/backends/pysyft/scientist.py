@@ -166,9 +166,10 @@ class SyftWorker(Worker):
             remote = getattr(self._client.code, FUNCTION_NAME)
             with quiet_syft() as chatter:
                 pointer = remote(images=self._images, labels=self._labels, **kwargs)
-                result = pointer.get() if not isinstance(pointer, sy.SyftError) else pointer
-            what = what if chatter.syft_error() is None else f"{what} ({chatter.syft_error()})"
-            return check_result(check_result(result, what), f"fetching the result of {what}")
+                result = pointer if isinstance(pointer, sy.SyftError) else pointer.get()
+            if chatter.syft_error() is not None:  # the server's reason, which syft only printed
+                what = f"{what} ({chatter.syft_error()})"
+            return check_result(result, what)
         except sy.SyftException as exc:  # e.g. the request is not approved (yet)
             raise RuntimeError(f"PySyft: {what} failed: {exc}") from exc
 
