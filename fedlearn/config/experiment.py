@@ -85,6 +85,10 @@ class ExperimentConfig(Section):
         if self.dp_sgd is not None and fed.algorithm != "fedavg":
             raise ConfigError("dp_sgd.noise_multiplier", "DP-SGD workers train whole epochs: "
                               f"needs algorithm='fedavg' (got {fed.algorithm!r})")
+        if self.execution.executor == "ray" and fed.algorithm != "fedavg":
+            raise ConfigError("execution.executor", "model hopping passes one model from client "
+                              "to client, batch by batch: nothing in a round can run in "
+                              "parallel on Ray (use algorithm='fedavg', or another executor)")
         for path, on in self._update_pipeline():
             if on and (fed.algorithm != "fedavg" or robust.aggregator != "fedavg"):
                 raise ConfigError(path, "works with algorithm='fedavg' and aggregator='fedavg' "
@@ -116,6 +120,9 @@ class ExperimentConfig(Section):
                               f"one, the sum is that worker's update ({per_round} asked)")
         if remote:
             self._refuse_for_remote(list(remote))
+        if remote and self.execution.executor == "ray":
+            raise ConfigError("execution.executor", f"workers {', '.join(remote)} train inside "
+                              "their owners' Datasites: Ray can run in-process clients only")
         if robust.aggregator == "krum" and per_round < 2 * robust.krum_byzantine + 3:
             raise ConfigError("robustness.aggregator", f"krum with krum_byzantine="
                               f"{robust.krum_byzantine} needs at least "
@@ -152,10 +159,12 @@ class ExperimentConfig(Section):
     def fingerprint(self) -> str:
         """Hash of everything that shapes the trajectory of a run.
 
-        Rounds, the stop target, the device and where the data lives are left out:
-        a run may be resumed to more rounds or on another machine.
+        Rounds, the stop target, the device, where the data lives and how the clients run
+        (in-process or on Ray: the same weights) are left out: a run may be resumed to more
+        rounds, on another machine or another executor.
         """
         d = self.to_dict()
+        d.pop("execution")
         for key in ("rounds", "target_accuracy", "device"):
             d["federation"].pop(key)
         d["data"].pop("data_dir")

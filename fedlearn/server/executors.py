@@ -88,9 +88,19 @@ class ClientExecutor:
     name = "?"  # as recorded in each round's ``compute``
 
     def fit(self, jobs: Sequence[tuple[Worker, int]], weights: Mapping[str, torch.Tensor],
-            plan: TrainPlan, robust: RobustnessConfig) -> list[WorkerReply]:
-        """``jobs``: (worker, seed) pairs; each worker trains from ``weights`` with ``plan``."""
+            plan: TrainPlan, robust: RobustnessConfig, round_: int | None = None
+            ) -> list[WorkerReply]:
+        """``jobs``: (worker, seed) pairs; each worker trains from ``weights`` with ``plan``.
+        ``round_``: the round they belong to (an executor that keeps copies of the workers
+        elsewhere tells them, as the server told the originals with ``set_round``)."""
         raise NotImplementedError
+
+    def round_notes(self) -> dict:
+        """What the last round's record should say of how its clients ran, beyond the name."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the executor holds (processes, a cluster connection); default none."""
 
 
 class OneAfterTheOther(ClientExecutor):
@@ -98,7 +108,7 @@ class OneAfterTheOther(ClientExecutor):
 
     name = "one after the other"
 
-    def fit(self, jobs, weights, plan, robust):
+    def fit(self, jobs, weights, plan, robust, round_=None):
         return [checked_fit(worker, weights, plan, robust, seed=seed) for worker, seed in jobs]
 
 
@@ -108,7 +118,7 @@ class Together(ClientExecutor):
 
     name = "together"
 
-    def fit(self, jobs, weights, plan, robust):
+    def fit(self, jobs, weights, plan, robust, round_=None):
         from fedlearn.workers.inprocess import VirtualWorker
 
         down = state_nbytes(weights)
@@ -125,13 +135,22 @@ class Together(ClientExecutor):
 def choose_executor(config: ExperimentConfig, workers: Sequence[Worker], model: torch.nn.Module,
                     device: torch.device) -> ClientExecutor:
     """``config.execution.executor``; ``auto`` trains clients together on a GPU when they can
-    be (on a CPU one after the other measures faster: benchmarks/hardware_speed.py)."""
+    be (on a CPU one after the other measures faster: benchmarks/hardware_speed.py). ``ray``
+    starts or joins a Ray runtime (:mod:`fedlearn.backends.ray`)."""
     from fedlearn.workers.inprocess import VirtualWorker
     from fedlearn.workers.together import can_train_together
 
     wanted = config.execution.executor
     if wanted == "one_after_the_other":
         return OneAfterTheOther()
+    if wanted == "ray":
+        from fedlearn.backends.ray import RayExecutor
+
+        if device.type == "cuda" and config.execution.client_gpus == 0:
+            raise ConfigError("execution.client_gpus", "the run trains on cuda but a Ray "
+                              "client gets no GPU: give --client-gpus (a fraction shares one)")
+        return RayExecutor(config.execution, workers,
+                           per_round=config.workers_per_round(len(workers)))
     reasons = [why for why, broken in (
         ("model hopping visits one batch at a time", config.federation.algorithm != "fedavg"),
         ("a round timeout needs each client's own call", config.robustness.round_timeout

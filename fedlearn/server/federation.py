@@ -127,6 +127,8 @@ class FederatedServer:
         self.progress = progress
         self._model = build_model(config.federation.model).to(self.device)
         check_compute(config.plan, self._model, self.device)
+        # an executor the server makes is the server's to close; one passed in, the caller's
+        self._owns_executor = executor is None
         executor = executor or choose_executor(config, self.workers, self._model, self.device)
         self.strategy = make_strategy(config, self.weights, self.pipeline, executor)
         self.retired: list[str] = []  # e.g. personalized clients, out of the training pool
@@ -195,7 +197,8 @@ class FederatedServer:
         plan = self.config.plan
         compute = {"precision": plan.precision,
                    "memory_format": "channels_last" if plan.channels_last else "contiguous",
-                   "clients": self.strategy.executor.name}
+                   "clients": self.strategy.executor.name,
+                   **self.strategy.executor.round_notes()}
         record = RoundRecord(round=round_, attempt=attempt, skipped=outcome is None,
                              compute=compute,
                              **selection, **dataclasses.asdict(report),
@@ -235,6 +238,17 @@ class FederatedServer:
                      **{f"{key}_clients": names[key]
                         for key in ("declined", "dropped", "stragglers", "late")}}
         return [(i, self.workers[i]) for i in plan["reporting"]], selection
+
+    def close(self) -> None:
+        """Release the executor the server made (a Ray runtime it started, its actors)."""
+        if self._owns_executor:
+            self.strategy.executor.close()
+
+    def __enter__(self) -> FederatedServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def retire(self, names) -> None:
         """Take workers out of the training pool (e.g. after personalizing)."""
@@ -295,6 +309,12 @@ def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Te
     """
     server = FederatedServer(workers, config, test_x, test_y, weights=weights, progress=progress,
                              executor=executor)
+    with server:  # Ray's processes end with the run, however it ends (Ctrl-C too)
+        return _run(server, config, checkpoint, resume, progress)
+
+
+def _run(server: FederatedServer, config: ExperimentConfig, checkpoint, resume: bool,
+         progress: bool) -> FederationResult:
     if resume:
         if checkpoint is None:
             raise ConfigError("resume", "needs a checkpoint to resume from")

@@ -77,7 +77,7 @@ class RoundRecord:
     noise_multiplier: float | None = None
     secure_aggregation: dict[str, Any] | None = None
     # how the clients were trained: precision, memory format, one after the other or together
-    compute: dict[str, str] | None = None
+    compute: dict[str, Any] | None = None
     # set once the round is over
     train_seconds: float = 0.0
     test_loss: float = float("nan")

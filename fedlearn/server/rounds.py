@@ -58,7 +58,7 @@ def fedavg_round(chosen, weights, plan: TrainPlan, robust: RobustnessConfig, see
     report = TrainingReport()
     arrived = []
     jobs = [(worker, derive_seed(seed, round_, i)) for i, worker in chosen]
-    replies = (executor or OneAfterTheOther()).fit(jobs, weights, plan, robust)
+    replies = (executor or OneAfterTheOther()).fit(jobs, weights, plan, robust, round_)
     for (i, worker), reply in zip(chosen, replies):
         report.count(worker.name, reply)
         update = reply.update

@@ -71,6 +71,15 @@ class DPSGDWorker(Worker):
         if self._restored is not None:
             self._engine.accountant.load_state_dict(self._restored)
 
+    def __getstate__(self) -> dict:
+        # sent elsewhere (a Ray actor), the worker travels as its data and its ledger; Opacus's
+        # engine is rebuilt there on the first fit, from the ledger
+        state = {**self.__dict__, "_restored": self.state_dict() or None}
+        state.update(_engine=None, _module=None, _optimizer=None, _loader=None, _plan=None)
+        return {key: value.clone() if isinstance(value, torch.Tensor)
+                and value.untyped_storage().nbytes() > value.nbytes else value
+                for key, value in state.items()}
+
     def state_dict(self) -> dict:
         """The worker's own privacy ledger, to survive a restart (its data is not in it)."""
         if self._engine is None:

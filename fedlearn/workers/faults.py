@@ -32,6 +32,15 @@ class FaultInjectingWorker(DelegatingWorker):
         self._scale, self._hang, self._seed = scale, hang_seconds, seed
         self.count = 0
 
+    def state_dict(self) -> dict:
+        """How many calls it has had (its faults are counted in calls), and its inner state."""
+        return {"calls": self.count, "inner": self.inner.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = state["calls"]
+        if state["inner"] is not None:
+            self.inner.load_state_dict(state["inner"])
+
     def fit(self, weights, plan, *, seed, batches=None):
         self.count += 1
         if self._calls is not None and self.count not in self._calls:

@@ -76,6 +76,13 @@ class VirtualWorker(Worker):
         self._visible = len(y) if growth is None else max(1, int(growth[0] * len(y)))
         self.personal_weights: dict | None = None  # stays on the device
 
+    def __getstate__(self) -> dict:
+        # workers made by make_virtual_workers hold views into one shared tensor: pickled as
+        # they are (to a Ray actor), each would carry the whole dataset, not its shard
+        return {key: value.clone() if isinstance(value, torch.Tensor)
+                and value.untyped_storage().nbytes() > value.nbytes else value
+                for key, value in self.__dict__.items()}
+
     def set_round(self, round_: int) -> None:
         """New samples arrive between rounds (a no-op without ``growth``)."""
         if self._growth is not None:

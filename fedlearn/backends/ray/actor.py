@@ -1,0 +1,68 @@
+"""The Ray actor that trains clients: it keeps their data and trains on the fastest path.
+
+An actor serves whichever client the executor hands it. The first time it serves a client it
+fetches that client's worker (its shard of the data) from Ray's object store, put there once
+per run, and keeps it: a client's data is loaded once per actor, never per round. The round's
+global weights come as one object put once per round. The worker's own state (a DP-SGD
+ledger, a fault wrapper's call count) travels with each call, so any actor may train any
+client and a restarted actor loses nothing.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import socket
+
+import torch
+
+from fedlearn.training import native_bf16
+
+
+def _memory_line() -> str:
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 20
+        return f"its Ray actor had used {peak_mb:.0f} MB at peak, of {total_mb:.0f} MB on node " \
+               f"{socket.gethostname()}"
+    except (ValueError, OSError):
+        return f"its Ray actor had used {peak_mb:.0f} MB at peak"
+
+
+class ClientActor:
+    """Trains clients with ``threads`` torch threads (its CPUs: same threads, same weights)."""
+
+    def __init__(self, threads: int):
+        torch.set_num_threads(threads)
+        self.threads = threads
+        self.clients: dict = {}
+
+    def ready(self) -> dict:
+        return {"pid": os.getpid(), "node": socket.gethostname(), "threads": self.threads}
+
+    def fit(self, name: str, holder: list, state: dict | None, round_: int | None, weights,
+            plan, seed: int) -> tuple[str, object, dict | None]:
+        """("ok", update, worker state) or ("failed", reason, None); never raises for the
+        client's own failures, so they stay the client's and the actor keeps serving."""
+        import ray
+
+        worker = self.clients.get(name)
+        if worker is None:
+            worker = self.clients[name] = ray.get(holder[0])  # once per actor, not per round
+        try:
+            if state is not None:
+                worker.load_state_dict(state)
+            if round_ is not None:
+                worker.set_round(round_)
+            if plan.precision == "bf16" and not native_bf16(torch.device("cpu")):
+                return "failed", (f"node {socket.gethostname()} has no native bfloat16 (AVX512-"
+                                  "BF16 or AMX) for --precision bf16"), None
+            update = worker.fit(weights, plan, seed=seed)
+        except MemoryError as exc:
+            return "failed", f"out of memory ({exc or 'MemoryError'}); {_memory_line()}", None
+        except RuntimeError as exc:
+            if "memory" in str(exc).lower():  # torch's allocator: "not enough memory: ..."
+                return "failed", f"out of memory ({exc}); {_memory_line()}", None
+            return "failed", f"{type(exc).__name__}: {exc}", None
+        except Exception as exc:  # the client's failure, reported as checked_fit would
+            return "failed", f"{type(exc).__name__}: {exc}", None
+        return "ok", update, worker.state_dict()

@@ -1,0 +1,197 @@
+"""Run a round's clients on Ray actors; the same replies as running them one after the other.
+
+:class:`RayExecutor` is a :class:`~fedlearn.server.executors.ClientExecutor`: the strategy
+decides what each client is asked (weights, plan, seed), this decides where it runs. Each
+round it puts the global weights in the object store once and hands the round's clients to
+its actors as they become free, so a slow client does not hold up the others. Every update
+is checked in the driver exactly as in-process (:func:`~fedlearn.server.executors.checked`).
+
+Faults: an actor that dies mid-round (its process killed, its node removed) is replaced and
+its client is run again on a live actor, up to ``reruns`` times, then counted as failed under
+the round's failure policy; a client past ``round_timeout`` has its actor killed and replaced;
+a client that runs out of memory fails alone with the memory its actor had. With no live actor
+left and none starting within ``start_timeout`` seconds the remaining clients fail: a round
+never hangs.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from fedlearn.backends.ray.actor import ClientActor
+from fedlearn.backends.ray.runtime import check_resources, connect
+from fedlearn.config import ConfigError, ExecutionConfig
+from fedlearn.server.executors import ClientExecutor, checked
+from fedlearn.server.record import WorkerReply
+from fedlearn.updates import detached_cpu_state, state_nbytes
+from fedlearn.workers.base import Worker
+
+
+class RayExecutor(ClientExecutor):
+    """``RayExecutor(config.execution, workers, per_round=10)``; :meth:`close` when done."""
+
+    name = "ray"
+
+    def __init__(self, execution: ExecutionConfig, workers: Sequence[Worker], *,
+                 per_round: int, reruns: int = 2, start_timeout: float = 60.0):
+        import ray
+
+        self._ray = ray
+        self.reruns, self.start_timeout = reruns, start_timeout
+        self.threads = max(1, int(execution.client_cpus))
+        self._actors: list = []
+        self._starting: dict = {}  # ready() ref -> actor not yet known to be up
+        self._events: dict = {}
+        self.runtime = connect(execution)
+        try:
+            slots = check_resources(execution, self.runtime.nodes)
+            self.actor_count = execution.ray_actors or min(slots, per_round)
+            self._actor_class = ray.remote(ClientActor).options(
+                num_cpus=execution.client_cpus, num_gpus=execution.client_gpus, max_restarts=0)
+            self._shards = {w.name: self._put(w) for w in workers}  # once per run
+            for _ in range(self.actor_count):
+                self._start_actor()
+            self._await_actors(self.actor_count)
+        except BaseException:
+            self.close()
+            raise
+
+    def _put(self, worker: Worker):
+        try:
+            return self._ray.put(worker)
+        except Exception as exc:
+            raise ConfigError("execution.executor", f"worker {worker.name!r} "
+                              f"({type(worker).__name__}) cannot be sent to a Ray actor: "
+                              f"{type(exc).__name__}: {exc}") from None
+
+    def _start_actor(self) -> None:
+        actor = self._actor_class.remote(self.threads)
+        self._starting[actor.ready.remote()] = actor
+
+    def _await_actors(self, count: int) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while len(self._actors) < count and self._starting:
+            self._collect_started(timeout=max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                break
+        if not self._actors:
+            raise ConfigError("execution.executor", f"no Ray actor started within "
+                              f"{self.start_timeout:g} s (each needs the resources of one "
+                              "client: --client-cpus / --client-gpus)")
+
+    def _collect_started(self, timeout: float) -> list:
+        done, _ = self._ray.wait(list(self._starting), num_returns=1, timeout=timeout)
+        up = []
+        for ref in done:
+            actor = self._starting.pop(ref)
+            try:
+                self._ray.get(ref)
+            except self._ray.exceptions.RayError:  # died while starting: start another
+                self._start_actor()
+                continue
+            self._actors.append(actor)
+            up.append(actor)
+        return up
+
+    def _replace(self, actor, *, kill: bool = False) -> None:
+        if actor in self._actors:
+            self._actors.remove(actor)
+        if kill:
+            self._ray.kill(actor, no_restart=True)
+        self._events["actors_replaced"] = self._events.get("actors_replaced", 0) + 1
+        self._start_actor()
+
+    def round_notes(self) -> dict:
+        notes = {"actors": len(self._actors), "threads_per_client": self.threads, **self._events}
+        self._events = {}
+        return notes
+
+    def fit(self, jobs, weights, plan, robust, round_=None):
+        ray = self._ray
+        down = state_nbytes(weights)
+        weights_ref = ray.put(detached_cpu_state(weights))  # once per round, for every client
+        queue, replies = deque(range(len(jobs))), [None] * len(jobs)
+        runs = [0] * len(jobs)
+        idle, running = list(self._actors), {}
+        reruns: list[str] = []
+        waiting_since = None
+        while queue or running:
+            if self._starting:
+                idle += self._collect_started(timeout=0)
+            while queue and idle:
+                j, actor = queue.popleft(), idle.pop(0)
+                worker, seed = jobs[j]
+                ref = actor.fit.remote(worker.name, [self._shards[worker.name]],
+                                       worker.state_dict(), round_, weights_ref, plan, seed)
+                running[ref] = (j, actor, time.monotonic())
+            if not running:  # clients wait and no actor is alive: wait for one, boundedly
+                waiting_since = waiting_since or time.monotonic()
+                if time.monotonic() - waiting_since > self.start_timeout or not self._starting:
+                    for j in queue:
+                        replies[j] = WorkerReply(None, down, failed=(
+                            f"no Ray actor alive to run it (none started within "
+                            f"{self.start_timeout:g} s)"))
+                    queue.clear()
+                    break
+                idle += self._collect_started(timeout=1.0)
+                continue
+            waiting_since = None
+            timeout = 1.0 if self._starting else None
+            if robust.round_timeout is not None:
+                first = min(t0 for _, _, t0 in running.values())
+                left = max(0.0, first + robust.round_timeout - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
+            for ref in done:
+                j, actor, _ = running.pop(ref)
+                worker = jobs[j][0]
+                try:
+                    status, payload, state = ray.get(ref)
+                except ray.exceptions.OutOfMemoryError as exc:  # Ray's memory monitor killed it
+                    self._replace(actor)
+                    replies[j] = WorkerReply(None, down, failed=f"out of memory: Ray killed its "
+                                             f"actor ({str(exc).splitlines()[0]})")
+                    continue
+                except ray.exceptions.RayActorError as exc:  # the actor's process or node died
+                    self._replace(actor)
+                    runs[j] += 1
+                    if runs[j] <= self.reruns:
+                        reruns.append(worker.name)
+                        queue.appendleft(j)
+                    else:
+                        replies[j] = WorkerReply(None, down, failed=(
+                            f"its Ray actor died {runs[j]} times: "
+                            f"{str(exc).splitlines()[0]}"))
+                    continue
+                idle.append(actor)
+                if status != "ok":
+                    replies[j] = WorkerReply(None, down, failed=payload)
+                    continue
+                if state is not None:  # e.g. a DP-SGD ledger: the driver's copy checkpoints it
+                    worker.load_state_dict(state)
+                replies[j] = checked(worker, payload, weights, plan, robust, down=down)
+            if robust.round_timeout is not None:
+                now = time.monotonic()
+                for ref, (j, actor, t0) in list(running.items()):
+                    if now - t0 >= robust.round_timeout:
+                        running.pop(ref)
+                        self._replace(actor, kill=True)  # a hung call cannot be stopped otherwise
+                        replies[j] = WorkerReply(None, down, failed=(
+                            f"WorkerTimeout: no reply within {robust.round_timeout:g} s"))
+        if reruns:
+            self._events["reruns"] = self._events.get("reruns", []) + reruns
+        return replies
+
+    def close(self) -> None:
+        """Remove this run's actors; shut Ray down if this run started it."""
+        ray = self._ray
+        if ray.is_initialized():
+            for actor in self._actors + list(self._starting.values()):
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # already gone
+                    pass
+        self._actors, self._starting = [], {}
+        if getattr(self, "runtime", None) is not None:
+            self.runtime.shutdown()

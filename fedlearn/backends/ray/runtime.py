@@ -1,0 +1,91 @@
+"""Joining a Ray cluster or starting a local one, and leaving no Ray process behind.
+
+Without an address (``--ray-address`` or ``$RAY_ADDRESS``) a local Ray runtime is started,
+sized to this machine, and shut down when the run ends, fails or is interrupted; an existing
+cluster is joined and left running (only this run's actors are removed). A driver that is
+already connected (``ray.init`` called by the user, or a test cluster) is used as it is.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from fedlearn.config import ConfigError, ExecutionConfig
+
+
+@dataclass
+class RayRuntime:
+    address: str  # "local" for a runtime this run started
+    started: bool  # this run started it, so this run shuts it down
+    nodes: list[dict]  # the alive nodes' resources, as Ray reports them
+
+    def shutdown(self) -> None:
+        import ray
+
+        if ray.is_initialized() and self.started:
+            ray.shutdown()
+
+
+def _reachable(address: str) -> None:
+    """A host:port that nothing answers on fails here in seconds, not in Ray's minute."""
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or address.startswith("ray://") or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError("execution.ray_address", f"cannot reach a Ray cluster at "
+                          f"{address!r} ({exc}); start its head with `ray start --head`, or "
+                          "leave --ray-address out to run a local Ray runtime") from None
+
+
+def connect(execution: ExecutionConfig) -> RayRuntime:
+    """Connect this process to Ray as ``execution`` says; return what it joined."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    address = execution.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return RayRuntime("connected", False, _alive_nodes())
+    if address is not None and execution.object_store_mb is not None:
+        raise ConfigError("execution.object_store_mb", "sizes a local Ray runtime; a cluster "
+                          f"({address}) has its own object store (set it at `ray start`)")
+    if address is not None:
+        _reachable(address)
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
+    try:
+        if address is None:
+            store = execution.object_store_mb
+            ray.init(num_cpus=os.cpu_count(), **quiet,
+                     object_store_memory=store * 2 ** 20 if store else None)
+        else:
+            ray.init(address=address, **quiet)
+    except ConnectionError as exc:
+        raise ConfigError("execution.ray_address", f"cannot join a Ray cluster at {address!r}: "
+                          f"{exc}") from None
+    return RayRuntime(address or "local", True, _alive_nodes())
+
+
+def _alive_nodes() -> list[dict]:
+    import ray
+
+    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
+
+
+def check_resources(execution: ExecutionConfig, nodes: list[dict]) -> int:
+    """Refuse a client no node can hold; return how many clients the cluster runs at once."""
+    for key, field, wanted in (("CPU", "client_cpus", execution.client_cpus),
+                               ("GPU", "client_gpus", execution.client_gpus)):
+        largest = max((node.get(key, 0.0) for node in nodes), default=0.0)
+        if wanted > largest:
+            raise ConfigError(f"execution.{field}", f"a client needs {wanted:g} {key}s but the "
+                              f"largest node of the Ray cluster has {largest:g} "
+                              f"({len(nodes)} node(s)); ask for at most {largest:g}")
+    slots = 0
+    for node in nodes:
+        fits = int(node.get("CPU", 0.0) // execution.client_cpus)
+        if execution.client_gpus > 0:
+            fits = min(fits, int(node.get("GPU", 0.0) // execution.client_gpus))
+        slots += fits
+    return max(1, slots)
