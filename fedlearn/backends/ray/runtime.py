@@ -57,7 +57,8 @@ def connect(execution: ExecutionConfig) -> RayRuntime:
     try:
         if address is None:
             store = execution.object_store_mb
-            ray.init(num_cpus=os.cpu_count(), **quiet,
+            # "local": a new runtime even where `ray start` left a cluster on this machine
+            ray.init(address="local", num_cpus=os.cpu_count(), **quiet,
                      object_store_memory=store * 2 ** 20 if store else None)
         else:
             ray.init(address=address, **quiet)

@@ -1,0 +1,350 @@
+"""The Ray executor on a real multi-node cluster on this machine (a head and two one-CPU
+worker nodes, bounded object stores): the same weights as in-process training with the same
+threads, bit for bit; checkpoints that cross between the two; actors and nodes that die;
+clients that hang or run out of memory; clear refusals. The CLI tests start a local runtime
+the way a user does and check that no Ray process outlives the run, even after Ctrl-C."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from fedlearn.backends.ray import RayExecutor  # noqa: E402
+from fedlearn.config import (  # noqa: E402
+    CompressionConfig,
+    ConfigError,
+    DPConfig,
+    DPSGDConfig,
+    ExecutionConfig,
+    ExperimentConfig,
+    FederationConfig,
+    PartitionConfig,
+    RobustnessConfig,
+    ServerOptimizerConfig,
+    TrainPlan,
+)
+from fedlearn.server.federation import run_federation  # noqa: E402
+from fedlearn.workers import make_virtual_workers  # noqa: E402
+from fedlearn.workers.base import DelegatingWorker  # noqa: E402
+from fedlearn.workers.dp_sgd import DPSGDWorker  # noqa: E402
+from fedlearn.workers.faults import FaultInjectingWorker  # noqa: E402
+
+# the wrappers below are defined here, not in an installed module: send them by value
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+NAMES = tuple(f"c{i}" for i in range(6))
+MB = 2 ** 20
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    c = Cluster(initialize_head=True, connect=True,
+                head_node_args={"num_cpus": 0, "object_store_memory": 80 * MB,
+                                "include_dashboard": False})
+    for _ in range(2):
+        c.add_node(num_cpus=1, object_store_memory=80 * MB)
+    c.wait_for_nodes()
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(240) % 10
+    x = torch.randn(240, 1, 28, 28, generator=g) * 0.3
+    x[torch.arange(240), 0, y, y] += 3.0
+    return x, y
+
+
+@pytest.fixture
+def one_thread():
+    """In-process reference runs with the threads a one-CPU Ray client has."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(rounds=2, executor="ray", **sections) -> ExperimentConfig:
+    return ExperimentConfig(partition=PartitionConfig(workers=NAMES),
+                            plan=sections.pop("plan", TrainPlan(epochs=1, batch_size=10,
+                                                                lr=0.05)),
+                            federation=FederationConfig(model="tutorial_cnn", rounds=rounds,
+                                                        fraction=0.5),
+                            execution=ExecutionConfig(executor=executor), seed=7, **sections)
+
+
+def workers(data, cfg):
+    return make_virtual_workers(*data, cfg.partition, model="tutorial_cnn", seed=cfg.seed)[0]
+
+
+def run(data, cfg, executor=None, ws=None, **kw):
+    return run_federation(ws or workers(data, cfg), cfg, data[0][:60], data[1][:60],
+                          executor=executor, **kw)
+
+
+def same_weights(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+VARIANTS = {
+    "fedavg": {},
+    "fedprox": {"plan": TrainPlan(epochs=1, batch_size=10, lr=0.05, prox_mu=0.1)},
+    "channels_last": {"plan": TrainPlan(epochs=1, batch_size=10, lr=0.05, channels_last=True)},
+    "fedadam": {"server": ServerOptimizerConfig(optimizer="adam")},
+    "median": {"robustness": RobustnessConfig(aggregator="median")},
+    "dp_fedavg": {"dp": DPConfig(clip_norm=0.5, noise_multiplier=0.3)},
+    "topk": {"compression": CompressionConfig(method="topk", topk_fraction=0.1)},
+}
+
+
+def test_same_weights_as_in_process_for_every_strategy(cluster, data, one_thread):
+    ws = workers(data, config())
+    executor = RayExecutor(ExecutionConfig(executor="ray"), ws, per_round=3)
+    try:
+        assert executor.actor_count == 2  # one per one-CPU node
+        for name, sections in VARIANTS.items():
+            cfg = config(**sections)
+            reference = run(data, dataclasses.replace(
+                cfg, execution=ExecutionConfig(executor="one_after_the_other")))
+            on_ray = run(data, cfg, executor=executor, ws=ws)
+            assert same_weights(reference.weights, on_ray.weights), name
+            assert [h["test_accuracy"] for h in reference.history] == \
+                [h["test_accuracy"] for h in on_ray.history], name
+            assert on_ray.history[-1]["compute"]["clients"] == "ray"
+            assert on_ray.history[-1]["compute"]["threads_per_client"] == 1
+    finally:
+        executor.close()
+    assert ray.is_initialized()  # a cluster this run joined is left running
+
+
+def dp_sgd_workers(data, cfg):
+    x, y = data
+    return [DPSGDWorker(name, x[i * 40:(i + 1) * 40], y[i * 40:(i + 1) * 40],
+                        model="tutorial_cnn", dp=cfg.dp_sgd) for i, name in enumerate(NAMES)]
+
+
+def test_dp_sgd_ledgers_and_checkpoints_cross_between_ray_and_in_process(cluster, data,
+                                                                         one_thread, tmp_path):
+    dp = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0)
+    cfg = config(rounds=3, dp_sgd=dp, plan=TrainPlan(epochs=1, batch_size=10, lr=0.05,
+                                                     momentum=0.0))
+    inproc = dataclasses.replace(cfg, execution=ExecutionConfig(executor="one_after_the_other"))
+    reference = run(data, inproc, ws=dp_sgd_workers(data, cfg))
+    two = dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, rounds=2))
+    for first, then, where in ((two, inproc, "ray then in-process"),
+                               (dataclasses.replace(two, execution=inproc.execution), cfg,
+                                "in-process then ray")):
+        checkpoint = tmp_path / f"{where}.pt"
+        run(data, first, ws=dp_sgd_workers(data, cfg), checkpoint=checkpoint)
+        resumed = run(data, then, ws=dp_sgd_workers(data, cfg), checkpoint=checkpoint,
+                      resume=True)
+        assert same_weights(reference.weights, resumed.weights), where
+        # each client's own epsilon (its accountant, carried back from the actor) agrees
+        assert [h.get("worker_epsilon") for h in reference.history] == \
+            [h.get("worker_epsilon") for h in resumed.history], where
+    assert reference.history[-1]["worker_epsilon"]
+
+
+class KillsItsActorOnce(DelegatingWorker):
+    """kill -9 of the actor's process in the middle of this client's training, once."""
+
+    def __init__(self, inner, marker: str):
+        super().__init__(inner)
+        self.marker = marker
+
+    def fit(self, weights, plan, *, seed, batches=None):
+        if not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.fit(weights, plan, seed=seed, batches=batches)
+
+
+def test_a_killed_actor_is_replaced_and_its_client_rerun(cluster, data, one_thread, tmp_path):
+    cfg = config()
+    reference = run(data, dataclasses.replace(
+        cfg, execution=ExecutionConfig(executor="one_after_the_other")))
+    ws = workers(data, cfg)
+    chosen = reference.history[0]["selected"][0]
+    ws = [KillsItsActorOnce(w, str(tmp_path / "killed")) if w.name == chosen else w
+          for w in ws]
+    result = run(data, cfg, ws=ws)
+    assert (tmp_path / "killed").exists()
+    assert same_weights(reference.weights, result.weights)
+    notes = result.history[0]["compute"]
+    assert notes["reruns"] == [chosen] and notes["actors_replaced"] == 1
+    assert not result.history[0]["failed"]
+
+
+class RunsOutOfMemory(DelegatingWorker):
+    def fit(self, weights, plan, *, seed, batches=None):
+        torch.empty(2 ** 45, dtype=torch.uint8)  # 32 TiB: no allocator gives that
+        return self.inner.fit(weights, plan, seed=seed, batches=batches)
+
+
+def test_a_client_that_runs_out_of_memory_or_hangs_fails_alone(cluster, data, tmp_path):
+    cfg = dataclasses.replace(config(rounds=2),
+                              robustness=RobustnessConfig(round_timeout=4.0, min_updates=1))
+    ws = workers(data, cfg)
+    first = run(data, dataclasses.replace(cfg, execution=ExecutionConfig(
+        executor="one_after_the_other")), ws=ws).history[0]["selected"]
+    broken = {first[0]: RunsOutOfMemory, first[1]: lambda w: FaultInjectingWorker(
+        w, "hang", calls={1}, hang_seconds=120)}
+    ws = [broken[w.name](w) if w.name in broken else w for w in workers(data, cfg)]
+    t0 = time.monotonic()
+    result = run(data, cfg, ws=ws)
+    assert time.monotonic() - t0 < 90  # the hung client's actor was killed, not waited for
+    failed = result.history[0]["failed"]
+    assert set(failed) == {first[0], first[1]}
+    assert "out of memory" in failed[first[0]] and " MB" in failed[first[0]]
+    assert "WorkerTimeout" in failed[first[1]]
+    assert result.history[0]["compute"]["actors_replaced"] == 1  # the hung one's
+    assert len(result.history) == 2 and not result.history[1]["failed"] or \
+        set(result.history[1]["failed"]) <= {first[0]}
+
+
+def test_refusals_are_clear(cluster, data):
+    ws = workers(data, config())
+    with pytest.raises(ConfigError, match=r"execution.client_cpus.*largest node.*has 1"):
+        RayExecutor(ExecutionConfig(executor="ray", client_cpus=4), ws, per_round=3)
+    with pytest.raises(ConfigError, match=r"execution.executor.*model hopping"):
+        ExperimentConfig(federation=FederationConfig(algorithm="model_hopping"),
+                         execution=ExecutionConfig(executor="ray"))
+    with pytest.raises(ConfigError, match=r"execution.ray_address.*is for executor 'ray'"):
+        ExecutionConfig(ray_address="10.0.0.1:6379")
+    with pytest.raises(ConfigError, match=r"execution.executor.*Datasites"):
+        config().check_workers(6, remote=["bob"])
+
+
+class SlowAndSignals(DelegatingWorker):
+    def __init__(self, inner, marker: str):
+        super().__init__(inner)
+        self.marker = marker
+
+    def fit(self, weights, plan, *, seed, batches=None):
+        Path(self.marker).touch()
+        time.sleep(1.5)
+        return self.inner.fit(weights, plan, seed=seed, batches=batches)
+
+
+def test_a_node_removed_mid_round_loses_no_client(cluster, data, one_thread, tmp_path):
+    cfg = dataclasses.replace(config(), execution=ExecutionConfig(executor="ray", ray_actors=3))
+    reference = run(data, dataclasses.replace(
+        cfg, execution=ExecutionConfig(executor="one_after_the_other")))
+    extra = cluster.add_node(num_cpus=1, object_store_memory=80 * MB)
+    cluster.wait_for_nodes()
+    marker = tmp_path / "started"
+    ws = [SlowAndSignals(w, str(marker)) for w in workers(data, cfg)]
+
+    def remove_when_training():
+        while not marker.exists():
+            time.sleep(0.05)
+        cluster.remove_node(extra)
+
+    remover = threading.Thread(target=remove_when_training, daemon=True)
+    remover.start()
+    result = run(data, cfg, ws=ws)
+    remover.join(30)
+    assert same_weights(reference.weights, result.weights)
+    assert result.history[0]["compute"].get("actors_replaced", 0) >= 1
+    assert not any(h["failed"] for h in result.history)
+
+
+def ray_processes(marker: str) -> list[int]:
+    """Processes whose environment carries ``marker``: the CLI run and all it started."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker.encode() in (proc / "environ").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def gone(marker: str, within: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + within
+    while (left := ray_processes(marker)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+CLI = ["--train-size", "1200", "--test-size", "200", "--model", "mlp2nn", "--no-progress",
+       "--executor", "ray", "--object-store-mb", "100"]
+
+
+def fedlearn_env(marker):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "FEDLEARN_RAY_TEST": marker, "PYTHONWARNINGS": "ignore"}
+
+
+def test_cli_on_a_local_runtime_leaves_no_ray_process(mnist_dir, tmp_path):
+    marker = uuid.uuid4().hex
+    r = subprocess.run([sys.executable, "-m", "fedlearn", "train", *CLI, "--rounds", "1",
+                        "--data-dir", mnist_dir, "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, env=fedlearn_env(marker), timeout=300)
+    assert r.returncode == 0, r.stderr
+    import json
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[0]["compute"]["clients"] == "ray"
+    assert not gone(marker)
+
+
+def test_ctrl_c_leaves_no_ray_process(mnist_dir, tmp_path):
+    marker = uuid.uuid4().hex
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fedlearn", "train", *CLI, "--rounds", "500",
+                             "--data-dir", mnist_dir, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=fedlearn_env(marker))
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    assert len(ray_processes(marker)) > 2  # the driver, Ray's own processes, its actors
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in err, err
+    assert not gone(marker), "Ray processes outlived the run"
+
+
+def test_an_unreachable_address_is_refused_quickly(tmp_path, mnist_dir):
+    with socket_port() as port:  # a port nothing listens on
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "fedlearn", "train", "--executor", "ray",
+                            "--ray-address", f"127.0.0.1:{port}", "--data-dir", mnist_dir,
+                            "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                           env=fedlearn_env(uuid.uuid4().hex), timeout=120)
+    assert r.returncode == 2
+    assert "--ray-address" in r.stderr and "cannot reach a Ray cluster" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 30
+
+
+class socket_port:
+    def __enter__(self):
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        return self.port
+
+    def __exit__(self, *exc):
+        return False
