@@ -207,7 +207,7 @@ def test_how_clients_run_is_an_executor_that_cannot_change_the_result(synthetic)
     class Reversed(ClientExecutor):
         name = "reversed"
 
-        def fit(self, jobs, weights, plan, robust):
+        def fit(self, jobs, weights, plan, robust, round_=None):
             replies = [checked_fit(w, weights, plan, robust, seed=s) for w, s in jobs[::-1]]
             return replies[::-1]
 

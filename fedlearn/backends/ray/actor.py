@@ -39,6 +39,12 @@ class ClientActor:
     def ready(self) -> dict:
         return {"pid": os.getpid(), "node": socket.gethostname(), "threads": self.threads}
 
+    def memory(self) -> dict:
+        import ray
+
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
     def fit(self, name: str, holder: list, state: dict | None, round_: int | None, weights,
             plan, seed: int) -> tuple[str, object, dict | None]:
         """("ok", update, worker state) or ("failed", reason, None); never raises for the

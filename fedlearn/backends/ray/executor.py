@@ -48,7 +48,8 @@ class RayExecutor(ClientExecutor):
             slots = check_resources(execution, self.runtime.nodes)
             self.actor_count = execution.ray_actors or min(slots, per_round)
             self._actor_class = ray.remote(ClientActor).options(
-                num_cpus=execution.client_cpus, num_gpus=execution.client_gpus, max_restarts=0)
+                num_cpus=execution.client_cpus, num_gpus=execution.client_gpus, max_restarts=0,
+                scheduling_strategy="SPREAD")  # clients across the nodes, not packed on one
             self._shards = {w.name: self._put(w) for w in workers}  # once per run
             for _ in range(self.actor_count):
                 self._start_actor()
@@ -101,6 +102,10 @@ class RayExecutor(ClientExecutor):
             self._ray.kill(actor, no_restart=True)
         self._events["actors_replaced"] = self._events.get("actors_replaced", 0) + 1
         self._start_actor()
+
+    def actor_memory(self) -> list[dict]:
+        """Each live actor's node, process and peak resident memory (MB)."""
+        return self._ray.get([actor.memory.remote() for actor in self._actors])
 
     def round_notes(self) -> dict:
         notes = {"actors": len(self._actors), "threads_per_client": self.threads, **self._events}

@@ -46,13 +46,13 @@ def connect(execution: ExecutionConfig) -> RayRuntime:
     import ray
 
     address = execution.ray_address or os.environ.get("RAY_ADDRESS") or None
-    if ray.is_initialized():
-        return RayRuntime("connected", False, _alive_nodes())
     if address is not None and execution.object_store_mb is not None:
         raise ConfigError("execution.object_store_mb", "sizes a local Ray runtime; a cluster "
                           f"({address}) has its own object store (set it at `ray start`)")
     if address is not None:
         _reachable(address)
+    if ray.is_initialized():
+        return RayRuntime("connected", False, _alive_nodes())
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
     try:
         if address is None:
