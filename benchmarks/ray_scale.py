@@ -6,8 +6,8 @@ process on the same data from the same initial weights:
 
 - ``in-process``: one client after the other with this machine's threads (the baseline);
 - ``ray, 1 node`` / ``ray, 2 nodes``: a Ray cluster on this machine (``ray.cluster_utils``:
-  a head without CPUs and two one-CPU worker nodes); one actor (one node's worth) or two, one
-  per node, each training with one thread.
+  a head without CPUs and two worker nodes); one actor (one node's worth) or two, one per
+  node, each asking for one CPU and training with one thread.
 
 Each at fp32 and at this CPU's fastest path (bf16 autocast + channels-last; fp32 only where the
 CPU has no native bf16). As ``../shared/notes/performance.md`` says: each variant runs its
@@ -76,8 +76,11 @@ def main(argv=None):
     paths = {"fp32": ("fp32", False), "fastest": fast}
     cluster = Cluster(initialize_head=True, connect=True,
                       head_node_args={"num_cpus": 0, "include_dashboard": False})
+    # two logical CPUs a node, so the one-actor and two-actor executors are alive together and
+    # their rounds can interleave; an actor asks for one CPU and trains with one thread, and the
+    # two-actor executor puts one on each node (SPREAD; checked below)
     for _ in range(2):
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     servers, executors = {}, {}
     try:
@@ -112,6 +115,7 @@ def main(argv=None):
                           "warmup_seconds": server.history[0]["train_seconds"]}
         memory = {f"ray, {n} node{'s' if n > 1 else ''}": executors[n].actor_memory()
                   for n in executors}
+        assert len({a["node"] for a in memory["ray, 2 nodes"]}) == 2, memory  # one per node
     finally:
         for executor in executors.values():
             executor.close()

@@ -7,6 +7,7 @@ stderr naming the flag and what is allowed, and exit code 2.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from fedlearn.cli.datasite import add_datasite_parser, add_pysyft_train_flags
@@ -101,6 +102,10 @@ def train(args) -> int:
     return 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -114,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             from fedlearn.cli.datasite import datasite_main
 
             return datasite_main(args)
+        if args.exec_allowed:  # `kill PID` ends a run as Ctrl-C does: Ray's processes go too
+            signal.signal(signal.SIGTERM, _interrupt)
         return train(args)
     except ConfigError as exc:
         return _fail(f"argument {flag_for(parser, exc.path)}: {exc.detail}")

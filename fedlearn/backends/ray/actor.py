@@ -15,6 +15,7 @@ import socket
 
 import torch
 
+from fedlearn.backends.ray.wire import from_wire, update_to_wire
 from fedlearn.training import native_bf16
 
 
@@ -62,7 +63,7 @@ class ClientActor:
             if plan.precision == "bf16" and not native_bf16(torch.device("cpu")):
                 return "failed", (f"node {socket.gethostname()} has no native bfloat16 (AVX512-"
                                   "BF16 or AMX) for --precision bf16"), None
-            update = worker.fit(weights, plan, seed=seed)
+            update = worker.fit(from_wire(weights), plan, seed=seed)
         except MemoryError as exc:
             return "failed", f"out of memory ({exc or 'MemoryError'}); {_memory_line()}", None
         except RuntimeError as exc:
@@ -71,4 +72,4 @@ class ClientActor:
             return "failed", f"{type(exc).__name__}: {exc}", None
         except Exception as exc:  # the client's failure, reported as checked_fit would
             return "failed", f"{type(exc).__name__}: {exc}", None
-        return "ok", update, worker.state_dict()
+        return "ok", update_to_wire(update), worker.state_dict()

@@ -21,10 +21,11 @@ from collections.abc import Sequence
 
 from fedlearn.backends.ray.actor import ClientActor
 from fedlearn.backends.ray.runtime import check_resources, connect
+from fedlearn.backends.ray.wire import to_wire, update_from_wire
 from fedlearn.config import ConfigError, ExecutionConfig
 from fedlearn.server.executors import ClientExecutor, checked
 from fedlearn.server.record import WorkerReply
-from fedlearn.updates import detached_cpu_state, state_nbytes
+from fedlearn.updates import state_nbytes
 from fedlearn.workers.base import Worker
 
 
@@ -115,7 +116,7 @@ class RayExecutor(ClientExecutor):
     def fit(self, jobs, weights, plan, robust, round_=None):
         ray = self._ray
         down = state_nbytes(weights)
-        weights_ref = ray.put(detached_cpu_state(weights))  # once per round, for every client
+        weights_ref = ray.put(to_wire(weights))  # once per round, for every client
         queue, replies = deque(range(len(jobs))), [None] * len(jobs)
         runs = [0] * len(jobs)
         idle, running = list(self._actors), {}
@@ -175,7 +176,8 @@ class RayExecutor(ClientExecutor):
                     continue
                 if state is not None:  # e.g. a DP-SGD ledger: the driver's copy checkpoints it
                     worker.load_state_dict(state)
-                replies[j] = checked(worker, payload, weights, plan, robust, down=down)
+                replies[j] = checked(worker, update_from_wire(payload), weights, plan, robust,
+                                     down=down)
             if robust.round_timeout is not None:
                 now = time.monotonic()
                 for ref, (j, actor, t0) in list(running.items()):
