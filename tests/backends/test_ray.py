@@ -230,6 +230,14 @@ def test_refusals_are_clear(cluster, data):
         ExecutionConfig(ray_address="10.0.0.1:6379")
     with pytest.raises(ConfigError, match=r"execution.executor.*Datasites"):
         config().check_workers(6, remote=["bob"])
+    with pytest.raises(ConfigError, match=r"execution.object_store_mb.*sizes a local Ray"):
+        RayExecutor(ExecutionConfig(executor="ray", ray_address="auto", object_store_mb=100),
+                    ws, per_round=3)
+    from fedlearn.models import build_model
+    from fedlearn.server.executors import choose_executor
+
+    with pytest.raises(ConfigError, match=r"execution.client_gpus.*no GPU"):
+        choose_executor(config(), ws, build_model("tutorial_cnn"), torch.device("cuda"))
 
 
 class SlowAndSignals(DelegatingWorker):
