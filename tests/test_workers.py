@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from fedlearn.config import PartitionConfig, TrainPlan
@@ -115,3 +116,37 @@ def test_the_contract_is_declared_once_with_defaults(synthetic):
         FederatedServer([bob, Duck()], ExperimentConfig(federation=FederationConfig(
             model="mlp2nn", device="cpu")), x, y)
     assert err.value.path == "workers"
+
+
+def test_a_pickled_worker_carries_its_own_shard_and_state_only():
+    """Sent to a Ray actor, a worker made by make_virtual_workers (a view into one shared
+    tensor) must carry its shard, not the whole dataset; a DP-SGD worker its data and ledger."""
+    import pickle
+
+    from fedlearn.config import DPSGDConfig
+    from fedlearn.workers.dp_sgd import DPSGDWorker
+    from fedlearn.workers.faults import FaultInjectingWorker
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(1000, 1, 28, 28, generator=g), torch.randint(0, 10, (1000,), generator=g)
+    workers, _ = make_virtual_workers(x, y, PartitionConfig(workers=tuple("abcdefghij")),
+                                      model="tutorial_cnn", seed=0)
+    shard = 100 * 28 * 28 * 4
+    assert shard < len(pickle.dumps(workers[0])) < 1.2 * shard
+    copy = pickle.loads(pickle.dumps(workers[0]))
+    plan = TrainPlan(epochs=1, batch_size=20, lr=0.05)
+    weights = {k: v.detach().clone() for k, v in build_model("tutorial_cnn").state_dict().items()}
+    first, again = workers[0].fit(weights, plan, seed=1), copy.fit(weights, plan, seed=1)
+    assert all(torch.equal(first.delta[k], again.delta[k]) for k in first.delta)
+
+    dp = DPSGDWorker("d", x[:50], y[:50], model="tutorial_cnn", dp=DPSGDConfig())
+    dp.fit(weights, TrainPlan(epochs=1, batch_size=10, lr=0.05, momentum=0.0), seed=1)
+    moved = pickle.loads(pickle.dumps(dp))
+    assert moved.state_dict() == dp.state_dict() and moved.epsilon() == dp.epsilon() > 0
+
+    faulty = FaultInjectingWorker(workers[1], "raise", calls={2})
+    faulty.fit(weights, plan, seed=1)
+    restored = FaultInjectingWorker(workers[1], "raise", calls={2})
+    restored.load_state_dict(faulty.state_dict())  # its second call still raises
+    with pytest.raises(RuntimeError, match="injected"):
+        restored.fit(weights, plan, seed=1)

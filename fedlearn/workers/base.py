@@ -94,6 +94,15 @@ class DelegatingWorker(Worker):
         return self.inner.personalize(weights, plan, steps=steps, seed=seed)
 
 
+def own_storage(state: dict) -> dict:
+    """``state`` (an object's ``__dict__``) with every tensor that is a view into a larger one
+    copied out: pickled as they are (to a Ray actor), views into one partition-ordered tensor
+    would each carry the whole dataset, not their shard."""
+    return {key: value.clone() if isinstance(value, torch.Tensor)
+            and value.untyped_storage().nbytes() > value.nbytes else value
+            for key, value in state.items()}
+
+
 def weight_change(model: torch.nn.Module,
                   weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The update a worker sends: its trained weights minus the global ones it started from."""

@@ -26,7 +26,7 @@ from fedlearn.config import DPSGDConfig, ModelSpec, TrainPlan
 from fedlearn.models import build_model
 from fedlearn.training import make_optimizer
 from fedlearn.updates import Update
-from fedlearn.workers.base import Worker, weight_change
+from fedlearn.workers.base import Worker, own_storage, weight_change
 
 
 class DPSGDWorker(Worker):
@@ -76,9 +76,7 @@ class DPSGDWorker(Worker):
         # engine is rebuilt there on the first fit, from the ledger
         state = {**self.__dict__, "_restored": self.state_dict() or None}
         state.update(_engine=None, _module=None, _optimizer=None, _loader=None, _plan=None)
-        return {key: value.clone() if isinstance(value, torch.Tensor)
-                and value.untyped_storage().nbytes() > value.nbytes else value
-                for key, value in state.items()}
+        return own_storage(state)
 
     def state_dict(self) -> dict:
         """The worker's own privacy ledger, to survive a restart (its data is not in it)."""

@@ -25,7 +25,7 @@ from fedlearn.errors import FedlearnError
 from fedlearn.models import build_model
 from fedlearn.training import evaluate, make_optimizer, num_batches, train_epochs
 from fedlearn.updates import Update
-from fedlearn.workers.base import Worker, weight_change
+from fedlearn.workers.base import Worker, own_storage, weight_change
 
 
 @functools.lru_cache(maxsize=8)
@@ -77,11 +77,7 @@ class VirtualWorker(Worker):
         self.personal_weights: dict | None = None  # stays on the device
 
     def __getstate__(self) -> dict:
-        # workers made by make_virtual_workers hold views into one shared tensor: pickled as
-        # they are (to a Ray actor), each would carry the whole dataset, not its shard
-        return {key: value.clone() if isinstance(value, torch.Tensor)
-                and value.untyped_storage().nbytes() > value.nbytes else value
-                for key, value in self.__dict__.items()}
+        return own_storage(self.__dict__)  # its shard only, not the tensor it is a view into
 
     def set_round(self, round_: int) -> None:
         """New samples arrive between rounds (a no-op without ``growth``)."""
