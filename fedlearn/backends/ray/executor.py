@@ -100,7 +100,10 @@ class RayExecutor(ClientExecutor):
         if actor in self._actors:
             self._actors.remove(actor)
         if kill:
-            self._ray.kill(actor, no_restart=True)
+            try:
+                self._ray.kill(actor, no_restart=True)
+            except Exception:  # it died on its own meanwhile
+                pass
         self._events["actors_replaced"] = self._events.get("actors_replaced", 0) + 1
         self._start_actor()
 
