@@ -48,14 +48,17 @@ class ClientActor:
 
     def fit(self, name: str, holder: list, state: dict | None, round_: int | None, weights,
             plan, seed: int) -> tuple[str, object, dict | None]:
-        """("ok", update, worker state) or ("failed", reason, None); never raises for the
-        client's own failures, so they stay the client's and the actor keeps serving."""
+        """("ok", update, worker state) or ("failed", reason, worker state or None); never
+        raises for the client's own failures, so they stay the client's and the actor keeps
+        serving. The state comes back on failure too: a call that failed still counted (a
+        fault wrapper's calls, DP-SGD steps taken), as it does in-process."""
         import ray
 
-        worker = self.clients.get(name)
-        if worker is None:
-            worker = self.clients[name] = ray.get(holder[0])  # once per actor, not per round
+        worker = None
         try:
+            worker = self.clients.get(name)
+            if worker is None:  # once per actor, not per round
+                worker = self.clients[name] = ray.get(holder[0])
             if state is not None:
                 worker.load_state_dict(state)
             if round_ is not None:
@@ -64,12 +67,22 @@ class ClientActor:
                 return "failed", (f"node {socket.gethostname()} has no native bfloat16 (AVX512-"
                                   "BF16 or AMX) for --precision bf16"), None
             update = worker.fit(from_wire(weights), plan, seed=seed)
-        except MemoryError as exc:
-            return "failed", f"out of memory ({exc or 'MemoryError'}); {_memory_line()}", None
-        except RuntimeError as exc:
-            if "memory" in str(exc).lower():  # torch's allocator: "not enough memory: ..."
-                return "failed", f"out of memory ({exc}); {_memory_line()}", None
-            return "failed", f"{type(exc).__name__}: {exc}", None
+            return "ok", update_to_wire(update), worker.state_dict()
         except Exception as exc:  # the client's failure, reported as checked_fit would
-            return "failed", f"{type(exc).__name__}: {exc}", None
-        return "ok", update_to_wire(update), worker.state_dict()
+            return "failed", _reason(exc), _state_after_failure(worker)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
+            sign in text for sign in ("not enough memory", "can't allocate", "out of memory",
+                                      "Cannot allocate memory"))):
+        return f"out of memory ({text or type(exc).__name__}); {_memory_line()}"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _state_after_failure(worker) -> dict | None:
+    try:
+        return None if worker is None else worker.state_dict()
+    except Exception:  # a worker that cannot say its state keeps the driver's
+        return None

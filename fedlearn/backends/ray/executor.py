@@ -157,38 +157,49 @@ class RayExecutor(ClientExecutor):
                 worker = jobs[j][0]
                 try:
                     status, payload, state = ray.get(ref)
-                except ray.exceptions.OutOfMemoryError as exc:  # Ray's memory monitor killed it
-                    self._replace(actor)
-                    replies[j] = WorkerReply(None, down, failed=f"out of memory: Ray killed its "
-                                             f"actor ({str(exc).splitlines()[0]})")
-                    continue
-                except ray.exceptions.RayActorError as exc:  # the actor's process or node died
-                    self._replace(actor)
+                except (ray.exceptions.OutOfMemoryError, ray.exceptions.RayActorError) as exc:
+                    self._replace(actor, kill=True)  # dead, or unreachable: never left running
+                    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    if isinstance(exc, ray.exceptions.OutOfMemoryError) or \
+                            "memory monitor" in str(exc).lower():  # rerunning would OOM again
+                        replies[j] = WorkerReply(None, down, failed=(
+                            f"out of memory: Ray killed its actor ({first_line})"))
+                        continue
                     runs[j] += 1
                     if runs[j] <= self.reruns:
                         reruns.append(worker.name)
                         queue.appendleft(j)
                     else:
                         replies[j] = WorkerReply(None, down, failed=(
-                            f"its Ray actor died {runs[j]} times: "
-                            f"{str(exc).splitlines()[0]}"))
+                            f"its Ray actor died {runs[j]} times: {first_line}"))
+                    continue
+                except ray.exceptions.RayError as exc:  # e.g. its shard cannot load on that node
+                    idle.append(actor)
+                    replies[j] = WorkerReply(None, down, failed=(
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
                     continue
                 idle.append(actor)
+                if state is not None:  # e.g. a DP-SGD ledger: the driver's copy checkpoints it
+                    worker.load_state_dict(state)
                 if status != "ok":
                     replies[j] = WorkerReply(None, down, failed=payload)
                     continue
-                if state is not None:  # e.g. a DP-SGD ledger: the driver's copy checkpoints it
-                    worker.load_state_dict(state)
                 replies[j] = checked(worker, update_from_wire(payload), weights, plan, robust,
                                      down=down)
             if robust.round_timeout is not None:
                 now = time.monotonic()
-                for ref, (j, actor, t0) in list(running.items()):
-                    if now - t0 >= robust.round_timeout:
-                        running.pop(ref)
-                        self._replace(actor, kill=True)  # a hung call cannot be stopped otherwise
-                        replies[j] = WorkerReply(None, down, failed=(
-                            f"WorkerTimeout: no reply within {robust.round_timeout:g} s"))
+                expired = [ref for ref, (_, _, t0) in running.items()
+                           if now - t0 >= robust.round_timeout]
+                # a reply that arrived meanwhile is taken next time round, not thrown away
+                arrived, _ = ray.wait(expired, num_returns=len(expired), timeout=0) \
+                    if expired else ([], [])
+                for ref in expired:
+                    if ref in arrived:
+                        continue
+                    j, actor, _ = running.pop(ref)
+                    self._replace(actor, kill=True)  # a hung call cannot be stopped otherwise
+                    replies[j] = WorkerReply(None, down, failed=(
+                        f"WorkerTimeout: no reply within {robust.round_timeout:g} s"))
         if reruns:
             self._events["reruns"] = self._events.get("reruns", []) + reruns
         return replies

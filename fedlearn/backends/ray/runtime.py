@@ -89,4 +89,8 @@ def check_resources(execution: ExecutionConfig, nodes: list[dict]) -> int:
         if execution.client_gpus > 0:
             fits = min(fits, int(node.get("GPU", 0.0) // execution.client_gpus))
         slots += fits
-    return max(1, slots)
+    if slots == 0:
+        raise ConfigError("execution.client_cpus", f"no node of the Ray cluster has both "
+                          f"{execution.client_cpus:g} CPUs and {execution.client_gpus:g} GPUs "
+                          f"for one client ({len(nodes)} node(s)); ask for less")
+    return slots
