@@ -310,30 +310,25 @@ def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Te
     server = FederatedServer(workers, config, test_x, test_y, weights=weights, progress=progress,
                              executor=executor)
     with server:  # Ray's processes end with the run, however it ends (Ctrl-C too)
-        return _run(server, config, checkpoint, resume, progress)
-
-
-def _run(server: FederatedServer, config: ExperimentConfig, checkpoint, resume: bool,
-         progress: bool) -> FederationResult:
-    if resume:
-        if checkpoint is None:
-            raise ConfigError("resume", "needs a checkpoint to resume from")
-        server.load_state_dict(load_checkpoint(checkpoint), source=f"checkpoint {checkpoint}")
-    total = config.federation.rounds
-    # a terminal gets a live bar; a log file one plain line per round, not a stream of \r updates
-    interactive = progress and sys.stderr.isatty()
-    server.progress = interactive
-    with tqdm(total=total, initial=min(server.round, total), desc="rounds",
-              disable=not interactive) as bar:
-        while server.round < total and not server.reached_target:
-            record = server.step()
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, server.state_dict())
-            bar.update(1)
-            bar.set_postfix(acc=f"{record.test_accuracy:.4f}", loss=f"{record.test_loss:.4f}")
-            if progress and not interactive:
-                print(f"round {record.round}/{total}: test accuracy {record.test_accuracy:.4f}, "
-                      f"loss {record.test_loss:.4f}, {record.seconds:.1f} s", file=sys.stderr,
-                      flush=True)
-    return FederationResult(detached_cpu_state(server.weights), server.history,
-                            server.reached_target)
+        if resume:
+            if checkpoint is None:
+                raise ConfigError("resume", "needs a checkpoint to resume from")
+            server.load_state_dict(load_checkpoint(checkpoint), source=f"checkpoint {checkpoint}")
+        total = config.federation.rounds
+        # a terminal gets a live bar; a log file one plain line per round, not \r updates
+        interactive = progress and sys.stderr.isatty()
+        server.progress = interactive
+        with tqdm(total=total, initial=min(server.round, total), desc="rounds",
+                  disable=not interactive) as bar:
+            while server.round < total and not server.reached_target:
+                record = server.step()
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, server.state_dict())
+                bar.update(1)
+                bar.set_postfix(acc=f"{record.test_accuracy:.4f}", loss=f"{record.test_loss:.4f}")
+                if progress and not interactive:
+                    print(f"round {record.round}/{total}: test accuracy "
+                          f"{record.test_accuracy:.4f}, loss {record.test_loss:.4f}, "
+                          f"{record.seconds:.1f} s", file=sys.stderr, flush=True)
+        return FederationResult(detached_cpu_state(server.weights), server.history,
+                                server.reached_target)

@@ -19,8 +19,12 @@ from fedlearn.backends.ray.wire import from_wire, update_to_wire
 from fedlearn.training import native_bf16
 
 
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KB
+
+
 def _memory_line() -> str:
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_mb()
     try:
         total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 20
         return f"its Ray actor had used {peak_mb:.0f} MB at peak, of {total_mb:.0f} MB on node " \
@@ -44,7 +48,7 @@ class ClientActor:
         import ray
 
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                "peak_mb": _peak_mb()}
 
     def fit(self, name: str, holder: list, state: dict | None, round_: int | None, weights,
             plan, seed: int) -> tuple[str, object, dict | None]:

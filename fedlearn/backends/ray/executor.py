@@ -29,6 +29,12 @@ from fedlearn.updates import state_nbytes
 from fedlearn.workers.base import Worker
 
 
+def _first_line(exc: BaseException) -> str:
+    """Ray's errors carry the remote traceback below their first line."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class RayExecutor(ClientExecutor):
     """``RayExecutor(config.execution, workers, per_round=10)``; :meth:`close` when done."""
 
@@ -159,7 +165,7 @@ class RayExecutor(ClientExecutor):
                     status, payload, state = ray.get(ref)
                 except (ray.exceptions.OutOfMemoryError, ray.exceptions.RayActorError) as exc:
                     self._replace(actor, kill=True)  # dead, or unreachable: never left running
-                    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    first_line = _first_line(exc)
                     if isinstance(exc, ray.exceptions.OutOfMemoryError) or \
                             "memory monitor" in str(exc).lower():  # rerunning would OOM again
                         replies[j] = WorkerReply(None, down, failed=(
@@ -175,8 +181,8 @@ class RayExecutor(ClientExecutor):
                     continue
                 except ray.exceptions.RayError as exc:  # e.g. its shard cannot load on that node
                     idle.append(actor)
-                    replies[j] = WorkerReply(None, down, failed=(
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+                    replies[j] = WorkerReply(None, down,
+                                             failed=f"{type(exc).__name__}: {_first_line(exc)}")
                     continue
                 idle.append(actor)
                 if state is not None:  # e.g. a DP-SGD ledger: the driver's copy checkpoints it

@@ -16,7 +16,6 @@ from fedlearn.config import ConfigError, ExecutionConfig
 
 @dataclass
 class RayRuntime:
-    address: str  # "local" for a runtime this run started
     started: bool  # this run started it, so this run shuts it down
     nodes: list[dict]  # the alive nodes' resources, as Ray reports them
 
@@ -52,7 +51,7 @@ def connect(execution: ExecutionConfig) -> RayRuntime:
     if address is not None:
         _reachable(address)
     if ray.is_initialized():
-        return RayRuntime("connected", False, _alive_nodes())
+        return RayRuntime(False, _alive_nodes())
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
     try:
         if address is None:
@@ -65,7 +64,7 @@ def connect(execution: ExecutionConfig) -> RayRuntime:
     except ConnectionError as exc:
         raise ConfigError("execution.ray_address", f"cannot join a Ray cluster at {address!r}: "
                           f"{exc}") from None
-    return RayRuntime(address or "local", True, _alive_nodes())
+    return RayRuntime(True, _alive_nodes())
 
 
 def _alive_nodes() -> list[dict]:
