@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from fedlearn.config.fields import ConfigError, Section, choice, number, option, positive_int
 
 EXECUTORS = ("auto", "one_after_the_other", "together", "ray")
+ACTOR_PATHS = ("auto", "one_after_the_other", "together")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +33,11 @@ class ExecutionConfig(Section):
                                      "client_resources); its torch threads too")
     client_gpus: float = option(0.0, metavar="N",
                                 help="GPUs a client trains with on Ray (a fraction shares one)")
+    actor_path: str = option("auto", choices=ACTOR_PATHS,
+                             help="how a Ray actor trains the clients it is handed: auto "
+                                  "(together where the actors have GPUs and the clients can be; "
+                                  "one after the other on CPUs, where that measures faster), "
+                                  "one_after_the_other, or together (as --executor together)")
     ray_actors: int | None = option(None, metavar="N",
                                     help="Ray actors (default: as many as the cluster's "
                                          "resources hold, at most the clients of a round)")
@@ -41,6 +47,7 @@ class ExecutionConfig(Section):
 
     def validate(self) -> None:
         choice(self.executor, "executor", EXECUTORS)
+        choice(self.actor_path, "actor_path", ACTOR_PATHS)
         number(self.client_cpus, "client_cpus", 0.01)
         number(self.client_gpus, "client_gpus", 0.0)
         if self.ray_actors is not None:
@@ -53,7 +60,8 @@ class ExecutionConfig(Section):
                               f"{self.ray_address!r})")
         if self.executor != "ray":
             for name, default in (("ray_address", None), ("client_cpus", 1.0),
-                                  ("client_gpus", 0.0), ("ray_actors", None),
+                                  ("client_gpus", 0.0), ("actor_path", "auto"),
+                                  ("ray_actors", None),
                                   ("object_store_mb", None)):
                 if getattr(self, name) != default:
                     raise ConfigError(name, f"is for executor 'ray' (the executor is "

@@ -132,25 +132,12 @@ class Together(ClientExecutor):
                 for (worker, _), update in zip(jobs, updates)]
 
 
-def choose_executor(config: ExperimentConfig, workers: Sequence[Worker], model: torch.nn.Module,
-                    device: torch.device) -> ClientExecutor:
-    """``config.execution.executor``; ``auto`` trains clients together on a GPU when they can
-    be (on a CPU one after the other measures faster: benchmarks/hardware_speed.py). ``ray``
-    starts or joins a Ray runtime (:mod:`fedlearn.backends.ray`)."""
+def together_refusals(config: ExperimentConfig, workers: Sequence[Worker],
+                      model: torch.nn.Module) -> list[str]:
+    """Why this run's clients cannot be trained together (none: they can)."""
     from fedlearn.workers.inprocess import VirtualWorker
     from fedlearn.workers.together import can_train_together
 
-    wanted = config.execution.executor
-    if wanted == "one_after_the_other":
-        return OneAfterTheOther()
-    if wanted == "ray":
-        from fedlearn.backends.ray import RayExecutor
-
-        if device.type == "cuda" and config.execution.client_gpus == 0:
-            raise ConfigError("execution.client_gpus", "the run trains on cuda but a Ray "
-                              "client gets no GPU: give --client-gpus (a fraction shares one)")
-        return RayExecutor(config.execution, workers,
-                           per_round=config.workers_per_round(len(workers)))
     reasons = [why for why, broken in (
         ("model hopping visits one batch at a time", config.federation.algorithm != "fedavg"),
         ("a round timeout needs each client's own call", config.robustness.round_timeout
@@ -158,10 +145,38 @@ def choose_executor(config: ExperimentConfig, workers: Sequence[Worker], model: 
         ("channels-last is for one client at a time", config.plan.channels_last),
         ("every client must be a plain in-process VirtualWorker",
          any(type(w) is not VirtualWorker for w in workers))) if broken]
-    reasons += [why] if (why := can_train_together(model)) else []
-    if wanted == "together" and reasons:
-        raise ConfigError("execution.executor", f"clients cannot be trained together here: "
-                          f"{'; '.join(reasons)}; use one_after_the_other or auto")
-    if wanted == "together" or (device.type == "cuda" and not reasons):
+    return reasons + ([why] if (why := can_train_together(model)) else [])
+
+
+def choose_executor(config: ExperimentConfig, workers: Sequence[Worker], model: torch.nn.Module,
+                    device: torch.device) -> ClientExecutor:
+    """``config.execution.executor``; ``auto`` trains clients together on a GPU when they can
+    be (on a CPU one after the other measures faster: benchmarks/hardware_speed.py). ``ray``
+    starts or joins a Ray runtime (:mod:`fedlearn.backends.ray`), whose actors choose the same
+    way (``config.execution.actor_path``)."""
+    execution = config.execution
+    wanted = execution.executor
+    if wanted == "one_after_the_other":
+        return OneAfterTheOther()
+    if wanted == "ray":
+        from fedlearn.backends.ray import RayExecutor
+
+        if device.type == "cuda" and execution.client_gpus == 0:
+            raise ConfigError("execution.client_gpus", "the run trains on cuda but a Ray "
+                              "client gets no GPU: give --client-gpus (a fraction shares one)")
+        together = _together(execution.actor_path, "execution.actor_path",
+                             together_refusals(config, workers, model), device)
+        return RayExecutor(execution, workers, together=together,
+                           per_round=config.workers_per_round(len(workers)))
+    if _together(wanted, "execution.executor", together_refusals(config, workers, model),
+                 device):
         return Together()
     return OneAfterTheOther()
+
+
+def _together(wanted: str, field: str, reasons: list[str], device: torch.device) -> bool:
+    """``together`` where asked (refused with the reasons if it cannot be), or ``auto`` on a GPU."""
+    if wanted == "together" and reasons:
+        raise ConfigError(field, f"clients cannot be trained together here: "
+                          f"{'; '.join(reasons)}; use one_after_the_other or auto")
+    return wanted == "together" or (wanted == "auto" and device.type == "cuda" and not reasons)

@@ -23,6 +23,7 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from fedlearn.backends.ray import RayExecutor  # noqa: E402
+from fedlearn.backends.ray.actor import ClientActor  # noqa: E402
 from fedlearn.config import (  # noqa: E402
     CompressionConfig,
     ConfigError,
@@ -134,6 +135,52 @@ def test_same_weights_as_in_process_for_every_strategy(cluster, data, one_thread
     assert ray.is_initialized()  # a cluster this run joined is left running
 
 
+def test_clients_trained_together_inside_each_actor(cluster, data, one_thread):
+    """--actor-path together (auto picks it where actors have GPUs): each actor trains its
+    share of the round as one batched computation; updates as training alone, within float
+    tolerance (as in-process together)."""
+    cfg = config(plan=TrainPlan(epochs=1, batch_size=10, lr=0.05, momentum=0.5, prox_mu=0.1))
+    reference = run(data, dataclasses.replace(
+        cfg, execution=ExecutionConfig(executor="one_after_the_other")))
+    together = run(data, dataclasses.replace(
+        cfg, execution=ExecutionConfig(executor="ray", actor_path="together")))
+    for k, v in reference.weights.items():
+        assert torch.allclose(v, together.weights[k], atol=5e-5), k
+    notes = together.history[-1]["compute"]
+    assert notes["clients"] == "ray, together" and notes["actors"] == 2
+    assert [h["selected"] for h in reference.history] == \
+        [h["selected"] for h in together.history]
+
+
+def test_a_free_actor_takes_a_client_whose_data_it_holds():
+    from fedlearn.backends.ray.executor import _chunks, pick
+
+    queue, names = [4, 7, 9], ["a", "b", "c"]
+    assert pick(queue, names, held={"c"}, held_anywhere={"a", "c"}) == 2  # its own
+    assert pick(queue, names, held=set(), held_anywhere={"a", "c"}) == 1  # nobody's yet
+    assert pick(queue, names, held=set(), held_anywhere={"a", "b", "c"}) == 0  # else steal
+    assert _chunks(5, 2) == [[0, 1, 2], [3, 4]]
+    assert _chunks(2, 4) == [[0], [1]] and _chunks(0, 2) == []
+
+
+class NeverStarts(ClientActor):
+    """An actor whose process cannot set up (as on a node without fedlearn)."""
+
+    def __init__(self, threads: int):
+        raise ModuleNotFoundError("No module named 'fedlearn'")
+
+
+def test_actors_that_cannot_start_are_refused_with_their_error(cluster, data, monkeypatch):
+    import fedlearn.backends.ray.executor as executor_module
+
+    monkeypatch.setattr(executor_module, "ClientActor", NeverStarts)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"execution.executor.*failed to start \(4 times\)"
+                                          r".*No module named 'fedlearn'.*every node"):
+        RayExecutor(ExecutionConfig(executor="ray"), workers(data, config()), per_round=3)
+    assert time.monotonic() - t0 < 30  # not restarted without end, nor the 60 s wait
+
+
 def dp_sgd_workers(data, cfg):
     x, y = data
     return [DPSGDWorker(name, x[i * 40:(i + 1) * 40], y[i * 40:(i + 1) * 40],
@@ -238,6 +285,17 @@ def test_refusals_are_clear(cluster, data):
 
     with pytest.raises(ConfigError, match=r"execution.client_gpus.*no GPU"):
         choose_executor(config(), ws, build_model("tutorial_cnn"), torch.device("cuda"))
+    with pytest.raises(ConfigError, match=r"execution.ray_actors.*5 actors.*hold 2; ask for "
+                                          r"at most 2"):
+        RayExecutor(ExecutionConfig(executor="ray", ray_actors=5), ws, per_round=3)
+    with pytest.raises(ConfigError, match=r"execution.actor_path.*is for executor 'ray'"):
+        ExecutionConfig(actor_path="together")
+    nhwc = config(plan=TrainPlan(epochs=1, batch_size=10, lr=0.05, channels_last=True))
+    nhwc = dataclasses.replace(nhwc, execution=ExecutionConfig(executor="ray",
+                                                               actor_path="together"))
+    with pytest.raises(ConfigError, match=r"execution.actor_path.*cannot be trained together"
+                                          r".*channels-last"):
+        choose_executor(nhwc, ws, build_model("tutorial_cnn"), torch.device("cpu"))
 
 
 class SlowAndSignals(DelegatingWorker):

@@ -50,30 +50,61 @@ class ClientActor:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
                 "peak_mb": _peak_mb()}
 
-    def fit(self, name: str, holder: list, state: dict | None, round_: int | None, weights,
-            plan, seed: int) -> tuple[str, object, dict | None]:
-        """("ok", update, worker state) or ("failed", reason, worker state or None); never
-        raises for the client's own failures, so they stay the client's and the actor keeps
-        serving. The state comes back on failure too: a call that failed still counted (a
-        fault wrapper's calls, DP-SGD steps taken), as it does in-process."""
-        import ray
+    def fit(self, calls: list, round_: int | None, weights, plan, together: bool = False
+            ) -> list[tuple[str, object, dict | None]]:
+        """Train each (name, [shard ref], state, seed) call: one after the other, or
+        ``together`` as one batched computation (one failure then fails them all, as
+        in-process). One ("ok", update, worker state) or ("failed", reason, worker state or
+        None) per call; never raises for the clients' own failures, so they stay the clients'
+        and the actor keeps serving. The state comes back on failure too: a call that failed
+        still counted (a fault wrapper's calls, DP-SGD steps taken), as it does in-process."""
+        if plan.precision == "bf16" and not native_bf16(self._device()):
+            reason = (f"node {socket.gethostname()} has no native bfloat16 (AVX512-BF16 or "
+                      "AMX) for --precision bf16")
+            return [("failed", reason, None) for _ in calls]
+        if not together:
+            return [self._fit_one(call, round_, weights, plan) for call in calls]
+        from fedlearn.workers.inprocess import VirtualWorker
 
+        workers = []
+        try:
+            workers = [self._worker(name, holder, state, round_)
+                       for name, holder, state, _ in calls]
+            updates = VirtualWorker.fit_together(workers, from_wire(weights), plan,
+                                                 [seed for *_, seed in calls])
+            return [("ok", update_to_wire(u), w.state_dict()) for w, u in zip(workers, updates)]
+        except Exception as exc:  # the batch failed: every client in it did
+            reason = _reason(exc)
+            return [("failed", reason, _state_after_failure(w))
+                    for w in workers + [None] * (len(calls) - len(workers))]
+
+    def _fit_one(self, call, round_, weights, plan) -> tuple[str, object, dict | None]:
+        name, holder, state, seed = call
         worker = None
         try:
-            worker = self.clients.get(name)
-            if worker is None:  # once per actor, not per round
-                worker = self.clients[name] = ray.get(holder[0])
-            if state is not None:
-                worker.load_state_dict(state)
-            if round_ is not None:
-                worker.set_round(round_)
-            if plan.precision == "bf16" and not native_bf16(torch.device("cpu")):
-                return "failed", (f"node {socket.gethostname()} has no native bfloat16 (AVX512-"
-                                  "BF16 or AMX) for --precision bf16"), None
+            worker = self._worker(name, holder, state, round_)
             update = worker.fit(from_wire(weights), plan, seed=seed)
             return "ok", update_to_wire(update), worker.state_dict()
         except Exception as exc:  # the client's failure, reported as checked_fit would
             return "failed", _reason(exc), _state_after_failure(worker)
+
+    def _worker(self, name: str, holder: list, state: dict | None, round_: int | None):
+        import ray
+
+        worker = self.clients.get(name)
+        if worker is None:  # once per actor, not per round
+            worker = self.clients[name] = ray.get(holder[0])
+        if state is not None:
+            worker.load_state_dict(state)
+        if round_ is not None:
+            worker.set_round(round_)
+        return worker
+
+    @staticmethod
+    def _device() -> torch.device:
+        import ray
+
+        return torch.device("cuda" if ray.get_gpu_ids() else "cpu")
 
 
 def _reason(exc: BaseException) -> str:

@@ -3,18 +3,23 @@
 :class:`RayExecutor` is a :class:`~fedlearn.server.executors.ClientExecutor`: the strategy
 decides what each client is asked (weights, plan, seed), this decides where it runs. Each
 round it puts the global weights in the object store once and hands the round's clients to
-its actors as they become free, so a slow client does not hold up the others. Every update
-is checked in the driver exactly as in-process (:func:`~fedlearn.server.executors.checked`).
+its actors as they become free, so a slow client does not hold up the others; a free actor
+takes a client whose data it already holds where it can (:func:`pick`), so each client's
+shard tends to be fetched once per run and kept on one actor. With ``together`` each actor
+trains its share of the round as one batched computation (for GPUs). Every update is checked
+in the driver exactly as in-process (:func:`~fedlearn.server.executors.checked`).
 
 Faults: an actor that dies mid-round (its process killed, its node removed) is replaced and
 its client is run again on a live actor, up to ``reruns`` times, then counted as failed under
 the round's failure policy; a client past ``round_timeout`` has its actor killed and replaced;
 a client that runs out of memory fails alone with the memory its actor had. With no live actor
 left and none starting within ``start_timeout`` seconds the remaining clients fail: a round
-never hangs.
+never hangs. Actors that keep failing as they start (fedlearn missing on a node) are not
+restarted without end: the run is refused with their error.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -29,6 +34,32 @@ from fedlearn.updates import state_nbytes
 from fedlearn.workers.base import Worker
 
 
+def pick(queue: Sequence[int], names: Sequence[str], held: set, held_anywhere: set) -> int:
+    """Which queued task a free actor takes (its position in ``queue``; ``names[i]``: the
+    first client of ``queue[i]``): one whose data it already holds, else one no actor holds
+    yet, else the first (a core left idle costs more than fetching a shard twice). So each
+    client's data tends to live on one actor, and the actors together hold about one copy."""
+    for wanted in (lambda name: name in held, lambda name: name not in held_anywhere):
+        for i, name in enumerate(names):
+            if wanted(name):
+                return i
+    return 0
+
+
+def _chunks(n: int, parts: int) -> list[list[int]]:
+    """0..n-1 in ``parts`` contiguous runs as equal as can be (the first ones longer)."""
+    parts = max(1, min(parts, n))
+    size, extra = divmod(n, parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [list(range(a, b)) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def _cause_line(exc: BaseException) -> str:
+    """An actor's creation error ends with the exception its ``__init__`` raised."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    return next((line for line in reversed(lines) if line), type(exc).__name__)
+
+
 def _first_line(exc: BaseException) -> str:
     """Ray's errors carry the remote traceback below their first line."""
     text = str(exc)
@@ -36,15 +67,20 @@ def _first_line(exc: BaseException) -> str:
 
 
 class RayExecutor(ClientExecutor):
-    """``RayExecutor(config.execution, workers, per_round=10)``; :meth:`close` when done."""
-
-    name = "ray"
+    """``RayExecutor(config.execution, workers, per_round=10)``; :meth:`close` when done.
+    ``together``: each actor trains its share of a round's clients as one batched computation
+    (:class:`~fedlearn.server.executors.Together`; chosen by
+    :func:`~fedlearn.server.executors.choose_executor`)."""
 
     def __init__(self, execution: ExecutionConfig, workers: Sequence[Worker], *,
-                 per_round: int, reruns: int = 2, start_timeout: float = 60.0):
+                 per_round: int, together: bool = False, reruns: int = 2,
+                 start_timeout: float = 60.0):
         import ray
 
         self._ray = ray
+        self.together = together
+        self.name = "ray, together" if together else "ray"
+        self._held: dict[int, set] = {}  # id(actor) -> the clients whose data it holds
         self.reruns, self.start_timeout = reruns, start_timeout
         self.threads = max(1, int(execution.client_cpus))
         self._actors: list = []
@@ -53,7 +89,13 @@ class RayExecutor(ClientExecutor):
         self.runtime = connect(execution)
         try:
             slots = check_resources(execution, self.runtime.nodes)
+            if execution.ray_actors is not None and execution.ray_actors > slots:
+                raise ConfigError("execution.ray_actors", f"{execution.ray_actors} actors of "
+                                  f"{execution.client_cpus:g} CPUs and "
+                                  f"{execution.client_gpus:g} GPUs each, but the Ray "
+                                  f"cluster's nodes hold {slots}; ask for at most {slots}")
             self.actor_count = execution.ray_actors or min(slots, per_round)
+            self._start_failures: list[str] = []  # why actors died starting, in a row
             self._actor_class = ray.remote(ClientActor).options(
                 num_cpus=execution.client_cpus, num_gpus=execution.client_gpus, max_restarts=0,
                 scheduling_strategy="SPREAD")  # clients across the nodes, not packed on one
@@ -83,6 +125,11 @@ class RayExecutor(ClientExecutor):
             self._collect_started(timeout=max(0.0, deadline - time.monotonic()))
             if time.monotonic() >= deadline:
                 break
+        if not self._actors and self._start_failures:
+            raise ConfigError("execution.executor", f"Ray actors failed to start "
+                              f"({len(self._start_failures)} times): "
+                              f"{self._start_failures[-1]}; every node of the cluster needs "
+                              "fedlearn and its requirements installed")
         if not self._actors:
             raise ConfigError("execution.executor", f"no Ray actor started within "
                               f"{self.start_timeout:g} s (each needs the resources of one "
@@ -95,9 +142,13 @@ class RayExecutor(ClientExecutor):
             actor = self._starting.pop(ref)
             try:
                 self._ray.get(ref)
-            except self._ray.exceptions.RayError:  # died while starting: start another
-                self._start_actor()
+            except self._ray.exceptions.RayError as exc:  # died while starting
+                self._start_failures.append(_cause_line(exc))
+                if len(self._start_failures) <= self.actor_count:  # e.g. its node went
+                    # away; not without end: one that cannot import fedlearn never starts
+                    self._start_actor()
                 continue
+            self._start_failures = []  # counted while they fail in a row
             self._actors.append(actor)
             up.append(actor)
         return up
@@ -105,6 +156,7 @@ class RayExecutor(ClientExecutor):
     def _replace(self, actor, *, kill: bool = False) -> None:
         if actor in self._actors:
             self._actors.remove(actor)
+        self._held.pop(id(actor), None)
         if kill:
             try:
                 self._ray.kill(actor, no_restart=True)
@@ -126,27 +178,42 @@ class RayExecutor(ClientExecutor):
         ray = self._ray
         down = state_nbytes(weights)
         weights_ref = ray.put(to_wire(weights))  # once per round, for every client
-        queue, replies = deque(range(len(jobs))), [None] * len(jobs)
-        runs = [0] * len(jobs)
+        names = [worker.name for worker, _ in jobs]
+        # a task is what one actor call trains: one client, or a chunk of them together
+        tasks = _chunks(len(jobs), len(self._actors)) if self.together else \
+            [[j] for j in range(len(jobs))]
+        queue, replies = deque(range(len(tasks))), [None] * len(jobs)
+        runs = [0] * len(tasks)
         idle, running = list(self._actors), {}
         reruns: list[str] = []
         waiting_since = None
+
+        def fail(t: int, reason: str) -> None:
+            for j in tasks[t]:
+                replies[j] = WorkerReply(None, down, failed=reason)
+
         while queue or running:
             if self._starting:
                 idle += self._collect_started(timeout=0)
             while queue and idle:
-                j, actor = queue.popleft(), idle.pop(0)
-                worker, seed = jobs[j]
-                ref = actor.fit.remote(worker.name, [self._shards[worker.name]],
-                                       worker.state_dict(), round_, weights_ref, plan, seed)
-                running[ref] = (j, actor, time.monotonic())
+                actor = idle.pop(0)
+                held = self._held.setdefault(id(actor), set())
+                t = queue[pick(queue, [names[tasks[t][0]] for t in queue], held,
+                               set().union(*self._held.values()))]
+                queue.remove(t)
+                calls = [(names[j], [self._shards[names[j]]], jobs[j][0].state_dict(),
+                          jobs[j][1]) for j in tasks[t]]
+                self._events["shards_fetched"] = self._events.get("shards_fetched", 0) + \
+                    len({names[j] for j in tasks[t]} - held)
+                held.update(names[j] for j in tasks[t])
+                ref = actor.fit.remote(calls, round_, weights_ref, plan, self.together)
+                running[ref] = (t, actor, time.monotonic())
             if not running:  # clients wait and no actor is alive: wait for one, boundedly
                 waiting_since = waiting_since or time.monotonic()
                 if time.monotonic() - waiting_since > self.start_timeout or not self._starting:
-                    for j in queue:
-                        replies[j] = WorkerReply(None, down, failed=(
-                            f"no Ray actor alive to run it (none started within "
-                            f"{self.start_timeout:g} s)"))
+                    for t in queue:
+                        fail(t, f"no Ray actor alive to run it (none started within "
+                                f"{self.start_timeout:g} s)")
                     queue.clear()
                     break
                 idle += self._collect_started(timeout=1.0)
@@ -159,38 +226,34 @@ class RayExecutor(ClientExecutor):
                 timeout = left if timeout is None else min(timeout, left)
             done, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
             for ref in done:
-                j, actor, _ = running.pop(ref)
-                worker = jobs[j][0]
+                t, actor, _ = running.pop(ref)
                 try:
-                    status, payload, state = ray.get(ref)
+                    results = ray.get(ref)
                 except (ray.exceptions.OutOfMemoryError, ray.exceptions.RayActorError) as exc:
                     self._replace(actor, kill=True)  # dead, or unreachable: never left running
                     first_line = _first_line(exc)
                     if isinstance(exc, ray.exceptions.OutOfMemoryError) or \
                             "memory monitor" in str(exc).lower():  # rerunning would OOM again
-                        replies[j] = WorkerReply(None, down, failed=(
-                            f"out of memory: Ray killed its actor ({first_line})"))
+                        fail(t, f"out of memory: Ray killed its actor ({first_line})")
                         continue
-                    runs[j] += 1
-                    if runs[j] <= self.reruns:
-                        reruns.append(worker.name)
-                        queue.appendleft(j)
+                    runs[t] += 1
+                    if runs[t] <= self.reruns:
+                        reruns += [names[j] for j in tasks[t]]
+                        queue.appendleft(t)
                     else:
-                        replies[j] = WorkerReply(None, down, failed=(
-                            f"its Ray actor died {runs[j]} times: {first_line}"))
+                        fail(t, f"its Ray actor died {runs[t]} times: {first_line}")
                     continue
                 except ray.exceptions.RayError as exc:  # e.g. its shard cannot load on that node
                     idle.append(actor)
-                    replies[j] = WorkerReply(None, down,
-                                             failed=f"{type(exc).__name__}: {_first_line(exc)}")
+                    fail(t, f"{type(exc).__name__}: {_first_line(exc)}")
                     continue
                 idle.append(actor)
-                if state is not None:  # e.g. a DP-SGD ledger: the driver's copy checkpoints it
-                    worker.load_state_dict(state)
-                if status != "ok":
-                    replies[j] = WorkerReply(None, down, failed=payload)
-                    continue
-                replies[j] = checked(worker, update_from_wire(payload), weights, plan, robust,
+                for j, (status, payload, state) in zip(tasks[t], results):
+                    worker = jobs[j][0]
+                    if state is not None:  # e.g. a DP-SGD ledger: the driver's copy keeps it
+                        worker.load_state_dict(state)
+                    replies[j] = WorkerReply(None, down, failed=payload) if status != "ok" \
+                        else checked(worker, update_from_wire(payload), weights, plan, robust,
                                      down=down)
             if robust.round_timeout is not None:
                 now = time.monotonic()
@@ -202,10 +265,9 @@ class RayExecutor(ClientExecutor):
                 for ref in expired:
                     if ref in arrived:
                         continue
-                    j, actor, _ = running.pop(ref)
+                    t, actor, _ = running.pop(ref)
                     self._replace(actor, kill=True)  # a hung call cannot be stopped otherwise
-                    replies[j] = WorkerReply(None, down, failed=(
-                        f"WorkerTimeout: no reply within {robust.round_timeout:g} s"))
+                    fail(t, f"WorkerTimeout: no reply within {robust.round_timeout:g} s")
         if reruns:
             self._events["reruns"] = self._events.get("reruns", []) + reruns
         return replies
