@@ -100,6 +100,7 @@ class RayExecutor(ClientExecutor):
                 num_cpus=execution.client_cpus, num_gpus=execution.client_gpus, max_restarts=0,
                 scheduling_strategy="SPREAD")  # clients across the nodes, not packed on one
             self._shards = {w.name: self._put(w) for w in workers}  # once per run
+            self._workers = {w.name: w for w in workers}
             for _ in range(self.actor_count):
                 self._start_actor()
             self._await_actors(self.actor_count)
@@ -179,6 +180,10 @@ class RayExecutor(ClientExecutor):
         down = state_nbytes(weights)
         weights_ref = ray.put(to_wire(weights))  # once per round, for every client
         names = [worker.name for worker, _ in jobs]
+        strangers = [n for (w, _), n in zip(jobs, names) if self._workers.get(n) is not w]
+        if strangers:  # the actors train the copies put at the start, not these
+            raise ValueError(f"RayExecutor.fit: {strangers} are not the workers this executor "
+                             "was made with (make one with the run's workers)")
         # a task is what one actor call trains: one client, or a chunk of them together
         tasks = _chunks(len(jobs), len(self._actors)) if self.together else \
             [[j] for j in range(len(jobs))]
@@ -211,9 +216,11 @@ class RayExecutor(ClientExecutor):
             if not running:  # clients wait and no actor is alive: wait for one, boundedly
                 waiting_since = waiting_since or time.monotonic()
                 if time.monotonic() - waiting_since > self.start_timeout or not self._starting:
+                    why = (f"actors failed to start: {self._start_failures[-1]}"
+                           if self._start_failures else
+                           f"none started within {self.start_timeout:g} s")
                     for t in queue:
-                        fail(t, f"no Ray actor alive to run it (none started within "
-                                f"{self.start_timeout:g} s)")
+                        fail(t, f"no Ray actor alive to run it ({why})")
                     queue.clear()
                     break
                 idle += self._collect_started(timeout=1.0)
