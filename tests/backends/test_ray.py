@@ -445,3 +445,66 @@ class socket_port:
 
     def __exit__(self, *exc):
         return False
+
+
+def ray_actor_processes(marker: str) -> list[int]:
+    """Actor processes (Ray titles them ``ray::ClientActor``) of the cluster marked ``marker``."""
+    pids = []
+    for pid in ray_processes(marker):
+        try:
+            if b"ray::ClientActor" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def test_the_cli_joins_a_running_cluster_and_leaves_it_running(mnist_dir, tmp_path):
+    """As on a cluster: `ray start --head`, then `fedlearn train --ray-address HOST:PORT`. The
+    run trains on the cluster's actors, removes them when it ends, and the cluster stays up.
+    The head runs with Ray's token authentication (as it does wherever a token exists, e.g.
+    after any local `ray.init`), and the run joins it with the token it finds."""
+    head_marker, run_marker = uuid.uuid4().hex, uuid.uuid4().hex
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(__import__("secrets").token_hex(32))
+
+    def env(marker):
+        return {**{k: v for k, v in fedlearn_env(marker).items()
+                   if not k.startswith("RAY_AUTH")}, "HOME": str(home)}
+    with socket_port() as port:
+        pass
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head",
+                             "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env(head_marker))
+    try:
+        out = tmp_path / "run"
+        deadline = time.monotonic() + 60
+        while True:  # the head is up when its GCS port answers
+            assert head.poll() is None, head.communicate()
+            try:
+                __import__("socket").create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Ray head did not start"
+                time.sleep(0.5)
+        done = subprocess.run([sys.executable, "-m", "fedlearn", "train", *CLI[:-2],
+                               "--rounds", "1", "--ray-address", f"127.0.0.1:{port}",
+                               "--data-dir", mnist_dir, "--out", str(out)],
+                              capture_output=True, text=True, env=env(run_marker),
+                              timeout=240)
+        assert done.returncode == 0, done.stderr
+        history = json.loads((out / "history.json").read_text())
+        assert history[0]["compute"]["clients"] == "ray" and history[0]["compute"]["actors"] == 2
+        assert head.poll() is None  # the cluster keeps running
+        assert not gone(run_marker), "the run's driver outlived it"
+        deadline = time.monotonic() + 20
+        while ray_actor_processes(head_marker) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not ray_actor_processes(head_marker), "the run's actors outlived it"
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
+        head.wait(60)
+    assert not gone(head_marker, within=30), "the test's Ray head left processes"

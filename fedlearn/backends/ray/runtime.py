@@ -7,6 +7,7 @@ already connected (``ray.init`` called by the user, or a test cluster) is used a
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ def connect(execution: ExecutionConfig) -> RayRuntime:
                           f"({address}) has its own object store (set it at `ray start`)")
     if address is not None:
         _reachable(address)
+        _token_auth_as_for_auto()
     if ray.is_initialized():
         return RayRuntime(False, _alive_nodes())
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
@@ -63,8 +65,28 @@ def connect(execution: ExecutionConfig) -> RayRuntime:
             ray.init(address=address, **quiet)
     except ConnectionError as exc:
         raise ConfigError("execution.ray_address", f"cannot join a Ray cluster at {address!r}: "
-                          f"{exc}") from None
+                          f"{exc}; if the cluster uses Ray's token authentication, give this "
+                          "machine its token (`ray get-auth-token` on the head, into "
+                          "~/.ray/auth_token here or $RAY_AUTH_TOKEN)") from None
     return RayRuntime(True, _alive_nodes())
+
+
+def _token_auth_as_for_auto() -> None:
+    """Join with Ray's token authentication where a token is at hand and ``$RAY_AUTH_MODE`` is
+    unset: Ray (2.60) does so for address ``auto`` only, yet a head started where a token exists
+    (any local ``ray.init`` writes one) refuses a driver without it, after half a minute of
+    retries. A cluster without authentication ignores the token."""
+    try:
+        from ray._private.authentication import authentication_token_setup as auth
+    except ImportError:  # a Ray without token authentication
+        return
+    log = logging.getLogger(auth.__name__)
+    level = log.level
+    log.setLevel(logging.ERROR)  # not Ray's notice that the run uses a token
+    try:
+        auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        log.setLevel(level)
 
 
 def _alive_nodes() -> list[dict]:
