@@ -250,25 +250,23 @@ def test_reruns_are_bounded_and_a_round_without_actors_ends(cluster, data, monke
     from fedlearn.models import build_model
 
     ws = workers(data, config())
-    ws[0] = KillsItsActorAlways(ws[0])
-    jobs = [(ws[0], 1), (ws[1], 2), (ws[2], 3)]
+    ws[0], ws[1] = KillsItsActorAlways(ws[0]), KillsItsActorAlways(ws[1])
     weights, plan = build_model("tutorial_cnn").state_dict(), config().plan
     executor = RayExecutor(ExecutionConfig(executor="ray"), ws, per_round=3)
     try:
-        with pytest.raises(ValueError, match=r"\['c1'\] are not the workers"):
-            executor.fit([(workers(data, config())[1], 2)], weights, plan, RobustnessConfig())
-        replies = executor.fit(jobs, weights, plan, RobustnessConfig())
+        with pytest.raises(ValueError, match=r"\['c2'\] are not the workers"):
+            executor.fit([(workers(data, config())[2], 2)], weights, plan, RobustnessConfig())
+        replies = executor.fit([(ws[0], 1), (ws[2], 2), (ws[3], 3)], weights, plan,
+                               RobustnessConfig())
         assert "its Ray actor died 3 times" in replies[0].failed
         assert all(r.update is not None for r in replies[1:])
         assert executor.round_notes()["reruns"] == [ws[0].name] * 2
-    finally:
-        executor.close()
-    executor = RayExecutor(ExecutionConfig(executor="ray", ray_actors=1), ws, per_round=3,
-                           start_timeout=20)
-    try:  # from now on no actor can start (as when every node has gone)
+        # from now on no actor can start (as when every node has gone); two clients kill
+        # the two actors there are
         executor._actor_class = ray.remote(NeverStarts).options(num_cpus=1, max_restarts=0)
         t0 = time.monotonic()
-        replies = executor.fit(jobs[:2], weights, plan, RobustnessConfig())
+        replies = executor.fit([(ws[0], 1), (ws[1], 2), (ws[2], 3)], weights, plan,
+                               RobustnessConfig())
         assert time.monotonic() - t0 < 20
         assert all("no Ray actor alive to run it (actors failed to start: "
                    "ModuleNotFoundError" in r.failed for r in replies), replies
