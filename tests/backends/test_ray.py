@@ -176,7 +176,7 @@ def test_actors_that_cannot_start_are_refused_with_their_error(cluster, data, mo
     monkeypatch.setattr(executor_module, "ClientActor", NeverStarts)
     t0 = time.monotonic()
     with pytest.raises(ConfigError, match=r"execution.executor.*failed to start \(4 times\)"
-                                          r".*No module named 'fedlearn'.*every node"):
+                                          r".*every node.*No module named 'fedlearn'"):
         RayExecutor(ExecutionConfig(executor="ray"), workers(data, config()), per_round=3)
     assert time.monotonic() - t0 < 30  # not restarted without end, nor the 60 s wait
 
@@ -506,3 +506,18 @@ def test_the_cli_joins_a_running_cluster_and_leaves_it_running(mnist_dir, tmp_pa
         head.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
         head.wait(60)
     assert not gone(head_marker, within=30), "the test's Ray head left processes"
+
+
+def test_actors_killed_by_rays_memory_monitor_are_reported_as_such(mnist_dir, tmp_path):
+    """A node whose memory is above Ray's threshold: its memory monitor kills the actors; the
+    run is refused saying so, not sent looking for a missing install."""
+    marker = uuid.uuid4().hex
+    env = {**fedlearn_env(marker), "RAY_memory_usage_threshold": "0.01",
+           "RAY_memory_monitor_refresh_ms": "100"}
+    done = subprocess.run([sys.executable, "-m", "fedlearn", "train", *CLI, "--rounds", "1",
+                           "--data-dir", mnist_dir, "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 2, done.stderr
+    assert "Ray's memory monitor killed them" in done.stderr, done.stderr
+    assert "exceeded threshold" in done.stderr and "Traceback" not in done.stderr
+    assert not gone(marker), "Ray processes outlived the run"

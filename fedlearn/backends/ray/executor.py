@@ -57,7 +57,12 @@ def _chunks(n: int, parts: int) -> list[list[int]]:
 def _cause_line(exc: BaseException) -> str:
     """An actor's creation error ends with the exception its ``__init__`` raised."""
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
-    return next((line for line in reversed(lines) if line), type(exc).__name__)
+    lines = [line for line in lines if line]
+    if not lines:
+        return type(exc).__name__
+    # Ray's memory monitor explains itself in its first lines, then lists processes and advice
+    reason = [line for line in lines if line.startswith("OOM kill reason")]
+    return f"{lines[0]}; {reason[0]}" if reason else lines[-1]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -127,10 +132,14 @@ class RayExecutor(ClientExecutor):
             if time.monotonic() >= deadline:
                 break
         if not self._actors and self._start_failures:
+            last = self._start_failures[-1]
+            hint = ("Ray's memory monitor killed them: the nodes' memory is above its "
+                    "threshold (RAY_memory_usage_threshold)" if "OOM kill reason" in last
+                    else "every node of the cluster needs fedlearn and its requirements "
+                         "installed")
             raise ConfigError("execution.executor", f"Ray actors failed to start "
-                              f"({len(self._start_failures)} times): "
-                              f"{self._start_failures[-1]}; every node of the cluster needs "
-                              "fedlearn and its requirements installed")
+                              f"({len(self._start_failures)} times): {hint}; Ray said: "
+                              f"{last}")
         if not self._actors:
             raise ConfigError("execution.executor", f"no Ray actor started within "
                               f"{self.start_timeout:g} s (each needs the resources of one "
