@@ -74,8 +74,7 @@ def _first_line(exc: BaseException) -> str:
 class RayExecutor(ClientExecutor):
     """``RayExecutor(config.execution, workers, per_round=10)``; :meth:`close` when done.
     ``together``: each actor trains its share of a round's clients as one batched computation
-    (:class:`~fedlearn.server.executors.Together`; chosen by
-    :func:`~fedlearn.server.executors.choose_executor`)."""
+    (as :class:`~fedlearn.server.executors.Together`)."""
 
     def __init__(self, execution: ExecutionConfig, workers: Sequence[Worker], *,
                  per_round: int, together: bool = False, reruns: int = 2,
@@ -189,10 +188,9 @@ class RayExecutor(ClientExecutor):
         down = state_nbytes(weights)
         weights_ref = ray.put(to_wire(weights))  # once per round, for every client
         names = [worker.name for worker, _ in jobs]
-        strangers = [n for (w, _), n in zip(jobs, names) if self._workers.get(n) is not w]
-        if strangers:  # the actors train the copies put at the start, not these
+        if strangers := [n for (w, _), n in zip(jobs, names) if self._workers.get(n) is not w]:
             raise ValueError(f"RayExecutor.fit: {strangers} are not the workers this executor "
-                             "was made with (make one with the run's workers)")
+                             "was made with (its actors train copies of those)")
         # a task is what one actor call trains: one client, or a chunk of them together
         tasks = _chunks(len(jobs), len(self._actors)) if self.together else \
             [[j] for j in range(len(jobs))]
@@ -217,9 +215,9 @@ class RayExecutor(ClientExecutor):
                 queue.remove(t)
                 calls = [(names[j], [self._shards[names[j]]], jobs[j][0].state_dict(),
                           jobs[j][1]) for j in tasks[t]]
-                self._events["shards_fetched"] = self._events.get("shards_fetched", 0) + \
-                    len({names[j] for j in tasks[t]} - held)
-                held.update(names[j] for j in tasks[t])
+                new = {names[j] for j in tasks[t]} - held
+                self._events["shards_fetched"] = self._events.get("shards_fetched", 0) + len(new)
+                held |= new
                 ref = actor.fit.remote(calls, round_, weights_ref, plan, self.together)
                 running[ref] = (t, actor, time.monotonic())
             if not running:  # clients wait and no actor is alive: wait for one, boundedly
