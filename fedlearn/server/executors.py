@@ -166,7 +166,7 @@ def choose_executor(config: ExperimentConfig, workers: Sequence[Worker], model: 
                               "client gets no GPU: give --client-gpus (a fraction shares one)")
         together = _together(execution.actor_path, "execution.actor_path",
                              together_refusals(config, workers, model), device)
-        return RayExecutor(execution, workers, together=together,
+        return RayExecutor(execution, workers, together=together, device=device.type,
                            per_round=config.workers_per_round(len(workers)))
     if _together(wanted, "execution.executor", together_refusals(config, workers, model),
                  device):

@@ -118,6 +118,7 @@ VARIANTS = {
 def test_same_weights_as_in_process_for_every_strategy(cluster, data, one_thread):
     ws = workers(data, config())
     executor = RayExecutor(ExecutionConfig(executor="ray"), ws, per_round=3)
+    fetched = 0
     try:
         assert executor.actor_count == 2  # one per one-CPU node
         for name, sections in VARIANTS.items():
@@ -130,6 +131,11 @@ def test_same_weights_as_in_process_for_every_strategy(cluster, data, one_thread
                 [h["test_accuracy"] for h in on_ray.history], name
             assert on_ray.history[-1]["compute"]["clients"] == "ray"
             assert on_ray.history[-1]["compute"]["threads_per_client"] == 1
+            assert on_ray.history[-1]["compute"]["trained_together"] == 0
+            fetched += sum(h["compute"].get("shards_fetched", 0) for h in on_ray.history)
+        # each client's data reaches each actor at most once in the run, never per round
+        # (per round it would be 7 variants x 2 rounds x 3 clients = 42)
+        assert 0 < fetched <= len(NAMES) * executor.actor_count
     finally:
         executor.close()
     assert ray.is_initialized()  # a cluster this run joined is left running
@@ -146,27 +152,28 @@ def test_clients_trained_together_inside_each_actor(cluster, data, one_thread):
         cfg, execution=ExecutionConfig(executor="ray", actor_path="together")))
     for k, v in reference.weights.items():
         assert torch.allclose(v, together.weights[k], atol=5e-5), k
-    notes = together.history[-1]["compute"]
-    assert notes["clients"] == "ray, together" and notes["actors"] == 2
+    for h in together.history:  # every client of every round went through a batch
+        assert h["compute"]["clients"] == "ray, together" and h["compute"]["actors"] == 2
+        assert h["compute"]["trained_together"] == len(h["selected"])
     assert [h["selected"] for h in reference.history] == \
         [h["selected"] for h in together.history]
 
 
 def test_a_free_actor_takes_a_client_whose_data_it_holds():
-    from fedlearn.backends.ray.executor import _chunks, pick
+    from fedlearn.backends.ray.dispatch import chunks, pick
 
     queue, names = [4, 7, 9], ["a", "b", "c"]
     assert pick(queue, names, held={"c"}, held_anywhere={"a", "c"}) == 2  # its own
     assert pick(queue, names, held=set(), held_anywhere={"a", "c"}) == 1  # nobody's yet
     assert pick(queue, names, held=set(), held_anywhere={"a", "b", "c"}) == 0  # else steal
-    assert _chunks(5, 2) == [[0, 1, 2], [3, 4]]
-    assert _chunks(2, 4) == [[0], [1]] and _chunks(0, 2) == []
+    assert chunks(5, 2) == [[0, 1, 2], [3, 4]]
+    assert chunks(2, 4) == [[0], [1]] and chunks(0, 2) == []
 
 
 class NeverStarts(ClientActor):
     """An actor whose process cannot set up (as on a node without fedlearn)."""
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, device: str = "cpu"):
         raise ModuleNotFoundError("No module named 'fedlearn'")
 
 

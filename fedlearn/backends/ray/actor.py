@@ -34,11 +34,12 @@ def _memory_line() -> str:
 
 
 class ClientActor:
-    """Trains clients with ``threads`` torch threads (its CPUs: same threads, same weights)."""
+    """Trains clients with ``threads`` torch threads (its CPUs: same threads, same weights) on
+    ``device`` (the run's: "cpu", or "cuda" where the actor has a GPU share)."""
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, device: str = "cpu"):
         torch.set_num_threads(threads)
-        self.threads = threads
+        self.threads, self.device = threads, torch.device(device)
         self.clients: dict = {}
 
     def ready(self) -> dict:
@@ -51,19 +52,20 @@ class ClientActor:
                 "peak_mb": _peak_mb()}
 
     def fit(self, calls: list, round_: int | None, weights, plan, together: bool = False
-            ) -> list[tuple[str, object, dict | None]]:
+            ) -> tuple[list[tuple[str, object, dict | None]], int]:
         """Train each (name, [shard ref], state, seed) call: one after the other, or
         ``together`` as one batched computation (one failure then fails them all, as
         in-process). One ("ok", update, worker state) or ("failed", reason, worker state or
-        None) per call; never raises for the clients' own failures, so they stay the clients'
-        and the actor keeps serving. The state comes back on failure too: a call that failed
-        still counted (a fault wrapper's calls, DP-SGD steps taken), as it does in-process."""
-        if plan.precision == "bf16" and not native_bf16(self._device()):
+        None) per call, and how many were trained together; never raises for the clients' own
+        failures, so they stay the clients' and the actor keeps serving. The state comes back
+        on failure too: a call that failed still counted (a fault wrapper's calls, DP-SGD steps
+        taken), as it does in-process."""
+        if plan.precision == "bf16" and not native_bf16(self.device):
             reason = (f"node {socket.gethostname()} has no native bfloat16 (AVX512-BF16 or "
                       "AMX) for --precision bf16")
-            return [("failed", reason, None) for _ in calls]
+            return [("failed", reason, None) for _ in calls], 0
         if not together:
-            return [self._fit_one(call, round_, weights, plan) for call in calls]
+            return [self._fit_one(call, round_, weights, plan) for call in calls], 0
         from fedlearn.workers.inprocess import VirtualWorker
 
         workers = []
@@ -72,11 +74,12 @@ class ClientActor:
                        for name, holder, state, _ in calls]
             updates = VirtualWorker.fit_together(workers, from_wire(weights), plan,
                                                  [seed for *_, seed in calls])
-            return [("ok", update_to_wire(u), w.state_dict()) for w, u in zip(workers, updates)]
+            return [("ok", update_to_wire(u), w.state_dict())
+                    for w, u in zip(workers, updates)], len(calls)
         except Exception as exc:  # the batch failed: every client in it did
             reason = _reason(exc)
             return [("failed", reason, _state_after_failure(w))
-                    for w in workers + [None] * (len(calls) - len(workers))]
+                    for w in workers + [None] * (len(calls) - len(workers))], 0
 
     def _fit_one(self, call, round_, weights, plan) -> tuple[str, object, dict | None]:
         name, holder, state, seed = call
@@ -99,12 +102,6 @@ class ClientActor:
         if round_ is not None:
             worker.set_round(round_)
         return worker
-
-    @staticmethod
-    def _device() -> torch.device:
-        import ray
-
-        return torch.device("cuda" if ray.get_gpu_ids() else "cpu")
 
 
 def _reason(exc: BaseException) -> str:

@@ -19,12 +19,18 @@ restarted without end: the run is refused with their error.
 """
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 from collections.abc import Sequence
 
 from fedlearn.backends.ray.actor import ClientActor
+from fedlearn.backends.ray.dispatch import (
+    actor_gone_errors,
+    cause_line,
+    chunks,
+    first_line,
+    pick,
+)
 from fedlearn.backends.ray.runtime import check_resources, connect
 from fedlearn.backends.ray.wire import to_wire, update_from_wire
 from fedlearn.config import ConfigError, ExecutionConfig
@@ -34,55 +40,18 @@ from fedlearn.updates import state_nbytes
 from fedlearn.workers.base import Worker
 
 
-def pick(queue: Sequence[int], names: Sequence[str], held: set, held_anywhere: set) -> int:
-    """Which queued task a free actor takes (its position in ``queue``; ``names[i]``: the
-    first client of ``queue[i]``): one whose data it already holds, else one no actor holds
-    yet, else the first (a core left idle costs more than fetching a shard twice). So each
-    client's data tends to live on one actor, and the actors together hold about one copy."""
-    for wanted in (lambda name: name in held, lambda name: name not in held_anywhere):
-        for i, name in enumerate(names):
-            if wanted(name):
-                return i
-    return 0
-
-
-def _chunks(n: int, parts: int) -> list[list[int]]:
-    """0..n-1 in ``parts`` contiguous runs as equal as can be (the first ones longer)."""
-    parts = max(1, min(parts, n))
-    size, extra = divmod(n, parts)
-    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
-    return [list(range(a, b)) for a, b in zip(bounds, bounds[1:]) if b > a]
-
-
-def _cause_line(exc: BaseException) -> str:
-    """An actor's creation error ends with the exception its ``__init__`` raised."""
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
-        return type(exc).__name__
-    # Ray's memory monitor explains itself in its first lines, then lists processes and advice
-    reason = [line for line in lines if line.startswith("OOM kill reason")]
-    return f"{lines[0]}; {reason[0]}" if reason else lines[-1]
-
-
-def _first_line(exc: BaseException) -> str:
-    """Ray's errors carry the remote traceback below their first line."""
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class RayExecutor(ClientExecutor):
     """``RayExecutor(config.execution, workers, per_round=10)``; :meth:`close` when done.
     ``together``: each actor trains its share of a round's clients as one batched computation
     (as :class:`~fedlearn.server.executors.Together`)."""
 
     def __init__(self, execution: ExecutionConfig, workers: Sequence[Worker], *,
-                 per_round: int, together: bool = False, reruns: int = 2,
-                 start_timeout: float = 60.0):
+                 per_round: int, together: bool = False, device: str = "cpu",
+                 reruns: int = 2, start_timeout: float = 60.0):
         import ray
 
         self._ray = ray
-        self.together = together
+        self.together, self.device = together, device
         self.name = "ray, together" if together else "ray"
         self._held: dict[int, set] = {}  # id(actor) -> the clients whose data it holds
         self.reruns, self.start_timeout = reruns, start_timeout
@@ -121,7 +90,7 @@ class RayExecutor(ClientExecutor):
                               f"{type(exc).__name__}: {exc}") from None
 
     def _start_actor(self) -> None:
-        actor = self._actor_class.remote(self.threads)
+        actor = self._actor_class.remote(self.threads, self.device)
         self._starting[actor.ready.remote()] = actor
 
     def _await_actors(self, count: int) -> None:
@@ -134,8 +103,8 @@ class RayExecutor(ClientExecutor):
             last = self._start_failures[-1]
             hint = ("Ray's memory monitor killed them: the nodes' memory is above its "
                     "threshold (RAY_memory_usage_threshold)" if "OOM kill reason" in last
-                    else "every node of the cluster needs fedlearn and its requirements "
-                         "installed")
+                    else "e.g. fedlearn or its requirements missing on a node (every node "
+                         "needs them)")
             raise ConfigError("execution.executor", f"Ray actors failed to start "
                               f"({len(self._start_failures)} times): {hint}; Ray said: "
                               f"{last}")
@@ -152,7 +121,7 @@ class RayExecutor(ClientExecutor):
             try:
                 self._ray.get(ref)
             except self._ray.exceptions.RayError as exc:  # died while starting
-                self._start_failures.append(_cause_line(exc))
+                self._start_failures.append(cause_line(exc))
                 if len(self._start_failures) <= self.actor_count:  # e.g. its node went
                     # away; not without end: one that cannot import fedlearn never starts
                     self._start_actor()
@@ -187,12 +156,16 @@ class RayExecutor(ClientExecutor):
         ray = self._ray
         down = state_nbytes(weights)
         weights_ref = ray.put(to_wire(weights))  # once per round, for every client
+        actor_gone = actor_gone_errors()
         names = [worker.name for worker, _ in jobs]
+        self._start_failures = []  # a new round tries again to bring the actors back
+        for _ in range(self.actor_count - len(self._actors) - len(self._starting)):
+            self._start_actor()
         if strangers := [n for (w, _), n in zip(jobs, names) if self._workers.get(n) is not w]:
             raise ValueError(f"RayExecutor.fit: {strangers} are not the workers this executor "
                              "was made with (its actors train copies of those)")
         # a task is what one actor call trains: one client, or a chunk of them together
-        tasks = _chunks(len(jobs), len(self._actors)) if self.together else \
+        tasks = chunks(len(jobs), len(self._actors)) if self.together else \
             [[j] for j in range(len(jobs))]
         queue, replies = deque(range(len(tasks))), [None] * len(jobs)
         runs = [0] * len(tasks)
@@ -224,7 +197,7 @@ class RayExecutor(ClientExecutor):
                 waiting_since = waiting_since or time.monotonic()
                 if time.monotonic() - waiting_since > self.start_timeout or not self._starting:
                     why = (f"actors failed to start: {self._start_failures[-1]}"
-                           if self._start_failures else
+                           if not self._starting and self._start_failures else
                            f"none started within {self.start_timeout:g} s")
                     for t in queue:
                         fail(t, f"no Ray actor alive to run it ({why})")
@@ -243,25 +216,31 @@ class RayExecutor(ClientExecutor):
                 t, actor, _ = running.pop(ref)
                 try:
                     results = ray.get(ref)
-                except (ray.exceptions.OutOfMemoryError, ray.exceptions.RayActorError) as exc:
+                except actor_gone as exc:
                     self._replace(actor, kill=True)  # dead, or unreachable: never left running
-                    first_line = _first_line(exc)
+                    said = first_line(exc)
                     if isinstance(exc, ray.exceptions.OutOfMemoryError) or \
                             "memory monitor" in str(exc).lower():  # rerunning would OOM again
-                        fail(t, f"out of memory: Ray killed its actor ({first_line})")
+                        fail(t, f"out of memory: Ray killed its actor ({said})")
                         continue
                     runs[t] += 1
                     if runs[t] <= self.reruns:
                         reruns += [names[j] for j in tasks[t]]
                         queue.appendleft(t)
                     else:
-                        fail(t, f"its Ray actor died {runs[t]} times: {first_line}")
+                        fail(t, f"its Ray actor died {runs[t]} times: {said}")
                     continue
                 except ray.exceptions.RayError as exc:  # e.g. its shard cannot load on that node
                     idle.append(actor)
-                    fail(t, f"{type(exc).__name__}: {_first_line(exc)}")
+                    fail(t, f"{type(exc).__name__}: {first_line(exc)}")
                     continue
                 idle.append(actor)
+                results, batched = results
+                if len(results) != len(tasks[t]):  # never expected; a reply must not be lost
+                    fail(t, f"its Ray actor answered {len(results)} of {len(tasks[t])} calls")
+                    continue
+                self._events["trained_together"] = \
+                    self._events.get("trained_together", 0) + batched
                 for j, (status, payload, state) in zip(tasks[t], results):
                     worker = jobs[j][0]
                     if state is not None:  # e.g. a DP-SGD ledger: the driver's copy keeps it

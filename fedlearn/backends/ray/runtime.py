@@ -51,9 +51,10 @@ def connect(execution: ExecutionConfig) -> RayRuntime:
                           f"({address}) has its own object store (set it at `ray start`)")
     if address is not None:
         _reachable(address)
-        _token_auth_as_for_auto()
     if ray.is_initialized():
         return RayRuntime(False, _alive_nodes())
+    if address is not None:
+        _token_auth_as_for_auto()
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
     try:
         if address is None:
@@ -63,7 +64,7 @@ def connect(execution: ExecutionConfig) -> RayRuntime:
                      object_store_memory=store * 2 ** 20 if store else None)
         else:
             ray.init(address=address, **quiet)
-    except ConnectionError as exc:
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
         raise ConfigError("execution.ray_address", f"cannot join a Ray cluster at {address!r}: "
                           f"{exc}; if the cluster uses Ray's token authentication, give this "
                           "machine its token (`ray get-auth-token` on the head, into "
@@ -76,7 +77,7 @@ def _token_auth_as_for_auto() -> None:
     unset: Ray (2.60) does so for address ``auto`` only, yet a head started where a token exists
     (any local ``ray.init`` writes one) refuses a driver without it, after half a minute of
     retries. A cluster without authentication ignores the token."""
-    try:
+    try:  # pinned ray==2.60.0; a private module, so guarded
         from ray._private.authentication import authentication_token_setup as auth
     except ImportError:  # a Ray without token authentication
         return
@@ -85,6 +86,8 @@ def _token_auth_as_for_auto() -> None:
     log.setLevel(logging.ERROR)  # not Ray's notice that the run uses a token
     try:
         auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except (AttributeError, TypeError):  # another Ray's private API: join as Ray would
+        pass
     finally:
         log.setLevel(level)
 
