@@ -221,7 +221,7 @@ class RayExecutor(ClientExecutor):
                     said = first_line(exc)
                     if isinstance(exc, ray.exceptions.OutOfMemoryError) or \
                             "memory monitor" in str(exc).lower():  # rerunning would OOM again
-                        fail(t, f"out of memory: Ray killed its actor ({said})")
+                        fail(t, f"out of memory: Ray killed its actor ({cause_line(exc)})")
                         continue
                     runs[t] += 1
                     if runs[t] <= self.reruns:
