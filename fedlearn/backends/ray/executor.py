@@ -12,10 +12,11 @@ in the driver exactly as in-process (:func:`~fedlearn.server.executors.checked`)
 Faults: an actor that dies mid-round (its process killed, its node removed) is replaced and
 its client is run again on a live actor, up to ``reruns`` times, then counted as failed under
 the round's failure policy; a client past ``round_timeout`` has its actor killed and replaced;
-a client that runs out of memory fails alone with the memory its actor had. With no live actor
-left and none starting within ``start_timeout`` seconds the remaining clients fail: a round
-never hangs. Actors that keep failing as they start (fedlearn missing on a node) are not
-restarted without end: the run is refused with their error.
+a client that runs out of memory fails alone (with ``together``, its batch) with the memory its
+actor had. With no live actor left and none starting within ``start_timeout`` seconds the
+remaining clients fail at once instead of waiting. Actors that keep failing as they start
+(fedlearn missing on a node) are not restarted without end: the run is refused with their
+error.
 """
 from __future__ import annotations
 
@@ -153,17 +154,17 @@ class RayExecutor(ClientExecutor):
         return notes
 
     def fit(self, jobs, weights, plan, robust, round_=None):
+        names = [worker.name for worker, _ in jobs]
+        if strangers := [n for (w, _), n in zip(jobs, names) if self._workers.get(n) is not w]:
+            raise ValueError(f"RayExecutor.fit: {strangers} are not the workers this executor "
+                             "was made with (its actors train copies of those)")
         ray = self._ray
         down = state_nbytes(weights)
         weights_ref = ray.put(to_wire(weights))  # once per round, for every client
         actor_gone = actor_gone_errors()
-        names = [worker.name for worker, _ in jobs]
         self._start_failures = []  # a new round tries again to bring the actors back
         for _ in range(self.actor_count - len(self._actors) - len(self._starting)):
             self._start_actor()
-        if strangers := [n for (w, _), n in zip(jobs, names) if self._workers.get(n) is not w]:
-            raise ValueError(f"RayExecutor.fit: {strangers} are not the workers this executor "
-                             "was made with (its actors train copies of those)")
         # a task is what one actor call trains: one client, or a chunk of them together
         tasks = chunks(len(jobs), len(self._actors)) if self.together else \
             [[j] for j in range(len(jobs))]
@@ -218,7 +219,6 @@ class RayExecutor(ClientExecutor):
                     results = ray.get(ref)
                 except actor_gone as exc:
                     self._replace(actor, kill=True)  # dead, or unreachable: never left running
-                    said = first_line(exc)
                     if isinstance(exc, ray.exceptions.OutOfMemoryError) or \
                             "memory monitor" in str(exc).lower():  # rerunning would OOM again
                         fail(t, f"out of memory: Ray killed its actor ({cause_line(exc)})")
@@ -228,7 +228,7 @@ class RayExecutor(ClientExecutor):
                         reruns += [names[j] for j in tasks[t]]
                         queue.appendleft(t)
                     else:
-                        fail(t, f"its Ray actor died {runs[t]} times: {said}")
+                        fail(t, f"its Ray actor died {runs[t]} times: {first_line(exc)}")
                     continue
                 except ray.exceptions.RayError as exc:  # e.g. its shard cannot load on that node
                     idle.append(actor)
