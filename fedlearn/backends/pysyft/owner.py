@@ -29,7 +29,7 @@ from fedlearn.backends.pysyft.loading import (
     require_syft,
     set_root_credentials,
 )
-from fedlearn.backends.pysyft.review import RequestReview, request_status, review_request
+from fedlearn.backends.pysyft.review import RequestReview
 from fedlearn.backends.pysyft.server_process import install_child_hooks
 from fedlearn.backends.pysyft.training_code import DATASET
 from fedlearn.errors import FedlearnError
@@ -100,14 +100,15 @@ class Datasite:
 
     @classmethod
     def serve(cls, name: str, *, host: str, port: int, url: str, admin_email: str,
-              admin_password: str) -> Datasite:
+              admin_password: str, reset: bool = True) -> Datasite:
         """Start a network Datasite with the owner's admin password.
 
         Proves the published default password does not open it; stops it otherwise.
+        ``reset=False`` opens the store a previous run left (``serve --state-dir``).
         """
         sy = require_syft()
         set_root_credentials(admin_email, admin_password)
-        handle = sy.orchestra.launch(name=name, reset=True, host=host, port=port)
+        handle = sy.orchestra.launch(name=name, reset=reset, host=host, port=port)
         try:
             admin = login(url, admin_email, admin_password)
             try:
@@ -173,25 +174,47 @@ class Datasite:
         check_result(result, f"upload to {self.name}")
 
     def register_scientist(self, email: str, password: str, name: str = "Data Scientist") -> None:
+        """Create the data scientist's account through the admin API (``user.create``):
+        syft's ``register`` would send the admin's private key in the body of
+        ``/register``, a route the Datasite keeps closed (:mod:`.http_door`)."""
+        require_syft()
+        from syft.service.user.user_roles import ServiceRole
+
         with quiet_syft():
-            result = self._admin.register(name=name, email=email, password=password,
-                                          password_verify=password)
+            result = self._admin.api.services.user.create(
+                name=name, email=email, password=password, password_verify=password,
+                role=ServiceRole.DATA_SCIENTIST)
         check_result(result, f"register {email}")
 
-    def requests(self, *, include_decided: bool = False) -> list[dict]:
-        """Code requests as plain dicts: id, status, function, requester and role, time, the
-        input and output policies, the source, its SHA-256, and what fedlearn's checks found."""
-        rows = []
-        for r in check_result(self._admin.requests, f"list requests on {self.name}"):
-            if include_decided or request_status(r) == "pending":
-                rows.append(self.review_request(r).as_dict())
-        return rows
+    def _ask_server(self, path: str, **kwargs):
+        """One of fedlearn's own admin calls (``fedlearn.requests``, ``fedlearn.approve``),
+        answered by the server itself (:mod:`fedlearn.backends.pysyft.call_guard`)."""
+        sy = require_syft()
+        from syft.client.api import SyftAPICall
 
-    def review_request(self, request) -> RequestReview:
+        call = SyftAPICall(server_uid=self._admin.id, path=path, args=[], kwargs=kwargs,
+                           blocking=True)
+        with quiet_syft():
+            result = self._admin.api.make_call(call)
+        if isinstance(result, sy.SyftError):
+            raise ApprovalRefused(f"{self.name}: {result.message}")
+        return getattr(result, "value", result)
+
+    def requests(self, *, include_decided: bool = False) -> list[dict]:
+        """Requests as the server reviewed them, as plain dicts: id, status, function,
+        requester and role, time, the input and output policies, the source, its SHA-256,
+        the run, the calls asked for, approved and made, and every problem found."""
+        rows = self._ask_server("fedlearn.requests")
+        return [r for r in rows if include_decided or r["status"] == "pending"]
+
+    def review_request(self, request_id) -> RequestReview:
         """What this request would run, on which inputs, for whom — and every problem found."""
-        if not hasattr(request, "code"):
-            request = self.request(request)
-        return review_request(request, self._admin)
+        request_id = str(getattr(request_id, "id", request_id))
+        rows = [r for r in self._ask_server("fedlearn.requests") if r["id"] == request_id]
+        if not rows:
+            raise KeyError(f"{self.name}: no request with id {request_id}")
+        fields = {k: v for k, v in rows[0].items() if k in RequestReview.__dataclass_fields__}
+        return RequestReview(**fields)
 
     def pending_requests(self) -> list:
         return [r for r in self._admin.requests if str(r.status).endswith("PENDING")]
@@ -199,24 +222,27 @@ class Datasite:
     def request(self, request_id):
         matches = [r for r in self._admin.requests if str(r.id) == str(request_id)]
         if not matches:
-            raise KeyError(f"{self.name}: no code request with id {request_id}")
+            raise KeyError(f"{self.name}: no request with id {request_id}")
         return matches[0]
 
     def review(self, request_id) -> str:
         """The exact source the data scientist asks to run on this owner's data."""
-        return self.request(request_id).code.raw_code
+        return self.review_request(request_id).code
 
-    def approve(self, request_id, *, force: bool = False, warn=None) -> RequestReview:
+    def approve(self, request_id, *, force: bool = False, max_calls: int | None = None,
+                warn=None) -> RequestReview:
         """Approve the request with this id (never 'the latest one': it may be another).
 
-        Refused with :class:`ApprovalRefused` unless fedlearn's checks pass: the
-        images and labels bound to this Datasite's own assets, every other input
-        user-owned and of the expected plain type, a registered data scientist
-        asking, and the source equal to fedlearn's generated function.
-        ``force=True`` approves anyway, after printing the problems as a warning.
+        The server reviews the whole request as it stored it and refuses
+        (:class:`ApprovalRefused`) unless fedlearn's checks pass: exactly one change,
+        approving this code's own status; the images and labels bound to this
+        Datasite's own assets, every other input user-owned and of the expected plain
+        type; a registered data scientist asking; the source equal to fedlearn's
+        generated function. ``force=True`` approves anyway, after printing the problems
+        as a warning. The approval allows ``max_calls`` calls (default: as many as the
+        scientist asked for); the server counts them and refuses the next one.
         """
-        request = self.request(request_id)
-        review = self.review_request(request)
+        review = self.review_request(request_id)
         if review.problems:
             listed = "; ".join(review.problems)
             if not force:
@@ -224,9 +250,8 @@ class Datasite:
                                       "Deny it, or approve with --force if you have read the "
                                       "code and trust it")
             (warn or _warn)(f"WARNING: {self.name}: approving {request_id} despite: {listed}")
-        with quiet_syft():
-            result = request.approve()
-        check_result(result, f"approve {request_id} on {self.name}")
+        self._ask_server("fedlearn.approve", uid=self.request(request_id).id, force=force,
+                         max_calls=max_calls)
         return review
 
     def deny(self, request_id, reason: str) -> None:
@@ -234,14 +259,15 @@ class Datasite:
             result = self.request(request_id).deny(reason=reason)
         check_result(result, f"deny {request_id} on {self.name}")
 
-    def land(self) -> None:
-        """Stop the Datasite and delete its SQLite and blob files."""
+    def land(self, *, keep_files: bool = False) -> None:
+        """Stop the Datasite and delete its SQLite and blob files (unless ``keep_files``)."""
         if self._handle is None:
             raise RuntimeError(f"{self.name}: only the process that launched a Datasite can "
                                "stop it")
         server_id = self._admin.id
         self._handle.land()
-        shutil.rmtree(self.files_dir(server_id), ignore_errors=True)
+        if not keep_files:
+            shutil.rmtree(self.files_dir(server_id), ignore_errors=True)
 
     @staticmethod
     def files_dir(server_id) -> Path:

@@ -8,11 +8,18 @@ federation loop the in-process workers use.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
+from fedlearn.backends.pysyft.training_code import check_run
 from fedlearn.config import ConfigError
+from fedlearn.errors import FedlearnError
+from fedlearn.experiment import CHECKPOINT
+from fedlearn.files import atomic_write
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _URL = re.compile(r"^https?://[^/:\s]+:\d{1,5}/?$")
@@ -81,12 +88,32 @@ def wait_for_approval(workers, *, timeout: float, poll: float = 2.0, on_wait=Non
         if clock() >= deadline:
             names = ", ".join(f"{w.name} ({w.request_id})" for w in pending)
             raise ApprovalError(f"not approved within {timeout:g} s: {names}. The requests stay "
-                                "pending; once approved, rerun the same command with --resume")
+                                "pending; once approved, rerun the same command (same --out)")
         sleep(poll)
 
 
+RUN_FILE = "datasite_run.json"
+
+
+def run_id_for(out: Path, *, resume: bool) -> str:
+    """This run's id on the Datasites, kept in ``out``: the code requests name it, so a new
+    run needs new approvals while ``--resume`` (or a rerun still waiting for approval) uses
+    the ones it has."""
+    path = out / RUN_FILE
+    if path.exists() and (resume or not (out / CHECKPOINT).exists()):
+        try:
+            return check_run(json.loads(path.read_text())["run"])
+        except (ValueError, KeyError, TypeError, FedlearnError) as exc:
+            raise ConfigError("out", f"{path} is damaged ({exc}); remove it to start a new "
+                              "run") from exc
+    run = uuid.uuid4().hex
+    atomic_write(path, lambda f: f.write(json.dumps({"run": run}).encode()))
+    return run
+
+
 def connect_datasites(addresses, *, email: str, password: str, model: str, max_calls: int,
-                      approval_timeout: float, on_wait=None, poll: float = 2.0) -> list:
+                      approval_timeout: float, run: str, on_wait=None,
+                      poll: float = 2.0) -> list:
     """Log in to every Datasite, submit the code, wait for approvals; return the workers."""
     from fedlearn.backends.pysyft.connection import LoginError
     from fedlearn.backends.pysyft.hardening import RefusedBySecurityPolicy
@@ -105,7 +132,7 @@ def connect_datasites(addresses, *, email: str, password: str, model: str, max_c
         except Exception as exc:  # a server that is not a Datasite
             raise ConnectionError(f"{address.name}: cannot reach a Datasite at {address.url} "
                                   f"({type(exc).__name__}: {exc})") from exc
-        worker.submit(model, max_calls=max_calls)
+        worker.submit(model, max_calls=max_calls, run=run)
         workers.append(worker)
     wait_for_approval(workers, timeout=approval_timeout, on_wait=on_wait, poll=poll)
     return workers

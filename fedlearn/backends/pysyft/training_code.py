@@ -25,6 +25,7 @@ import builtins
 import hashlib
 import importlib.util
 import inspect
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ USER_INPUTS = {"weights": dict, "plan": dict, "seed": int, "nonce": str, "mode":
 LIMITS: dict[str, Any] = {"epochs": (1, 50), "batch_size": (1, 8192), "lr": (0.0, 10.0),
           "momentum": (0.0, 1.0), "weight_decay": (0.0, 1.0), "prox_mu": (0.0, 100.0),
           "seed": (0, 2**63 - 1), "nonce_length": 32}
+TUTORIAL_RUN = "0" * 32  # the run id of code requests made by hand (the tutorial's)
+_RUN_LINE = re.compile(r"^    RUN = '([0-9a-f]{32})'", re.MULTILINE)
 
 _HEADER = '''def {name}(images, labels, weights, plan, seed, nonce, mode):
     """fedlearn: one federated round on this Datasite's private MNIST shard.
@@ -70,6 +73,7 @@ _HEADER = '''def {name}(images, labels, weights, plan, seed, nonce, mode):
 
     MNIST_MEAN, MNIST_STD = {mean!r}, {std!r}
     LIMITS = {limits!r}
+    RUN = {run!r}  # one code request per fedlearn run: a new run needs a new approval
 '''
 
 _CHECKS = '''
@@ -219,9 +223,24 @@ def check_self_contained(cls: type) -> str:
     return source
 
 
+def run_of(source: str) -> str | None:
+    """The run id written into a generated function's source, or None."""
+    match = _RUN_LINE.search(source)
+    return match.group(1) if match else None
+
+
+def check_run(run: str) -> str:
+    if not isinstance(run, str) or not re.fullmatch(r"[0-9a-f]{32}", run):
+        raise FedlearnError(f"a run id is 32 lowercase hex digits (got {run!r})")
+    return run
+
+
 def custom_model_in(source: str) -> tuple[str, str] | None:
     """(class name, class source) if ``source`` is fedlearn's generated function around a
     model class that is not a ready-made one; None otherwise."""
+    run = run_of(source)
+    if run is None:
+        return None
     try:
         function = ast.parse(source).body[0]
     except (SyntaxError, IndexError):
@@ -233,27 +252,28 @@ def custom_model_in(source: str) -> tuple[str, str] | None:
     if segment is None:
         return None
     model_source = textwrap.dedent(segment) + "\n"
-    if assemble(model_source, classes[0].name).strip() != source.strip():
+    if assemble(model_source, classes[0].name, run).strip() != source.strip():
         return None
     return classes[0].name, model_source
 
 
-def assemble(model_source: str, model_name: str) -> str:
-    """fedlearn's generated function around the source of one model class."""
+def assemble(model_source: str, model_name: str, run: str = TUTORIAL_RUN) -> str:
+    """fedlearn's generated function around the source of one model class, for one run."""
     parts = [inspect.getsource(mnist._normalise), model_source,
              *(inspect.getsource(f) for f in (training.make_optimizer, training.num_batches,
                                               training.train_epochs, training.predict,
                                               training.evaluate))]
     inlined = "\n".join(textwrap.indent(p, "    ") for p in parts)
     header = _HEADER.format(name=FUNCTION_NAME, model=model_name,
-                            mean=mnist.MNIST_MEAN, std=mnist.MNIST_STD, limits=LIMITS)
+                            mean=mnist.MNIST_MEAN, std=mnist.MNIST_STD, limits=LIMITS,
+                            run=check_run(run))
     return header + "\n" + inlined + _CHECKS.format(model=model_name) + _BODY.format()
 
 
-def training_function_source(model) -> str:
+def training_function_source(model, run: str = TUTORIAL_RUN) -> str:
     """The full source of the submitted function for a ready-made name or your model class."""
     cls = model_class(model)
-    return assemble(check_self_contained(cls), cls.__name__)
+    return assemble(check_self_contained(cls), cls.__name__, run)
 
 
 def source_digest(source: str) -> str:
@@ -261,14 +281,20 @@ def source_digest(source: str) -> str:
     return hashlib.sha256(source.strip().encode()).hexdigest()
 
 
-def known_digests() -> dict[str, str]:
+def known_digests(run: str = TUTORIAL_RUN) -> dict[str, str]:
     """SHA-256 of fedlearn's generated function for each ready-made model -> the model name."""
-    return {source_digest(training_function_source(name)): name for name in MODELS}
+    return {source_digest(training_function_source(name, run)): name for name in MODELS}
 
 
-def load_training_function(model):
+def ready_made_in(source: str) -> str | None:
+    """The ready-made model whose generated function (for the run it names) ``source`` is."""
+    run = run_of(source)
+    return None if run is None else known_digests(run).get(source_digest(source))
+
+
+def load_training_function(model, run: str = TUTORIAL_RUN):
     """Import the generated function from a real file (PySyft reads its source)."""
-    source = training_function_source(model)
+    source = training_function_source(model, run)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     path = Path(cache_dir()) / "syft_code" / f"fedlearn_round_{digest}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
