@@ -187,7 +187,10 @@ def before_call(server, role: str, credentials, message) -> str | None:
     if role == "ADMIN":
         return None
     if message.path == "code.call":
-        return _check_call(server, credentials, message)
+        try:
+            return _check_call(server, credentials, message)
+        except Exception as exc:  # no such code, arguments that are not uploaded objects, ...
+            return f"{REFUSAL}: code.call with arguments fedlearn cannot check ({exc})"
     if message.path == "action.set":
         obj = message.args[0] if message.args else message.kwargs.get("action_object")
         uid = getattr(obj, "id", None)
