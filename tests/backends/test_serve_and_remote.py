@@ -123,7 +123,8 @@ def test_a_rejection_or_the_timeout_stops_with_the_reason():
         wait_for_approval([FakeWorker("bob", ["approved"]), FakeWorker("alice", ["rejected"])],
                           timeout=10, sleep=lambda s: None)
     now = [0.0]
-    with pytest.raises(ApprovalError, match=r"not approved within 5 s: bob \(req-bob\).*rerun the same command \(same --out\)"):
+    with pytest.raises(ApprovalError, match=r"not approved within 5 s: bob \(req-bob\)"
+                                            r".*rerun the same command \(same --out\)"):
         wait_for_approval([FakeWorker("bob", ["pending"])], timeout=5, poll=2,
                           clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
 
