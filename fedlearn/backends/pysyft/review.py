@@ -26,6 +26,7 @@ which refuses to approve while :attr:`RequestReview.problems` is not empty
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from fedlearn.backends.pysyft.code_checks import input_problems, runs_what_it_shows
 from fedlearn.backends.pysyft.training_code import (
@@ -135,8 +136,9 @@ def review_request(request, code, site: SiteView) -> RequestReview:
         problems.append("the requester is not a registered account (a guest)")
     elif site.role != "DATA_SCIENTIST":
         problems.append(f"the requester {site.requester} is a {site.role}, not a data scientist")
-    base = dict(id=str(request.id), status=request_status(request), requester=site.requester,
-                role=site.role, time=str(request.request_time))
+    base: dict[str, Any] = dict(id=str(request.id), status=request_status(request),
+                                requester=site.requester, role=site.role,
+                                time=str(request.request_time))
     if code is None:
         kinds = [type(change).__name__ for change in request.changes]
         problems.append(f"the request carries no code (changes: {kinds}); fedlearn approves "
