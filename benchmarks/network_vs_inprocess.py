@@ -60,13 +60,14 @@ def main(argv=None):
     virtual, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
                                       model=config.federation.model, seed=config.seed)
     size = [] if args.train_size is None else ["--train-size", str(args.train_size)]
+    as_root = ["--allow-root"] if os.geteuid() == 0 else []  # namespaced hosts run as root
     env = {**os.environ, "FEDLEARN_ADMIN_PASSWORD": ADMIN, "FEDLEARN_SCIENTIST_PASSWORD": SCIENTIST,
            "TMPDIR": tempfile.mkdtemp(prefix="fedlearn-bench-"), "PYTHONWARNINGS": "ignore"}
     with local_hosts(config.partition.workers) as hosts:
         t0 = time.perf_counter()
         servers = [ServerProcess(h, 8080 if h.isolated else free_port(),
                                  ["--shard", f"{i}/{len(hosts)}", "--seed", str(config.seed),
-                                  *size, "--scientist", EMAIL], env)
+                                  *size, "--scientist", EMAIL, *as_root], env)
                    for i, h in enumerate(hosts)]
         try:
             for s in servers:

@@ -13,7 +13,6 @@ from fedlearn.config import (
 )
 from fedlearn.models import build_model
 from fedlearn.server.federation import run_federation
-from fedlearn.training import native_bf16
 from fedlearn.workers import VirtualWorker
 from fedlearn.workers.faults import FaultInjectingWorker
 
@@ -45,24 +44,29 @@ def compare(workers, plan, atol, model="mcmahan_cnn", loss_rel=1e-3, norm_rel=No
         assert max(a.delta[k].abs().max() for k in a.delta) > 1e-3  # it did train
 
 
+# fp32 tolerances: here (Intel with AMX) alone and together differ by at most 4e-8 per
+# weight; on CI's CPU the batched convolutions sum in another order and gaps up to ~4e-5
+# were seen; 1e-4 stays well below the deltas (~1e-3), where a wrong seed or batch shows
+FP32_ATOL = 1e-4
+
+
 def test_equal_sizes_plain_sgd():
     compare(clients([40, 40, 40]), TrainPlan(epochs=2, batch_size=10, lr=0.05, momentum=0.0),
-            atol=2e-5)
+            atol=FP32_ATOL)
 
 
 def test_unequal_sizes_short_batches_momentum_weight_decay_and_fedprox():
     plan = TrainPlan(epochs=2, batch_size=16, lr=0.05, momentum=0.9, weight_decay=1e-3,
                      prox_mu=0.1)
-    compare(clients([23, 50, 41, 7]), plan, atol=5e-5)
+    compare(clients([23, 50, 41, 7]), plan, atol=FP32_ATOL)
 
 
 def test_a_model_without_convolutions_too():
-    compare(clients([30, 12], model="mlp2nn"), TrainPlan(batch_size=8, lr=0.1), atol=2e-5,
+    compare(clients([30, 12], model="mlp2nn"), TrainPlan(batch_size=8, lr=0.1), atol=FP32_ATOL,
             model="mlp2nn")
 
 
-@pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="no native bf16 here")
-def test_bf16_together_is_close_to_bf16_alone():
+def test_bf16_together_is_close_to_bf16_alone():  # emulated where bf16 is not native
     compare(clients([30, 30]), TrainPlan(batch_size=10, lr=0.1, precision="bf16"), atol=None,
             loss_rel=2e-2, norm_rel=0.1)
 

@@ -27,9 +27,11 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from fedlearn.backends.pysyft.loading import PYSYFT_DEFAULT_EMAIL
-from fedlearn.config import PARTITIONS, ConfigError, DataConfig
+from fedlearn.backends.pysyft.supervision import DEFAULT_MAX_MEMORY_MB
+from fedlearn.config import PARTITIONS, ConfigError, DataConfig, PartitionConfig
 
 ADMIN_EMAIL = PYSYFT_DEFAULT_EMAIL
 
@@ -40,7 +42,9 @@ def add_datasite_parser(sub) -> None:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     cmds = site.add_subparsers(dest="datasite_command", required=True, metavar="ACTION")
     serve = cmds.add_parser("serve", help="serve this owner's MNIST shard as a Datasite")
-    serve.add_argument("--name", required=True, help="the owner's name, e.g. bob")
+    serve.add_argument("--name", default=None, help="the owner's name, e.g. bob (required)")
+    serve.add_argument("--print-policy", action="store_true",
+                       help="print which service paths each role may call, and exit")
     serve.add_argument("--shard", default="0/2", metavar="I/N",
                        help="hold part I of the training set split in N (default: 0/2)")
     serve.add_argument("--partition", default="iid", metavar="{" + ",".join(PARTITIONS) + "}",
@@ -63,6 +67,35 @@ def add_datasite_parser(sub) -> None:
                        help="the certificate's private key (PEM)")
     serve.add_argument("--client-ca", default=None, metavar="FILE",
                        help="require client certificates signed by this CA")
+    serve.add_argument("--state-dir", default=None, metavar="DIR",
+                       help="keep the Datasite (users, dataset, requests, approvals, call "
+                            "counts, audit log) in DIR (made 0700) and reopen it on restart "
+                            "(default: a temporary directory, deleted at the end)")
+    serve.add_argument("--reset", action="store_true",
+                       help="with --state-dir: delete what DIR keeps and start afresh")
+    serve.add_argument("--allow-signup", action="store_true",
+                       help="let anyone create a data-scientist account (POST /register; "
+                            "closed by default, whatever ENABLE_SIGNUP says)")
+    serve.add_argument("--allow-password-reset", action="store_true",
+                       help="open PySyft's password-reset routes (closed by default)")
+    serve.add_argument("--max-memory-mb", type=int, default=DEFAULT_MAX_MEMORY_MB, metavar="MB",
+                       help="memory the server process may allocate; a request past it fails "
+                            f"alone (default: {DEFAULT_MAX_MEMORY_MB})")
+    serve.add_argument("--verbose", action="store_true",
+                       help="also show PySyft's and uvicorn's own output (hidden by default)")
+    serve.add_argument("--allow-root", action="store_true",
+                       help="serve even as root (refused by default: approved code runs with "
+                            "the server's rights)")
+    serve.add_argument("--max-lr", type=float, default=None, metavar="LR",
+                       help="refuse training calls whose learning rate is above LR")
+    serve.add_argument("--max-batch-size", type=int, default=None, metavar="B",
+                       help="refuse training calls whose batch is larger than B")
+    serve.add_argument("--dp-epsilon", type=float, default=None, metavar="E",
+                       help="give each data scientist a privacy budget of E (with --dp-delta; "
+                            "needs --state-dir): only DP-SGD training runs, no evaluation, and "
+                            "the call that would exceed the budget is refused")
+    serve.add_argument("--dp-delta", type=float, default=None, metavar="D",
+                       help="the budget's delta, below 1/N for N images (e.g. 1e-5)")
     serve.add_argument("--password-fd", type=int, default=None, help=argparse.SUPPRESS)
     for name, helptext in (("requests", "list code requests (pending unless --all)"),
                            ("approve", "approve a code request by its id"),
@@ -79,6 +112,9 @@ def add_datasite_parser(sub) -> None:
         if name == "approve":
             cmd.add_argument("--force", action="store_true",
                              help="approve even if fedlearn's checks fail (prints a warning)")
+            cmd.add_argument("--max-calls", type=int, default=None, metavar="N",
+                             help="allow at most N calls (default: as many as the scientist "
+                                  "asked for; the Datasite counts them and refuses the next)")
         if name == "deny":
             cmd.add_argument("--reason", required=True, help="told to the data scientist")
     for cmd in (serve, *[cmds.choices[n] for n in ("requests", "approve", "deny")]):
@@ -137,6 +173,11 @@ def datasite_main(args) -> int:
         read_password,
     )
 
+    if args.datasite_command == "serve" and args.print_policy:
+        from fedlearn.backends.pysyft.service_policy import policy_text
+
+        print(policy_text())
+        return 0
     if args.datasite_command == "serve" and args.password_fd is not None:
         with os.fdopen(args.password_fd) as pipe:  # from the process that exec'd this one
             admin_password, scientist_password = json.load(pipe)
@@ -159,7 +200,9 @@ def datasite_main(args) -> int:
     use_tls(tls_client(args))
     site = Datasite.connect(args.url, email=args.admin_email, password=admin_password)
     if args.datasite_command == "approve":
-        site.approve(args.request_id, force=args.force)
+        if args.max_calls is not None and args.max_calls < 1:
+            raise ConfigError("max_calls", f"must be at least 1 (got {args.max_calls})")
+        site.approve(args.request_id, force=args.force, max_calls=args.max_calls)
         print(f"{site.name}: approved {args.request_id}")
     elif args.datasite_command == "deny":
         site.deny(args.request_id, args.reason)
@@ -193,14 +236,22 @@ def _exec_without_passwords(admin_password: str, scientist_password: str | None)
 
 def serve_config(args):
     """The ``serve`` flags as a validated :class:`~fedlearn.backends.pysyft.serve.ServeConfig`."""
+    from fedlearn.backends.pysyft.owner_limits import OwnerLimits
     from fedlearn.backends.pysyft.serve import ServeConfig, parse_shard
 
+    if args.name is None:
+        raise ConfigError("name", "is required: the owner's name, e.g. --name bob")
     return ServeConfig(
         name=args.name, shard=parse_shard(args.shard), scheme=args.partition,
         data=DataConfig(data_dir=args.data_dir, train_size=args.train_size), seed=args.seed,
         host=args.host, port=args.port, admin_email=args.admin_email,
         scientist_email=args.scientist, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        client_ca=args.client_ca, tls_client=tls_client(args, default_ca=args.tls_cert))
+        client_ca=args.client_ca, tls_client=tls_client(args, default_ca=args.tls_cert),
+        state_dir=args.state_dir, reset=args.reset, allow_signup=args.allow_signup,
+        allow_password_reset=args.allow_password_reset, max_memory_mb=args.max_memory_mb,
+        verbose=args.verbose, allow_root=args.allow_root,
+        limits=OwnerLimits(max_lr=args.max_lr, max_batch_size=args.max_batch_size,
+                           dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta))
 
 
 def _serve(config, admin_password: str, scientist_password: str | None) -> int:
@@ -215,24 +266,48 @@ def format_request(r: dict, *, code: bool) -> str:
     who = f"{r['requester'] or '(no account: a guest)'} ({r['role'] or 'no role'})"
     verdict = ("checks passed" if not r["problems"] else
                f"{len(r['problems'])} problem(s): approve refuses it")
+    if r.get("approved_calls") is not None:
+        calls = f"calls: {r.get('calls', 0)} of {r['approved_calls']} approved"
+    else:
+        calls = f"calls asked for: {r.get('max_calls')}"
     lines = [f"{r['id']}  {r['status']:<8}  {r['function']}  by {who}  at {r['time']}  "
-             f"[{verdict}]"]
+             f"[{verdict}]  {calls}"]
+    if not r["code"]:
+        lines += [f"  PROBLEM: {p}" for p in r["problems"]]
+        return "\n".join(lines)
     if code:
         lines.append("  inputs:")
         lines += [f"    {name:<8} <- {what}" for name, what in r["inputs"].items()]
         lines.append(f"  output policy: {r['output_policy']}")
         same = (f"equals fedlearn's generated function for {r['matches']}" if r["matches"]
                 else "does NOT equal fedlearn's generated function")
-        lines.append(f"  source SHA-256: {r['sha256']} ({same})")
+        lines.append(f"  source SHA-256: {r['sha256']} ({same}), run {r.get('run')}")
         lines += [f"  PROBLEM: {p}" for p in r["problems"]]
+        if r.get("terms"):
+            lines.append(f"  {r['terms']}")
         lines += ["  source:", r["code"]]
     return "\n".join(lines)
+
+
+def refuse_what_datasites_cannot_honour(config) -> None:
+    """Each owner serves the data they hold: options that choose or cut the training data
+    cannot be honoured by Datasites on other machines, so they are refused, not ignored."""
+    default_data, default_partition = DataConfig(), PartitionConfig()
+    if config.data.train_size != default_data.train_size:
+        raise ConfigError("data.train_size", "each Datasite trains on the shard its owner "
+                          "serves; choose the size when serving (serve --train-size)")
+    for name in ("scheme", "alpha", "shards_per_worker", "min_size", "holdout", "initial_share",
+                 "growth_per_round"):
+        if getattr(config.partition, name) != getattr(default_partition, name):
+            raise ConfigError(f"partition.{name}", "each owner holds their own data on their "
+                              "Datasite: the split is chosen when serving (serve --shard, "
+                              "--partition), not by the data scientist")
 
 
 def pysyft_workers(args, config, data):
     """Workers for ``train --backend pysyft``, and a function that cleans up after them."""
     from fedlearn.backends.pysyft.connection import use_tls
-    from fedlearn.backends.pysyft.remote import connect_datasites, parse_addresses
+    from fedlearn.backends.pysyft.remote import connect_datasites, parse_addresses, run_id_for
     from fedlearn.backends.pysyft.serve import SCIENTIST_PASSWORD_ENV, read_password
     from fedlearn.backends.pysyft.training_code import check_plan
 
@@ -253,11 +328,13 @@ def pysyft_workers(args, config, data):
         parts = partition(data.train_y.numpy(), config.partition, config.seed)
         sites, workers = launch_syft_workers(
             to_uint8(data.train_x).numpy(), data.train_y.numpy(), parts,
-            config.partition.workers, model=fed.model, max_calls=max_calls, seed=config.seed)
+            config.partition.workers, model=fed.model, max_calls=max_calls, seed=config.seed,
+            dp=config.dp_sgd)
         print(f"Datasites up in this process: {', '.join(w.name for w in workers)}; each owner "
               "reviewed and approved the code request", file=sys.stderr, flush=True)
         return workers, lambda: [site.land() for site in sites]
     addresses = parse_addresses(args.datasite)
+    refuse_what_datasites_cannot_honour(config)
     password = read_password("password", env=SCIENTIST_PASSWORD_ENV, file=args.password_file)
 
     def waiting(name, request_id):
@@ -272,9 +349,10 @@ def pysyft_workers(args, config, data):
         raise ConfigError("ca_file", "https:// Datasites need --ca-file (the CA that signed "
                           "their certificates)")
     use_tls(tls)
+    run = run_id_for(Path(args.out), resume=args.resume)
     workers = connect_datasites(addresses, email=args.email, password=password, model=fed.model,
                                 max_calls=max_calls, approval_timeout=args.approval_timeout,
-                                on_wait=waiting)
+                                run=run, plan=config.plan, dp=config.dp_sgd, on_wait=waiting)
     print(f"logged in to {', '.join(f'{a.name} ({a.url})' for a in addresses)} as a data "
           "scientist; every owner approved the code request", file=sys.stderr, flush=True)
     return workers, lambda: None

@@ -133,7 +133,6 @@ class ExperimentConfig(Section):
         part = self.partition
         inside = [("secure_aggregation", self.secure_aggregation),
                   ("compression.method", self.compression.method != "none"),
-                  ("dp_sgd.noise_multiplier", self.dp_sgd is not None),
                   ("federation.algorithm", self.federation.algorithm != "fedavg"),
                   ("plan.precision", self.plan.precision != "fp32"),
                   ("plan.channels_last", self.plan.channels_last),

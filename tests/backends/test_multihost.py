@@ -21,6 +21,7 @@ from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, Trai
 
 ADMIN, SCIENTIST, EMAIL = "owner-password-1", "scientist-password-1", "ds@lab.example"
 SIZE = ["--train-size", "1000"]
+AS_ROOT = ["--allow-root"] if os.geteuid() == 0 else []  # namespaces need root (CI)
 
 
 def env_for(mnist_dir, tmp):
@@ -36,7 +37,7 @@ def servers(mnist_dir, tmp_path_factory):
     # in CI (root, as .ci/run runs) the hosts must be real namespaces, never a quiet fallback
     with local_hosts(["bob", "alice"], isolate=True if os.environ.get("CI") else None) as hosts:
         procs = [ServerProcess(h, 8080 if h.isolated else free_port(),
-                               ["--shard", f"{i}/2", *SIZE, "--scientist", EMAIL],
+                               ["--shard", f"{i}/2", *SIZE, "--scientist", EMAIL, *AS_ROOT],
                                env_for(mnist_dir, root / h.name))
                  for i, h in enumerate(hosts)]
         try:
@@ -93,7 +94,7 @@ def test_one_round_over_the_network_equals_the_in_process_oracle(servers, mnist_
     out = tmp_path / "run"
     train = subprocess.Popen(
         [sys.executable, "-m", "fedlearn", "train", "--backend", "pysyft", "--email", EMAIL,
-         *[f"--datasite={p.host.name}={p.url}" for p in servers], "--rounds", "1", *SIZE,
+         *[f"--datasite={p.host.name}={p.url}" for p in servers], "--rounds", "1",
          "--test-size", "500", "--batch-size", "32", "--device", "cpu", "--out", str(out),
          "--no-progress", "--approval-timeout", "240"],
         env=env_for(mnist_dir, tmp_path / "scientist"), stdout=subprocess.PIPE,

@@ -25,7 +25,8 @@ from fedlearn.config import ConfigError
     ("code.request_code_execution", "DATA_SCIENTIST", False),
     ("action.get", "GUEST", True), ("action.get_mock", "GUEST", False),
     ("dataset.get_all", "GUEST", False), ("metadata", "GUEST", False),
-    ("queue", "GUEST", True), ("queue", "DATA_SCIENTIST", False),
+    ("queue", "GUEST", True), ("queue", "DATA_SCIENTIST", True),
+    ("dataset.get_all", "DATA_OWNER", True), ("code.call", "DATA_SCIENTIST", False),
 ])
 def test_who_may_call_what(path, role, refused):
     reason = decide(path, role)

@@ -7,6 +7,8 @@ from pathlib import Path
 ADMIN, SCIENTIST, EMAIL = "owner-password-1", "scientist-password-1", "ds@lab.example"
 ADMIN_EMAIL = "info@openmined.org"
 SIZE = ["--train-size", "600"]
+# serve refuses root without --allow-root; CI runs the tests as root
+AS_ROOT = ["--allow-root"] if os.geteuid() == 0 else []
 
 
 def serve_env(mnist_dir: str, tmp: Path) -> dict:
@@ -20,7 +22,7 @@ def start_server(mnist_dir: str, tmp: Path, *extra: str, name: str = "bob"):
     from fedlearn.backends.pysyft.process import LocalHost, ServerProcess, free_port
 
     server = ServerProcess(LocalHost(name, "127.0.0.1"), free_port(),
-                           ["--shard", "0/2", *SIZE, "--scientist", EMAIL, *extra],
+                           ["--shard", "0/2", *SIZE, "--scientist", EMAIL, *AS_ROOT, *extra],
                            serve_env(mnist_dir, tmp))
     try:
         server.wait_ready()

@@ -18,7 +18,7 @@ def test_training_as_the_admin_is_refused_on_the_servers_word(served, tmp_path, 
     run = subprocess.run(
         [sys.executable, "-m", "fedlearn", "train", "--backend", "pysyft",
          f"--datasite=bob={served.url}", "--email", ADMIN_EMAIL, "--rounds", "1",
-         "--train-size", "600", "--out", str(tmp_path / "out"), "--no-progress"],
+         "--out", str(tmp_path / "out"), "--no-progress"],
         env={**served.env, "FEDLEARN_SCIENTIST_PASSWORD": ADMIN, "FEDLEARN_DATA": mnist_dir},
         capture_output=True, text=True, timeout=300)
     assert run.returncode == 2, run.stderr

@@ -67,7 +67,7 @@ def test_the_scientist_refuses_a_datasite_that_answers_with_a_gadget(served, tmp
         run = subprocess.run(
             [sys.executable, "-m", "fedlearn", "train", "--backend", "pysyft",
              f"--datasite=bob={url}", "--email", "ds@lab.example", "--rounds", "1",
-             "--train-size", "600", "--out", str(tmp_path / "out"), "--no-progress",
+             "--out", str(tmp_path / "out"), "--no-progress",
              "--approval-timeout", "5"],
             env={**served.env, "FEDLEARN_SCIENTIST_PASSWORD": "scientist-password-1",
                  "FEDLEARN_DATA": mnist_dir}, capture_output=True, text=True, timeout=300)

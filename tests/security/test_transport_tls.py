@@ -90,7 +90,7 @@ def test_the_scientists_command_trains_over_tls(ca, mnist_dir, tmp_path):
         train = subprocess.Popen(
             [sys.executable, "-m", "fedlearn", "train", "--backend", "pysyft", "--email", EMAIL,
              f"--datasite=alice={server.url}", "--ca-file", ca.ca_file, "--rounds", "1",
-             "--train-size", "600", "--test-size", "200", "--out", str(out), "--no-progress",
+             "--test-size", "200", "--out", str(out), "--no-progress",
              "--approval-timeout", "240"],
             env={**server.env, "FEDLEARN_SCIENTIST_PASSWORD": SCIENTIST},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

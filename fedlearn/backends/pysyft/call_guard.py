@@ -20,9 +20,10 @@ Runs inside the Datasite's server process, behind :mod:`.service_policy`:
 """
 from __future__ import annotations
 
-import importlib
+from dataclasses import asdict
 from pathlib import Path
 
+from fedlearn.backends.pysyft import owner_limits
 from fedlearn.backends.pysyft.code_checks import fingerprint
 from fedlearn.backends.pysyft.review import SiteView, change_problems, review_request
 from fedlearn.backends.pysyft.state import CallsExhausted, DatasiteState
@@ -120,9 +121,12 @@ def _approve(server, credentials, uid, force: bool, max_calls: int | None) -> di
 
 
 def fedlearn_call(server, role: str, credentials, message):
-    """Answer fedlearn's own admin paths: ``fedlearn.requests`` and ``fedlearn.approve``."""
+    """Answer fedlearn's own paths: ``fedlearn.requests`` and ``fedlearn.approve`` for the
+    owner, ``fedlearn.terms`` (the owner's limits and budget) for a data scientist too."""
     from syft.service.response import SyftError, SyftSuccess
 
+    if message.path == "fedlearn.terms" and role in ("ADMIN", "DATA_SCIENTIST"):
+        return SyftSuccess(message="terms", value=asdict(owner_limits.current()))
     if role != "ADMIN":
         return SyftError(message=f"{REFUSAL}: {message.path} is for the Datasite's owner")
     kwargs = message.kwargs
@@ -160,10 +164,13 @@ def _check_call(server, credentials, message) -> str | None:
     if fingerprint(code) != approval.digest:
         state.log("refuse", code=str(code.id), why="code changed since approval")
         return f"{REFUSAL}: code {code.id} changed after the owner approved it"
+    if approval.calls >= approval.max_calls:  # before the budget: a refused call costs no ε
+        state.log("refuse", code=str(code.id), why="calls used up")
+        return f"{REFUSAL}: {CallsExhausted.text(approval)}"
     plan = _value(server, message.kwargs.get("plan"))
     mode = _value(server, message.kwargs.get("mode"))
-    reason = _limits_refusal(state, scientist=str(credentials), plan=plan, mode=mode,
-                             source=code.raw_code)
+    reason = owner_limits.call_refusal(owner_limits.current(), state, scientist=str(credentials),
+                                       plan=plan, mode=mode, source=code.raw_code)
     if reason is not None:
         state.log("refuse", code=str(code.id), why=reason)
         return f"{REFUSAL}: {reason}"
@@ -172,14 +179,6 @@ def _check_call(server, credentials, message) -> str | None:
     except CallsExhausted as exc:
         return f"{REFUSAL}: {exc}"
     return None
-
-
-def _limits_refusal(state, **call) -> str | None:
-    try:  # TODO(lead): plain import once owner_limits lands
-        limits = importlib.import_module("fedlearn.backends.pysyft.owner_limits")
-    except ModuleNotFoundError:
-        return None
-    return limits.call_refusal(limits.current(), state, **call)
 
 
 def before_call(server, role: str, credentials, message) -> str | None:

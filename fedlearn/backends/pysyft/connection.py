@@ -43,13 +43,13 @@ class TLSClientConfig:
 
 def _tls_session(requests_module, tls: TLSClientConfig):
     """A ``requests`` session that checks servers against ``tls.ca_file`` and presents the
-    client certificate. ``verify`` is set per request: requests would otherwise let
-    ``REQUESTS_CA_BUNDLE`` from the environment replace the session's CA."""
+    client certificate. ``verify`` is set on every request, whatever the caller passed:
+    requests would otherwise let ``REQUESTS_CA_BUNDLE`` replace the session's CA, and
+    syft passes ``verify=False`` when ``IGNORE_TLS_ERRORS`` is set."""
 
     class TLSSession(requests_module.Session):
         def request(self, method, url, **kwargs):
-            if kwargs.get("verify") in (None, True):
-                kwargs["verify"] = tls.ca_file
+            kwargs["verify"] = tls.ca_file
             if kwargs.get("cert") is None and tls.cert_file:
                 kwargs["cert"] = (tls.cert_file, tls.key_file)
             return super().request(method, url, **kwargs)

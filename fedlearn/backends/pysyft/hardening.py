@@ -20,6 +20,12 @@ are reproduced in ``tests/security/``.
 3. **Guests** (no account) may call only what a login and reading dataset metadata
    and mocks need (:data:`GUEST_ALLOWED`); code submission, data, blobs and
    signatures need an account.
+4. **Code from a server** never runs here: unknown type names are refused instead
+   of making syft reload and ``exec`` policy code a server supplies
+   (:mod:`.client_safety`).
+5. **syft's environment switches** that weaken checks (``IGNORE_TLS_ERRORS``,
+   ``ENABLE_SIGNUP``, a signing key or root password from the environment ...) have
+   no effect (:mod:`.syft_environment`).
 """
 from __future__ import annotations
 
@@ -87,7 +93,9 @@ def harden(sy) -> None:
     if getattr(sy, "_fedlearn_hardened", False):
         return
     _patch_deserializers()
-    from fedlearn.backends.pysyft import service_policy
+    from fedlearn.backends.pysyft import client_safety, service_policy, syft_environment
 
     service_policy.install()
+    client_safety.install()
+    syft_environment.neutralize()
     sy._fedlearn_hardened = True

@@ -17,6 +17,9 @@ class SyftUnavailableError(ImportError):
 
 def require_syft():
     """Import syft 0.9.5 or raise a clear error saying how to get it or what to do instead."""
+    from fedlearn.backends.pysyft.syft_environment import scrub
+
+    scrub()  # syft reads its weakening switches when imported: they go first
     try:
         import syft
     except Exception as exc:  # ModuleNotFoundError, or e.g. sniffio missing inside kr8s
@@ -33,6 +36,9 @@ def require_syft():
 
     harden(syft)
     _skip_bytes_in_attribute_walk()
+    from fedlearn.backends.pysyft.http_door import sign_api_requests
+
+    sign_api_requests()  # a served Datasite's door serves GET /api only to signed logins
     return syft
 
 

@@ -29,6 +29,7 @@ from fedlearn.backends.pysyft.loading import (
     require_syft,
     set_root_credentials,
 )
+from fedlearn.backends.pysyft.owner_limits import current, terms
 from fedlearn.backends.pysyft.review import RequestReview
 from fedlearn.backends.pysyft.server_process import install_child_hooks
 from fedlearn.backends.pysyft.training_code import DATASET
@@ -162,7 +163,8 @@ class Datasite:
             raise ValueError(f"{self.name}: need uint8 images (N, 28, 28) and N labels, got "
                              f"{images.dtype} {images.shape} and {labels.shape}")
         rng = np.random.default_rng(seed)
-        dataset = sy.Dataset(name=DATASET, description=f"{self.name}'s private MNIST shard",
+        description = f"{self.name}'s private MNIST shard. {terms(current())}"
+        dataset = sy.Dataset(name=DATASET, description=description,
                              asset_list=[
             # shape is set explicitly: PySyft would infer it from the mock
             sy.Asset(name="images", data=images, shape=images.shape,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedlearn.backends.pysyft.training_code import check_run
-from fedlearn.config import ConfigError
+from fedlearn.config import ConfigError, DPSGDConfig, TrainPlan
 from fedlearn.errors import FedlearnError
 from fedlearn.experiment import CHECKPOINT
 from fedlearn.files import atomic_write
@@ -112,11 +112,16 @@ def run_id_for(out: Path, *, resume: bool) -> str:
 
 
 def connect_datasites(addresses, *, email: str, password: str, model: str, max_calls: int,
-                      approval_timeout: float, run: str, on_wait=None,
-                      poll: float = 2.0) -> list:
-    """Log in to every Datasite, submit the code, wait for approvals; return the workers."""
+                      approval_timeout: float, run: str, plan: TrainPlan | None = None,
+                      dp: DPSGDConfig | None = None, on_wait=None, poll: float = 2.0) -> list:
+    """Log in to every Datasite, submit the code, wait for approvals; return the workers.
+
+    Each owner's terms (:mod:`.owner_limits`) are read first: a ``plan`` or a choice of
+    ``dp`` they would refuse is refused here, before anything is submitted.
+    """
     from fedlearn.backends.pysyft.connection import LoginError
     from fedlearn.backends.pysyft.hardening import RefusedBySecurityPolicy
+    from fedlearn.backends.pysyft.owner_limits import run_refusal
     from fedlearn.backends.pysyft.scientist import SyftWorker
 
     workers = []
@@ -132,7 +137,12 @@ def connect_datasites(addresses, *, email: str, password: str, model: str, max_c
         except Exception as exc:  # a server that is not a Datasite
             raise ConnectionError(f"{address.name}: cannot reach a Datasite at {address.url} "
                                   f"({type(exc).__name__}: {exc})") from exc
-        worker.submit(model, max_calls=max_calls, run=run)
+        refused = run_refusal(worker.terms(), plan or TrainPlan(),
+                              dp.noise_multiplier if dp else None)
+        if refused is not None:
+            raise ConfigError(refused[0], f"{address.name}: {refused[1]}")
         workers.append(worker)
+    for worker in workers:
+        worker.submit(model, max_calls=max_calls, run=run, dp=dp)
     wait_for_approval(workers, timeout=approval_timeout, on_wait=on_wait, poll=poll)
     return workers

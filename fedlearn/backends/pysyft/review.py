@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fedlearn.backends.pysyft import owner_limits
 from fedlearn.backends.pysyft.code_checks import input_problems, runs_what_it_shows
 from fedlearn.backends.pysyft.training_code import (
     custom_model_in,
@@ -67,6 +68,7 @@ class RequestReview:
     matches: str | None
     run: str | None = None  # the fedlearn run the request is for
     max_calls: int | None = None  # what the scientist asked for (the output policy's limit)
+    terms: str = ""  # the owner's limits and budget, or a plain warning that there is none
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -114,9 +116,20 @@ def _output_policy(code, problems: list[str]) -> tuple[str, int | None]:
 
 
 def _source_matches(source: str, problems: list[str]) -> str | None:
+    from fedlearn.backends.pysyft.dp_training_code import dp_variant_in
+
     matches = ready_made_in(source)
     if matches is not None:
         return matches
+    dp = dp_variant_in(source)
+    if dp is not None:
+        what = (f"{dp.model} with DP-SGD (noise multiplier {dp.noise_multiplier:g}, clip "
+                f"{dp.max_grad_norm:g})")
+        if dp.ready_made:
+            return what
+        problems.append(self_contained_problem(dp.model_source, dp.model) or
+                        f"the model class {dp.model} is the data scientist's own: read it")
+        return f"the data scientist's model class {what}"
     custom = custom_model_in(source)
     if custom is None:
         problems.append("the source is not fedlearn's generated training function")
@@ -150,7 +163,10 @@ def review_request(request, code, site: SiteView) -> RequestReview:
     output_policy, limit = _output_policy(code, problems)
     matches = _source_matches(code.raw_code, problems)
     runs_what_it_shows(code, problems)
+    limits = owner_limits.current()  # on the server: the terms it was served with
+    problems += owner_limits.review_problems(limits, code.raw_code)
     return RequestReview(**base, function=str(code.service_func_name), inputs=inputs,
                          output_policy=output_policy, code=code.raw_code,
                          sha256=source_digest(code.raw_code), matches=matches,
-                         run=run_of(code.raw_code), max_calls=limit, problems=problems)
+                         run=run_of(code.raw_code), max_calls=limit, problems=problems,
+                         terms=owner_limits.terms(limits))

@@ -26,8 +26,10 @@ import torch
 
 from fedlearn.backends.pysyft.connection import LoginError, login, role_of
 from fedlearn.backends.pysyft.console import quiet_syft
+from fedlearn.backends.pysyft.dp_training_code import load_dp_training_function
 from fedlearn.backends.pysyft.loading import require_syft
 from fedlearn.backends.pysyft.owner import Datasite, check_result
+from fedlearn.backends.pysyft.owner_limits import OwnerLimits
 from fedlearn.backends.pysyft.review import request_status
 from fedlearn.backends.pysyft.training_code import (
     DATASET,
@@ -36,7 +38,7 @@ from fedlearn.backends.pysyft.training_code import (
     load_training_function,
     nonce_proof,
 )
-from fedlearn.config import ModelSpec, TrainPlan
+from fedlearn.config import DPSGDConfig, ModelSpec, TrainPlan
 from fedlearn.training import num_batches
 from fedlearn.updates import Update, detached_cpu_state
 from fedlearn.workers.base import Worker
@@ -108,18 +110,40 @@ class SyftWorker(Worker):
         """The mock images and labels: all a data scientist may look at."""
         return np.asarray(self._images.mock), np.asarray(self._labels.mock)
 
-    def submit(self, model, *, max_calls: int, run: str = TUTORIAL_RUN) -> str:
+    def terms(self) -> OwnerLimits:
+        """The owner's limits on this Datasite: lr and batch bounds, a privacy budget."""
+        sy = require_syft()
+        from syft.client.api import SyftAPICall
+
+        call = SyftAPICall(server_uid=self._client.id, path="fedlearn.terms", args=[],
+                           kwargs={}, blocking=True)
+        with quiet_syft():
+            result = self._client.api.make_call(call)
+        if isinstance(result, sy.SyftError):  # e.g. a Datasite not served by fedlearn
+            raise ConnectionError(f"{self.name}: the Datasite does not say its terms "
+                                  f"({result.message})")
+        return OwnerLimits(**getattr(result, "value", result))
+
+    def submit(self, model, *, max_calls: int, run: str = TUTORIAL_RUN,
+               dp: DPSGDConfig | None = None) -> str:
         """Submit the training code as one code request for the whole run; return its id.
 
         The code names the ``run``: a new run is a new request the owner must approve.
         If this scientist already asked this Datasite to run exactly this code (the same
         run, resumed), that request is used again instead of asking the owner twice.
-        The owner's server allows at most ``max_calls`` calls of it.
+        The owner's server allows at most ``max_calls`` calls of it. With ``dp`` the code
+        is fedlearn's DP-SGD function with that noise multiplier and clipping bound (what
+        a Datasite with a privacy budget runs); the owner sees both at review.
         """
         sy = require_syft()
         from syft.service.policy.policy import OutputPolicyExecuteCount
 
-        function = load_training_function(model, run)
+        if dp is None:
+            function = load_training_function(model, run)
+        else:
+            function = load_dp_training_function(model, dp.noise_multiplier, dp.max_grad_norm,
+                                                 run)
+        self.dp_sgd = dp  # the server checks every worker trains as the run is configured
         policy = sy.MixedInputPolicy(client=self._client, images=self._images,
                                      labels=self._labels, weights=dict, plan=dict, seed=int,
                                      nonce=str, mode=str)
@@ -205,7 +229,8 @@ class SyftWorker(Worker):
 def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *, model: ModelSpec,
                         max_calls: int, port: int | str | None = None,
                         scientist: tuple[str, str] | None = None, seed: int = 0,
-                        force_approval: bool = False, on_review=None
+                        force_approval: bool = False, on_review=None,
+                        dp: DPSGDConfig | None = None
                         ) -> tuple[list[Datasite], list[SyftWorker]]:
     """Every step of the tutorial at once, for tests and benchmarks.
 
@@ -215,7 +240,8 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
     submit the code request, and approve it by its id as the owner — which runs
     fedlearn's checks on it (``force_approval``: approve despite them, e.g. for a
     model class of your own, which the owner must read; ``on_review`` sees each
-    review). ``model`` is a ready-made name or your ``nn.Module`` class. Returns
+    review). ``model`` is a ready-made name or your ``nn.Module`` class; ``dp``: the
+    DP-SGD function with these settings instead of plain training. Returns
     the Datasites (call ``land()`` on each) and the workers.
     """
     scientist = scientist or ("scientist@fedlearn.example", secrets.token_urlsafe(18))
@@ -228,7 +254,7 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
             site.register_scientist(*scientist)
             worker = SyftWorker.connect(name, site.url or site.handle, email=scientist[0],
                                         password=scientist[1])
-            review = site.approve(worker.submit(model, max_calls=max_calls),
+            review = site.approve(worker.submit(model, max_calls=max_calls, dp=dp),
                                   force=force_approval, warn=lambda message: None)
             if on_review is not None:
                 on_review(review)

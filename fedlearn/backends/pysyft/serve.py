@@ -6,15 +6,20 @@ certificates), uploads the owner's MNIST shard as a private asset with a mock,
 optionally registers the data scientist's account, prints one ``serving ...``
 line and then waits. Ctrl-C, SIGTERM or SIGHUP (the terminal or SSH session
 closed) stop the server and delete its files; if this process is killed outright,
-the child notices and stops too (:mod:`.server_process`).
+the child notices and stops too (:mod:`.server_process`). With ``--state-dir DIR``
+the Datasite lives in DIR instead and a restart reopens it, users, dataset,
+requests, approvals, call counts and audit log included (:mod:`.state_dir`).
 
 Credentials never come from the command line (where ``ps`` and shell history
 would show them): passwords are read from ``FEDLEARN_ADMIN_PASSWORD`` /
 ``FEDLEARN_SCIENTIST_PASSWORD`` or files, and the variables are removed from the
-environment at once, so code running later in the server cannot read them.
-PySyft's published default ``changethis``, short or blank passwords, and an admin
-password equal to the scientist's are refused; the server then proves that the
-default password does not open it.
+environment at once; the server child, a fork that runs approved code, overwrites
+every copy of both passwords it inherited once its root account exists
+(:mod:`.child_secrets`). PySyft's published default ``changethis``, short or blank
+passwords, and an admin password equal to the scientist's are refused; the server
+then proves that the default password does not open it. ``serve`` refuses to run
+as root without ``--allow-root``, and with syft's environment switches that weaken
+its checks set (:mod:`.syft_environment`).
 """
 from __future__ import annotations
 
@@ -25,13 +30,28 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedlearn.backends.pysyft.child_secrets import forget_in_server_child
 from fedlearn.backends.pysyft.connection import TLSClientConfig, use_tls
+from fedlearn.backends.pysyft.console import quiet_syft, set_verbose
 from fedlearn.backends.pysyft.loading import PYSYFT_DEFAULT_EMAIL, PYSYFT_DEFAULT_PASSWORD
-from fedlearn.backends.pysyft.server_process import (
-    PrivateWorkspace,
-    install_child_hooks,
-    uvicorn_tls,
+from fedlearn.backends.pysyft.owner_limits import OwnerLimits
+from fedlearn.backends.pysyft.owner_limits import install as install_limits
+from fedlearn.backends.pysyft.server_process import install_child_hooks, uvicorn_tls
+from fedlearn.backends.pysyft.state_dir import (
+    StateDirectory,
+    StateDirError,
+    launch_site,
+    open_workspace,
+    populate,
 )
+from fedlearn.backends.pysyft.supervision import (
+    DEFAULT_MAX_MEMORY_MB,
+    LOG_NAME,
+    check_alive,
+    check_max_memory,
+    reserve_port,
+)
+from fedlearn.backends.pysyft.syft_environment import refuse_for_serve
 from fedlearn.config import (
     PARTITIONS,
     ConfigError,
@@ -116,8 +136,23 @@ class ServeConfig:
     client_ca: str | None = None  # require client certificates signed by this CA
     # the owner's own client certificate for its admin login, needed with client_ca
     tls_client: TLSClientConfig | None = None
+    state_dir: str | None = None  # keep the Datasite here across restarts (None: temporary)
+    reset: bool = False  # empty state_dir first: start afresh on purpose
+    allow_signup: bool = False  # open /register: anyone may make a data-scientist account
+    allow_password_reset: bool = False  # open /forgot_password and /reset_password
+    max_memory_mb: int = DEFAULT_MAX_MEMORY_MB  # the server child's writable memory
+    verbose: bool = False  # show PySyft's and uvicorn's own output
+    allow_root: bool = False  # serve as root anyway: approved code then runs as root
+    limits: OwnerLimits = OwnerLimits()  # lr and batch bounds, a privacy budget (owner_limits)
 
     def __post_init__(self):
+        check_max_memory(self.max_memory_mb)
+        if self.reset and self.state_dir is None:
+            raise ConfigError("reset", "needs --state-dir (without one every start is fresh)")
+        if self.limits.budget and self.state_dir is None:
+            raise ConfigError("dp_epsilon", "needs --state-dir: the privacy spent must survive "
+                              "a restart, or each restart would give every scientist a new "
+                              "budget on the same images")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert", "give both --tls-cert and --tls-key, or neither")
         for argument, path in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key),
@@ -139,6 +174,12 @@ class ServeConfig:
                                 ("scientist", self.scientist_email)):
             if email is not None and "@" not in email:
                 raise ConfigError(argument, f"must be an e-mail address (got {email!r})")
+
+    @property
+    def door_flags(self) -> frozenset[str]:
+        """The routes the owner opened at the HTTP door (:mod:`.http_door`)."""
+        return frozenset(flag for flag in ("allow_signup", "allow_password_reset")
+                         if getattr(self, flag))
 
     @property
     def public(self) -> bool:
@@ -177,8 +218,22 @@ def serve(config: ServeConfig, *, admin_password: str, scientist_password: str |
         raise ConfigError("scientist_password", f"registering {config.scientist_email} needs "
                           "a password for the account")
     check_distinct(admin_password, scientist_password)
-    images, labels = load_shard(config)
-    workspace = PrivateWorkspace(config.name)
+    refuse_for_serve(allow_root=config.allow_root)  # root, or syft's weakening switches
+    forget_in_server_child(admin_password, scientist_password)  # the child runs approved code
+    set_verbose(config.verbose)
+    listener = reserve_port(config.host, config.port)  # a busy port: refused before all else
+    try:
+        images, labels = load_shard(config)
+        install_limits(config.limits.for_shard(len(labels)))  # the server child inherits them
+        workspace = open_workspace(config.name, config.state_dir, reset=config.reset,
+                                   images=images, labels=labels, announce=announce)
+    except BaseException:
+        listener.close()
+        raise
+    kept = isinstance(workspace, StateDirectory)
+    from fedlearn.backends.pysyft.call_guard import use_state_dir
+
+    use_state_dir(workspace.path)  # where the server child keeps fedlearn's own record
     for path in workspace.leftovers:
         announce(f"WARNING: {path} was left by a Datasite that did not stop cleanly (its "
                  "process is gone); it may hold private data: delete it with rm -r",
@@ -190,11 +245,12 @@ def serve(config: ServeConfig, *, admin_password: str, scientist_password: str |
                 previous[name] = signal.signal(getattr(signal, name), _stop_on)
     site = None
     try:
-        from fedlearn.backends.pysyft.owner import Datasite
-
         tls = (uvicorn_tls(config.tls_cert, config.tls_key, config.client_ca)
                if config.tls_cert and config.tls_key else None)
-        install_child_hooks(workspace=workspace.path, tls=tls)
+        log = None if config.verbose else workspace.path / LOG_NAME
+        child = install_child_hooks(workspace=None if kept else workspace.path, tls=tls,
+                                    listen=listener, max_memory_mb=config.max_memory_mb,
+                                    log=log, door_flags=config.door_flags)
         if tls:  # the owner's own admin login goes over the same TLS
             use_tls(config.tls_client)
         if config.public:
@@ -203,22 +259,39 @@ def serve(config: ServeConfig, *, admin_password: str, scientist_password: str |
             announce(f"WARNING: {config.name} serves on {config.host}, reachable from other "
                      f"machines, over {how} and firewall the port to the data scientist's "
                      "address (see README, 'Security').", file=sys.stderr)
-        site = Datasite.serve(config.name, host=config.host, port=config.port, url=config.url,
-                              admin_email=config.admin_email, admin_password=admin_password)
-        site.upload_mnist(images, labels, seed=config.seed + config.shard[0])
-        if config.scientist_email and scientist_password:  # both or neither: checked above
-            site.register_scientist(config.scientist_email, scientist_password)
+        try:
+            with quiet_syft():  # syft's banners; the child writes to its log instead
+                site = launch_site(config, admin_password, workspace)
+        except StateDirError:
+            raise  # a clear reason already (launch_site stopped the child itself)
+        except Exception:
+            check_alive(child.process, config.name, log)  # the real reason, if it died
+            raise
+        listener.close()  # the child serves on its own copy
+        if config.allow_signup:
+            with quiet_syft():
+                site.client.api.services.settings.allow_guest_signup(enable=True)
+        populate(site, workspace, images, labels, seed=config.seed + config.shard[0],
+                 scientist_email=config.scientist_email, scientist_password=scientist_password,
+                 announce=announce)
+        check_alive(child.process, config.name, log)
         announce(f"{config.name}: serving {len(labels)} private MNIST images at {config.url} "
                  f"(Ctrl-C to stop)", flush=True)
         stop = stop or threading.Event()
         while not stop.wait(1.0):
-            pass
+            check_alive(child.process, config.name, log)  # never "serving" with a dead port
     except KeyboardInterrupt:
         pass
     finally:
+        listener.close()
         if site is not None:
-            site.land()
-        workspace.remove()
-        announce(f"{config.name}: stopped; its database and files are deleted", flush=True)
+            with quiet_syft():
+                site.land(keep_files=kept)
+        if isinstance(workspace, StateDirectory):
+            workspace.close()
+            announce(f"{config.name}: stopped; its state is kept in {workspace.path}", flush=True)
+        else:
+            workspace.remove()
+            announce(f"{config.name}: stopped; its database and files are deleted", flush=True)
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)

@@ -10,7 +10,9 @@ SIGKILLed parent. Here:
   child); removed at the end. Directories left by a crashed run are reported.
 - :func:`install_child_hooks`: the uvicorn child watches its parent and shuts down
   (and removes the workspace) as soon as the parent is gone, forgets the admin
-  password once its server exists, and speaks TLS when asked.
+  password once its server exists, and speaks TLS when asked; it serves only behind
+  the HTTP door (:mod:`.http_door`) and, for ``serve``, on the socket ``serve`` bound,
+  under a memory limit, with its output in a log file (:mod:`.supervision`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -84,17 +88,39 @@ def _watch_parent(parent: int, workspace: Path | None, poll: float = 0.5,
     os._exit(0)
 
 
-class _UvicornWithTLS:
-    """Stands in for ``uvicorn`` inside ``syft.server.uvicorn`` (in the child only)."""
+class _Uvicorn:
+    """Stands in for ``uvicorn`` inside ``syft.server.uvicorn`` (in the child only): TLS, and
+    serving on the socket ``serve`` bound (:func:`~.supervision.reserve_port`)."""
 
-    def __init__(self, uvicorn_module, tls: dict):
-        self._uvicorn, self._tls = uvicorn_module, tls
+    def __init__(self, uvicorn_module, tls: dict | None, listen: socket.socket | None):
+        self._uvicorn, self._tls, self._listen = uvicorn_module, tls or {}, listen
 
     def __getattr__(self, name):
         return getattr(self._uvicorn, name)
 
-    def run(self, *args, **kwargs):
-        return self._uvicorn.run(*args, **kwargs, **self._tls)
+    def run(self, app, **kwargs):
+        if self._listen is None:
+            return self._uvicorn.run(app, **kwargs, **self._tls)
+        server = self._uvicorn.Server(self._uvicorn.Config(app, **kwargs, **self._tls))
+        server.run(sockets=[self._listen])
+        if not server.started:  # as uvicorn.run ends a server that could not start
+            sys.exit(3)
+        return None
+
+
+class _RecordChild:
+    """Stands in for ``multiprocessing`` inside ``syft.server.uvicorn``: keeps the server
+    process it starts, for ``serve`` to watch (:func:`~.supervision.check_alive`)."""
+
+    def __init__(self, multiprocessing_module):
+        self._multiprocessing, self.process = multiprocessing_module, None
+
+    def __getattr__(self, name):
+        return getattr(self._multiprocessing, name)
+
+    def Process(self, *args, **kwargs):  # noqa: N802 (the name syft calls)
+        self.process = self._multiprocessing.Process(*args, **kwargs)
+        return self.process
 
 
 class _TCPReadiness:
@@ -117,22 +143,42 @@ class _TCPReadiness:
             return SimpleNamespace(status_code=200)
 
 
-def install_child_hooks(*, workspace: Path | None, tls: dict | None = None) -> None:
-    """Make the next uvicorn Datasite launched from this process safe (see module doc)."""
+def install_child_hooks(*, workspace: Path | None, tls: dict | None = None,
+                        listen: socket.socket | None = None, max_memory_mb: int | None = None,
+                        log: Path | None = None, door_flags: frozenset[str] = frozenset()
+                        ) -> _RecordChild:
+    """Make the next uvicorn Datasite launched from this process safe (see module doc).
+
+    In the child: serve on ``listen`` if given, allocate at most ``max_memory_mb``, write
+    the output to ``log`` (None: the terminal), and answer only behind the HTTP door
+    (:mod:`.http_door`, with the routes ``door_flags`` open). Returns what records the
+    child process, once launched.
+    """
     import syft.server.uvicorn as syft_uvicorn
     from syft.server.server import Server
 
+    from fedlearn.backends.pysyft import supervision
+    from fedlearn.backends.pysyft.http_door import guard
+
     original_run = getattr(syft_uvicorn, "_fedlearn_run_uvicorn", syft_uvicorn.run_uvicorn)
     original_factory = getattr(syft_uvicorn, "_fedlearn_app_factory", syft_uvicorn.app_factory)
+    original_routes = getattr(syft_uvicorn, "_fedlearn_make_routes", syft_uvicorn.make_routes)
     syft_uvicorn._fedlearn_run_uvicorn = original_run
     syft_uvicorn._fedlearn_app_factory = original_factory
+    syft_uvicorn._fedlearn_make_routes = original_routes
     parent = os.getpid()
+    workers = []
+
+    def make_routes(worker):  # the door checks logins against this server's id
+        workers.append(worker)
+        return original_routes(worker)
 
     def app_factory():
         from fastapi.responses import PlainTextResponse
 
         from fedlearn.backends.pysyft.hardening import RefusedBySecurityPolicy
 
+        syft_uvicorn.make_routes = make_routes
         app = original_factory()
         # the server exists: approved code running in this process cannot read it any more
         Server.__init__.__kwdefaults__["root_password"] = None
@@ -141,13 +187,17 @@ def install_child_hooks(*, workspace: Path | None, tls: dict | None = None) -> N
             return PlainTextResponse(f"fedlearn refused this request: {exc}", status_code=400)
 
         app.add_exception_handler(RefusedBySecurityPolicy, refused)
-        return app
+        return guard(app, str(workers[-1].id), flags=door_flags)
 
     def run_uvicorn(*args, **kwargs):  # runs in the forked child
+        if log is not None:
+            supervision.send_output_to(log)
+        if max_memory_mb is not None:
+            supervision.limit_memory(max_memory_mb)
         threading.Thread(target=_watch_parent, args=(parent, workspace), daemon=True).start()
         syft_uvicorn.app_factory = app_factory
-        if tls:
-            syft_uvicorn.uvicorn = _UvicornWithTLS(syft_uvicorn.uvicorn, tls)
+        if tls or listen is not None:
+            syft_uvicorn.uvicorn = _Uvicorn(syft_uvicorn.uvicorn, tls, listen)
         try:
             return original_run(*args, **kwargs)
         finally:
@@ -157,6 +207,10 @@ def install_child_hooks(*, workspace: Path | None, tls: dict | None = None) -> N
     syft_uvicorn.run_uvicorn = run_uvicorn
     plain = getattr(syft_uvicorn.requests, "_requests", syft_uvicorn.requests)
     syft_uvicorn.requests = _TCPReadiness(plain) if tls else plain
+    recorder = _RecordChild(getattr(syft_uvicorn.multiprocessing, "_multiprocessing",
+                                    syft_uvicorn.multiprocessing))
+    syft_uvicorn.multiprocessing = recorder
+    return recorder
 
 
 def uvicorn_tls(cert_file: str, key_file: str, client_ca: str | None) -> dict:

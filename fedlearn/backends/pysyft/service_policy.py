@@ -85,7 +85,7 @@ def decide(path: str, role_name: str, *, allowed_by_syft: bool = True,
         return f"{REFUSAL}: a {role_name.lower()} may not queue jobs (non-blocking {path})"
     allowed = ALLOWED.get(role_name)
     if allowed is None:
-        return f"{REFUSAL}: a {role_name.lower()} account may not call anything here"
+        return f"{REFUSAL}: {path}: a {role_name.lower()} account may not call anything here"
     if path not in allowed:
         who = "needs an account" if role_name == "GUEST" else "is not part of fedlearn's flow"
         return f"{REFUSAL}: {path} {who} (a {role_name.lower()} may call only: " \
@@ -115,7 +115,8 @@ def policy_text() -> str:
         lines += [f"  {path}" for path in sorted(paths)]
     lines.append("admin (the owner): every path, except")
     lines += [f"  {path}: {why}" for path, why in ADMIN_REFUSED.items()]
-    lines.append("  and fedlearn.approve / fedlearn.state are fedlearn's own (admin only)")
+    lines.append("fedlearn's own paths: fedlearn.requests and fedlearn.approve (admin only); "
+                 "fedlearn.terms (admin and data scientist)")
     lines.append("any other role: nothing. Non-blocking (queued) calls: admin only.")
     return "\n".join(lines)
 

@@ -52,6 +52,11 @@ class StateTampered(FedlearnError):
 class CallsExhausted(FedlearnError):
     """An approved request has run every call the owner allowed."""
 
+    @staticmethod
+    def text(approval: Approval) -> str:
+        return (f"the owner approved {approval.max_calls} calls of request "
+                f"{approval.request_id} and all have run; submit a new request")
+
 
 @dataclass(frozen=True)
 class Approval:
@@ -144,9 +149,7 @@ class DatasiteState:
                     raise CallsExhausted(f"code {code_id} has no approval on record")
                 if approval.calls >= approval.max_calls:
                     self._append("refuse", {"code": code_id, "why": "calls used up", **detail})
-                    raise CallsExhausted(f"the owner approved {approval.max_calls} calls of "
-                                         f"request {approval.request_id} and all have run; "
-                                         "submit a new request")
+                    raise CallsExhausted(CallsExhausted.text(approval))
                 self._db.execute("UPDATE approvals SET calls = calls + 1 WHERE code_id = ?",
                                  (code_id,))
                 self._append("execute", {"code": code_id, "request": approval.request_id,
