@@ -9,6 +9,8 @@ refuses the next call. The served test does the same through ``serve --dp-epsilo
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,7 +143,17 @@ def test_a_served_budget_runs_only_dp_sgd_and_refuses_once_spent_even_after_a_re
 
     server = start_server(mnist_dir, tmp_path / "first", *served)
     try:
+        # the scientist's command reads the terms and refuses plain training before submitting
+        plain_run = subprocess.run(
+            [sys.executable, "-m", "fedlearn", "train", "--backend", "pysyft", "--email", EMAIL,
+             f"--datasite=bob={server.url}", "--rounds", "1", "--out", str(tmp_path / "run"),
+             "--no-progress"], env={**server.env, "FEDLEARN_SCIENTIST_PASSWORD": SCIENTIST},
+            capture_output=True, text=True, timeout=300)
+        assert plain_run.returncode == 2, plain_run.stderr
+        assert "bob: the owner set a privacy budget" in plain_run.stderr
+        assert "--dp-sgd-noise" in plain_run.stderr and "Traceback" not in plain_run.stderr
         worker = SyftWorker.connect("bob", server.url, email=EMAIL, password=SCIENTIST)
+        assert worker.terms().dp_epsilon == 8.0
         plain = worker.submit("mlp2nn", max_calls=5)
         shown = owner_command(server, "requests", "--code")
         assert "only fedlearn's DP-SGD function" in shown.stdout[shown.stdout.index(plain):]

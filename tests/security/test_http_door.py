@@ -154,6 +154,32 @@ def test_the_admin_api_is_not_read_with_the_public_root_key(served):
     still_serves(served)
 
 
+def test_an_unsigned_or_badly_signed_call_is_a_refusal_not_a_server_error(served):
+    """An unsigned SyftAPICall reaching the policy raised AttributeError (HTTP 500)."""
+    from fedlearn.backends.pysyft.loading import require_syft
+    from fedlearn.backends.pysyft.service_policy import REFUSAL
+
+    sy = require_syft()
+    from syft.client.api import SignedSyftAPICall, SyftAPICall
+    from syft.types.uid import UID
+
+    server_id = UID(requests.get(served.url + API + "/metadata", timeout=30).json()["id"])
+    call = SyftAPICall(server_uid=server_id, path="dataset.get_all", args=[], kwargs={},
+                       blocking=True)
+    signed = call.sign(sy.SyftSigningKey.generate())
+    forged = SignedSyftAPICall(credentials=sy.SyftSigningKey.generate().verify_key,
+                               signature=signed.signature,
+                               serialized_message=signed.serialized_message)
+    for message, why in ((call, "not signed"), (forged, "signature is not valid")):
+        reply = requests.post(served.url + API + "/api_call", timeout=30,
+                              data=sy.serialize(message, to_bytes=True))
+        assert reply.status_code == 200, (reply.status_code, reply.content[:300])
+        answer = sy.deserialize(reply.content, from_bytes=True).message.data  # signed reply
+        assert isinstance(answer, sy.SyftError) and answer.message.startswith(REFUSAL), answer
+        assert why in answer.message
+    still_serves(served)
+
+
 def test_syfts_banners_stay_off_the_owners_terminal(served):
     for banner in ("development server", "intended only for local use", "CRITICAL",
                    "Hash of the signing key", "Starting bob server", "INFO:", "Uvicorn",

@@ -114,6 +114,19 @@ def test_the_owners_bounds_refuse_a_plan_before_anything_runs(tmp_path):
     assert state.ledger("eve") == []  # no budget: nothing charged
 
 
+def test_the_scientist_is_refused_before_submitting_what_the_terms_would_refuse():
+    from fedlearn.config import TrainPlan
+
+    plan, run_refusal = TrainPlan(lr=0.1, batch_size=32), owner_limits.run_refusal
+    assert run_refusal(OwnerLimits(), plan, None) is None
+    assert run_refusal(OwnerLimits(max_lr=0.05), plan, None)[0] == "plan.lr"
+    assert run_refusal(OwnerLimits(max_batch_size=16), plan, None)[0] == "plan.batch_size"
+    option, why = run_refusal(BUDGET, plan, None)
+    assert option == "dp_sgd.noise_multiplier" and "--dp-sgd-noise" in why
+    assert "must be >= 0.5" in run_refusal(BUDGET, plan, 0.3)[1]
+    assert run_refusal(BUDGET, plan, 1.0) is None
+
+
 def test_the_budget_is_charged_persisted_and_refuses_once_spent(tmp_path):
     from opacus.accountants import RDPAccountant
 

@@ -135,8 +135,12 @@ def install() -> None:
         return
 
     def handle_api_call_with_unsigned_result(self, api_call, *args, **kwargs):
-        if isinstance(api_call, SyftAPICall) or getattr(api_call, "is_valid", False) is not True:
-            return original(self, api_call, *args, **kwargs)  # syft refuses these itself
+        if isinstance(api_call, SyftAPICall):  # unsigned: only in-process servers take it
+            if self.required_signed_calls:
+                return SyftError(message=f"{REFUSAL}: the API call is not signed")
+            return original(self, api_call, *args, **kwargs)
+        if getattr(api_call, "is_valid", False) is not True:
+            return SyftError(message=f"{REFUSAL}: the API call's signature is not valid")
         message = api_call.message
         if not isinstance(message, SyftAPICall) or not isinstance(message.path, str):
             return SyftError(message=f"{REFUSAL}: the signed message is not an API call")
