@@ -33,18 +33,13 @@ differential privacy systems") are not closed here.
 from __future__ import annotations
 
 import ast
-import hashlib
-import importlib.util
 import re
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 
 from fedlearn.backends.pysyft import training_code
 from fedlearn.config import MODELS
 from fedlearn.config.fields import number
-from fedlearn.data import cache_dir
-from fedlearn.files import atomic_write
 
 _DOC_START = '    """fedlearn: one federated round'
 _DOC_END = '\n    """\n'
@@ -192,14 +187,5 @@ def dp_variant_in(source: str) -> DPCode | None:
 def load_dp_training_function(model, noise: float, clip: float,
                               run: str = training_code.TUTORIAL_RUN):
     """Import the DP-SGD function from a real file (PySyft reads its source)."""
-    source = dp_training_function_source(model, noise, clip, run)
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    path = Path(cache_dir()) / "syft_code" / f"fedlearn_round_dp_{digest}.py"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_text() != source:  # two processes may write it at once
-        atomic_write(path, lambda f: f.write(source.encode()))
-    spec = importlib.util.spec_from_file_location(f"fedlearn_syft_dp_code_{digest}", path)
-    assert spec is not None and spec.loader is not None  # a .py file always has both
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, training_code.FUNCTION_NAME)
+    return training_code.load_source(dp_training_function_source(model, noise, clip, run),
+                                     "fedlearn_round_dp")

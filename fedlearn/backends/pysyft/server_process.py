@@ -58,7 +58,7 @@ class PrivateWorkspace:
     def __init__(self, name: str, base: str | None = None):
         self.base = Path(base or tempfile.gettempdir())
         self.leftovers = leftover_workspaces(self.base)
-        self._previous = (os.umask(0o077), tempfile.tempdir, os.environ.get("TMPDIR"))
+        self._previous = private_process_defaults()
         self.path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{name}-{os.getpid()}-",
                                           dir=self.base))
         os.chmod(self.path, 0o700)
@@ -67,13 +67,23 @@ class PrivateWorkspace:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
-        umask, tempdir, env = self._previous
-        os.umask(umask)
-        tempfile.tempdir = tempdir
-        if env is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = env
+        restore_process_defaults(self._previous)
+
+
+def private_process_defaults() -> tuple:
+    """umask 077 from now on; what to give :func:`restore_process_defaults` afterwards."""
+    return os.umask(0o077), tempfile.tempdir, os.environ.get("TMPDIR")
+
+
+def restore_process_defaults(previous: tuple) -> None:
+    """Give back the umask and temporary directory that :func:`private_process_defaults` saw."""
+    umask, tempdir, env = previous
+    os.umask(umask)
+    tempfile.tempdir = tempdir
+    if env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = env
 
 
 def _watch_parent(parent: int, workspace: Path | None, poll: float = 0.5,

@@ -35,6 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fedlearn.backends.pysyft.server_process import (
+    private_process_defaults,
+    restore_process_defaults,
+)
 from fedlearn.backends.pysyft.state import DatasiteState
 from fedlearn.config import ConfigError
 from fedlearn.errors import FedlearnError
@@ -121,7 +125,7 @@ class StateDirectory:
             raise
         self.kept = (self.path / "syft" / self.identity["server_id"]).is_dir()
         self._defaults: dict | None = None
-        self._previous = (os.umask(0o077), tempfile.tempdir, os.environ.get("TMPDIR"))
+        self._previous = private_process_defaults()
         tempfile.tempdir = str(self.path)  # syft puts its store under tempfile.gettempdir()
         os.environ["TMPDIR"] = str(self.path)
 
@@ -178,13 +182,7 @@ class StateDirectory:
         """Restore the process's umask and temporary directory, release the lock; keep DIR."""
         if self._defaults is not None:
             self._defaults["id"] = self._defaults["signing_key"] = None
-        umask, tempdir, env = self._previous
-        os.umask(umask)
-        tempfile.tempdir = tempdir
-        if env is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = env
+        restore_process_defaults(self._previous)
         os.close(self._lock)
 
 

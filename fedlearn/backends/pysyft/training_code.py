@@ -294,13 +294,17 @@ def ready_made_in(source: str) -> str | None:
 
 def load_training_function(model, run: str = TUTORIAL_RUN):
     """Import the generated function from a real file (PySyft reads its source)."""
-    source = training_function_source(model, run)
+    return load_source(training_function_source(model, run), "fedlearn_round")
+
+
+def load_source(source: str, prefix: str):
+    """The function in ``source``, imported from a file named by its digest (syft reads it)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    path = Path(cache_dir()) / "syft_code" / f"fedlearn_round_{digest}.py"
+    path = Path(cache_dir()) / "syft_code" / f"{prefix}_{digest}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != source:  # two processes may write it at once
         atomic_write(path, lambda f: f.write(source.encode()))
-    spec = importlib.util.spec_from_file_location(f"fedlearn_syft_code_{digest}", path)
+    spec = importlib.util.spec_from_file_location(f"{prefix}_{digest}", path)
     assert spec is not None and spec.loader is not None  # a .py file always has both
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
