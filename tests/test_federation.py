@@ -143,7 +143,6 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("changes,argument", [
-    ({"dp_sgd": "on"}, "dp_sgd.noise_multiplier"),
     ({"secure_aggregation": True}, "secure_aggregation"),
     ({"compression": "8bit"}, "compression.method"),
     ({"algorithm": "model_hopping"}, "federation.algorithm"),
@@ -153,7 +152,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     ({"precision": "bf16"}, "plan.precision"),
 ])
 def test_options_a_remote_worker_cannot_honour_are_refused(synthetic, changes, argument):
-    """The PySyft backend's approved code does plain local SGD: anything else is refused."""
+    """The PySyft backend's approved code does local SGD (or DP-SGD): anything else is refused."""
     from fedlearn.config import CompressionConfig, ConfigError, DPSGDConfig, WarmStartConfig
     from fedlearn.workers import Worker
 
