@@ -296,8 +296,8 @@ def refuse_what_datasites_cannot_honour(config) -> None:
     if config.data.train_size != default_data.train_size:
         raise ConfigError("data.train_size", "each Datasite trains on the shard its owner "
                           "serves; choose the size when serving (serve --train-size)")
-    for name in ("scheme", "alpha", "shards_per_worker", "min_size", "holdout", "initial_share",
-                 "growth_per_round"):
+    # holdout, initial_share and growth_per_round: refused for remote workers by check_workers
+    for name in ("scheme", "alpha", "shards_per_worker", "min_size"):
         if getattr(config.partition, name) != getattr(default_partition, name):
             raise ConfigError(f"partition.{name}", "each owner holds their own data on their "
                               "Datasite: the split is chosen when serving (serve --shard, "

@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +63,20 @@ def check_result(result, what: str):
     if isinstance(result, sy.SyftError):
         raise RuntimeError(f"PySyft: {what} failed: {result.message}")
     return result
+
+
+def ask_fedlearn(client, path: str, **kwargs) -> tuple[str | None, Any]:
+    """Call one of fedlearn's own paths (``fedlearn.*``), answered by the server itself
+    (:mod:`fedlearn.backends.pysyft.call_guard`): (the refusal or None, the value)."""
+    sy = require_syft()
+    from syft.client.api import SyftAPICall
+
+    call = SyftAPICall(server_uid=client.id, path=path, args=[], kwargs=kwargs, blocking=True)
+    with quiet_syft():
+        result = client.api.make_call(call)
+    if isinstance(result, sy.SyftError):
+        return result.message, None
+    return None, getattr(result, "value", result)
 
 
 class Datasite:
@@ -189,18 +204,11 @@ class Datasite:
         check_result(result, f"register {email}")
 
     def _ask_server(self, path: str, **kwargs):
-        """One of fedlearn's own admin calls (``fedlearn.requests``, ``fedlearn.approve``),
-        answered by the server itself (:mod:`fedlearn.backends.pysyft.call_guard`)."""
-        sy = require_syft()
-        from syft.client.api import SyftAPICall
-
-        call = SyftAPICall(server_uid=self._admin.id, path=path, args=[], kwargs=kwargs,
-                           blocking=True)
-        with quiet_syft():
-            result = self._admin.api.make_call(call)
-        if isinstance(result, sy.SyftError):
-            raise ApprovalRefused(f"{self.name}: {result.message}")
-        return getattr(result, "value", result)
+        """One of fedlearn's own admin calls (``fedlearn.requests``, ``fedlearn.approve``)."""
+        refused, value = ask_fedlearn(self._admin, path, **kwargs)
+        if refused is not None:
+            raise ApprovalRefused(f"{self.name}: {refused}")
+        return value
 
     def requests(self, *, include_decided: bool = False) -> list[dict]:
         """Requests as the server reviewed them, as plain dicts: id, status, function,

@@ -28,7 +28,7 @@ from fedlearn.backends.pysyft.connection import LoginError, login, role_of
 from fedlearn.backends.pysyft.console import quiet_syft
 from fedlearn.backends.pysyft.dp_training_code import load_dp_training_function
 from fedlearn.backends.pysyft.loading import require_syft
-from fedlearn.backends.pysyft.owner import Datasite, check_result
+from fedlearn.backends.pysyft.owner import Datasite, ask_fedlearn, check_result
 from fedlearn.backends.pysyft.owner_limits import OwnerLimits
 from fedlearn.backends.pysyft.review import request_status
 from fedlearn.backends.pysyft.training_code import (
@@ -112,17 +112,10 @@ class SyftWorker(Worker):
 
     def terms(self) -> OwnerLimits:
         """The owner's limits on this Datasite: lr and batch bounds, a privacy budget."""
-        sy = require_syft()
-        from syft.client.api import SyftAPICall
-
-        call = SyftAPICall(server_uid=self._client.id, path="fedlearn.terms", args=[],
-                           kwargs={}, blocking=True)
-        with quiet_syft():
-            result = self._client.api.make_call(call)
-        if isinstance(result, sy.SyftError):  # e.g. a Datasite not served by fedlearn
-            raise ConnectionError(f"{self.name}: the Datasite does not say its terms "
-                                  f"({result.message})")
-        return OwnerLimits(**getattr(result, "value", result))
+        refused, terms = ask_fedlearn(self._client, "fedlearn.terms")
+        if refused is not None:  # e.g. a Datasite not served by fedlearn
+            raise ConnectionError(f"{self.name}: the Datasite does not say its terms ({refused})")
+        return OwnerLimits(**terms)
 
     def submit(self, model, *, max_calls: int, run: str = TUTORIAL_RUN,
                dp: DPSGDConfig | None = None) -> str:
