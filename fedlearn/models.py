@@ -8,6 +8,9 @@
 - ``DPCNN``: the small tanh CNN of Papernot et al. 2021, "Tempered Sigmoid
   Activations for Deep Learning with Differential Privacy": bounded activations
   keep per-sample gradients small, so less of them is lost to DP-SGD clipping.
+- ``BatchNormCNN``: a small CNN with batch normalization (Ioffe & Szegedy 2015) and dropout
+  (Srivastava et al. 2014): integer buffers and random draws in training, the two things a
+  federated library most easily gets wrong (see :mod:`fedlearn.updates.update`).
 """
 from __future__ import annotations
 
@@ -78,8 +81,24 @@ class DPCNN(nn.Module):
         return self.fc2(x)  # (B, 10) logits
 
 
+class BatchNormCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 5, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 5, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.dropout = nn.Dropout(0.25)
+        self.fc = nn.Linear(32 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)  # (B, 16, 12, 12)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)  # (B, 32, 4, 4)
+        return self.fc(self.dropout(x.flatten(1)))  # (B, 10) logits
+
+
 _REGISTRY = {"tutorial_cnn": TutorialCNN, "mcmahan_cnn": McMahanCNN, "mlp2nn": MLP2NN,
-             "dp_cnn": DPCNN}
+             "dp_cnn": DPCNN, "bn_cnn": BatchNormCNN}
 assert tuple(_REGISTRY) == MODELS
 
 

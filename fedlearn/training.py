@@ -29,7 +29,11 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
                  batches: tuple[int, int] | None = None, progress=None) -> dict:
     """Run ``plan.epochs`` shuffled passes over (x, y) with ``optimizer``.
 
-    ``seed`` fixes the shuffling. ``batches=(start, stop)`` runs only those
+    ``seed`` fixes the shuffling and every random draw the model makes while training
+    (dropout, a random augmentation inside ``forward``): they come from torch's default
+    generator, reseeded here from ``seed`` (and ``start``) inside a fork of its state, so the
+    same seed gives the same weights wherever the worker runs and the caller's random state is
+    left as it was. ``batches=(start, stop)`` runs only those
     minibatches of a single pass (federated SGD visits one batch at a time).
     ``progress``, if given, is a tqdm-like object advanced once per batch.
     With ``plan.prox_mu`` > 0 the loss gains FedProx's proximal term
@@ -37,10 +41,20 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
     Heterogeneous Networks"), which keeps local training near the global model.
     Returns the mean training loss and how many steps and examples were used.
     """
-    generator = torch.Generator().manual_seed(seed)
     n, bs = len(y), plan.batch_size
     start, stop = batches if batches is not None else (0, num_batches(n, bs))
-    epochs = 1 if batches is not None else plan.epochs
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        # one hop of model hopping (start > 0) must not replay the first hop's dropout masks
+        torch.manual_seed(seed if start == 0 else seed ^ (start * 0x9E3779B1))
+        return _train(model, optimizer, x, y, plan, seed, start, stop,
+                      1 if batches is not None else plan.epochs, progress)
+
+
+def _train(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+           plan: TrainPlan, seed: int, start: int, stop: int, epochs: int, progress) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    n, bs = len(y), plan.batch_size
     model.train()
     # bf16: autocast the forward pass (weights and the optimizer stay fp32); channels-last:
     # NHWC convolutions. The fp32 default leaves the model in (or puts it back in) the

@@ -128,10 +128,10 @@ def test_server_state_holds_no_single_worker_update(synthetic):
                              config(), x, y)
     server.step()
     state = server.state_dict()
-    assert set(state) == {"fingerprint", "workers", "round", "weights", "velocity", "history",
-                          "config", "pipeline", "simulated_clients", "server_state", "retired",
-                          "worker_states"}
-    assert state["server_state"] == {} and state["worker_states"] == {}  # FedAvg, plain workers
+    assert set(state) == {"fingerprint", "workers", "round", "weights", "strategy", "history",
+                          "config", "pipeline", "simulated_clients", "retired", "worker_states"}
+    # FedAvg with plain workers: no tensor beside the weights (no model-sized zeros)
+    assert state["strategy"] == {"server_state": {}} and state["worker_states"] == {}
     assert "delta" not in state["history"]
 
 

@@ -143,7 +143,10 @@ def test_server_state_never_holds_an_individual_update(synthetic, tmp_path):
           for i, n in enumerate(NAMES)]
     run_federation(ws, cfg(rounds=2, secure_aggregation=True), x, y, checkpoint=tmp_path / "c.pt")
     state = load_checkpoint(tmp_path / "c.pt")
-    server_tensors = list(state["weights"].values()) + list(state["velocity"].values())
+    strategy = state["strategy"]
+    server_tensors = list(state["weights"].values()) + [
+        t for part in strategy.values() for t in (part.values() if isinstance(part, dict)
+                                                  else [part])]
     for delta in seen:
         for k, v in delta.items():
             assert not any(t.shape == v.shape and torch.allclose(t, v) for t in server_tensors)

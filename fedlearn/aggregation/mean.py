@@ -10,11 +10,12 @@ from collections.abc import Sequence
 
 import torch
 
-from fedlearn.updates.update import State
+from fedlearn.updates.update import State, add_change, cast_like, state_change
 
 
 def weighted_average(states: Sequence[State], weights: Sequence[float]) -> dict[str, torch.Tensor]:
-    """sum_i w_i * s_i / sum_i w_i, key by key (computed in float64, returned in each dtype)."""
+    """sum_i w_i * s_i / sum_i w_i, key by key (computed in float64, returned in each dtype;
+    an integer or boolean entry rounded to the nearest value: :mod:`fedlearn.updates.update`)."""
     if len(states) == 0:
         raise ValueError("weighted_average: no states to average")
     if len(states) != len(weights):
@@ -32,7 +33,7 @@ def weighted_average(states: Sequence[State], weights: Sequence[float]) -> dict[
         acc = torch.zeros_like(states[0][k], dtype=torch.float64)
         for s, w in zip(states, weights):
             acc += s[k].to(torch.float64) * (w / total)
-        out[k] = acc.to(states[0][k].dtype)
+        out[k] = cast_like(acc, states[0][k])
     return out
 
 
@@ -42,10 +43,11 @@ def fedavg(deltas: Sequence[State], num_examples: Sequence[int]) -> dict[str, to
 
 
 def state_delta(new: State, old: State) -> dict[str, torch.Tensor]:
-    """new - old, key by key."""
-    return {k: new[k] - old[k] for k in old}
+    """new - old, key by key, each in its dtype."""
+    return state_change(new, old)
 
 
 def apply_delta(state: State, delta: State, scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """state + scale * delta, key by key (a new dict; the inputs are untouched)."""
-    return {k: state[k] + scale * delta[k].to(state[k].dtype) for k in state}
+    """state + scale * delta, key by key (a new dict; the inputs are untouched); ``scale`` is
+    for the floating entries, a counter takes its change as it is."""
+    return add_change(state, delta, scale)

@@ -6,7 +6,8 @@
   Adversaries: Byzantine Tolerant Gradient Descent".
 
 Each takes a list of updates (dicts of tensors with the same keys and shapes)
-and returns one. They ignore example counts on purpose: a hostile worker could
+and returns one; integer buffers (counters) come out rounded, in their dtype, and are left
+out of norms and distances. They ignore example counts on purpose: a hostile worker could
 inflate its own.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from fedlearn.updates.update import State
+from fedlearn.updates.update import State, cast_like, is_counter, trained
 
 
 def _stack(updates: Sequence[State], key: str) -> torch.Tensor:
@@ -32,7 +33,7 @@ def coordinate_median(updates: Sequence[State]) -> dict[str, torch.Tensor]:
         values = _stack(updates, k).sort(dim=0).values
         n = len(updates)
         mid = (values[(n - 1) // 2] + values[n // 2]) / 2
-        out[k] = mid.to(updates[0][k].dtype)
+        out[k] = cast_like(mid, updates[0][k])
     return out
 
 
@@ -48,7 +49,7 @@ def trimmed_mean(updates: Sequence[State], trim_fraction: float) -> dict[str, to
     out = {}
     for k in updates[0]:
         values = _stack(updates, k).sort(dim=0).values[cut:n - cut]
-        out[k] = values.mean(dim=0).to(updates[0][k].dtype)
+        out[k] = cast_like(values.mean(dim=0), updates[0][k])
     return out
 
 
@@ -58,7 +59,8 @@ def krum_select(updates: Sequence[State], num_byzantine: int) -> int:
     n = len(updates)
     if n < 2 * num_byzantine + 3:
         raise ValueError(f"krum: needs n >= 2f + 3 updates (n={n}, f={num_byzantine})")
-    flat = torch.stack([torch.cat([u[k].to(torch.float64).flatten() for k in updates[0]])
+    keys = [k for k, v in updates[0].items() if not is_counter(v)]
+    flat = torch.stack([torch.cat([u[k].to(torch.float64).flatten() for k in keys])
                         for u in updates])  # (n, d)
     dist = torch.cdist(flat, flat) ** 2
     closest = n - num_byzantine - 2
@@ -67,8 +69,9 @@ def krum_select(updates: Sequence[State], num_byzantine: int) -> int:
 
 
 def update_norm(update: State) -> float:
-    """Global L2 norm over every tensor of an update."""
-    return math.sqrt(sum(float(t.to(torch.float64).pow(2).sum()) for t in update.values()))
+    """Global L2 norm over every floating tensor of an update (counters are not trained)."""
+    return math.sqrt(sum(float(t.to(torch.float64).pow(2).sum())
+                         for t in trained(update).values()))
 
 
 def validate_update(delta: object, reference: State, num_examples, *, max_examples: int | None,

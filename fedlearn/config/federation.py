@@ -8,7 +8,7 @@ from typing import Any
 
 from fedlearn.config.fields import Section, choice, number, option, positive_int, require
 
-MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn")
+MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn", "bn_cnn")
 ALGORITHMS = ("fedavg", "model_hopping")
 DEVICES = ("auto", "cpu", "cuda")
 AGGREGATORS = ("fedavg", "median", "trimmed_mean", "krum")

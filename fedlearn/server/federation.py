@@ -125,7 +125,7 @@ class FederatedServer:
         self.weights = {k: v.to(self.device) for k, v in initial.items()}
         self.history: list[dict] = []
         self.progress = progress
-        self._model = build_model(config.federation.model).to(self.device)
+        self._model = build_model(config.federation.model, seed=0).to(self.device)  # scratch
         check_compute(config.plan, self._model, self.device)
         # an executor the server makes is the server's to close; one passed in, the caller's
         self._owns_executor = executor is None
@@ -258,14 +258,11 @@ class FederatedServer:
         self.retired = sorted(set(self.retired) | set(names))
 
     def state_dict(self) -> dict:
-        strategy = self.strategy.state_dict()
-        cpu_weights = detached_cpu_state(self.weights)
         return {"fingerprint": self.config.fingerprint(), "workers": self.names,
-                "round": self.round, "weights": cpu_weights,
-                # the strategy's own state: model hopping's momentum, a server optimizer's
-                "velocity": strategy.get("velocity", {k: torch.zeros_like(v)
-                                                      for k, v in cpu_weights.items()}),
-                "server_state": strategy.get("server_state", {}),
+                "round": self.round, "weights": detached_cpu_state(self.weights),
+                # the strategy's own state, only what it has: model hopping's momentum, a
+                # server optimizer's moments (plain FedAvg: nothing)
+                "strategy": self.strategy.state_dict(),
                 "retired": list(self.retired),
                 "history": json.dumps(self.history), "config": json.dumps(self.config.to_dict()),
                 "pipeline": self.pipeline.state_dict() if self.pipeline else {},
@@ -283,9 +280,11 @@ class FederatedServer:
                                   "new run in another output directory or use the original "
                                   "settings")
         self.weights = {k: v.to(self.device) for k, v in state["weights"].items()}
-        self.strategy.load_state_dict({"velocity": state["velocity"],
-                                       "server_state": state.get("server_state", {})},
-                                      self.device)
+        strategy = state.get("strategy")
+        if strategy is None:  # a checkpoint written before the strategy kept its own part
+            strategy = {"velocity": state.get("velocity", {}),
+                        "server_state": state.get("server_state", {})}
+        self.strategy.load_state_dict(strategy, self.device)
         self.retired = list(state.get("retired", []))
         self.history = json.loads(state["history"])
         if self.pipeline is not None:

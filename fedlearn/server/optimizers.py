@@ -5,7 +5,9 @@ The aggregate Δ of a round is a "pseudo-gradient" (its negative). FedAvg adds i
 of Non-Identical Data Distribution") keeps server momentum v ← βv + Δ and adds
 η·v. FedAdam (Reddi et al. 2021, "Adaptive Federated Optimization", Algorithm 2)
 keeps m ← β₁m + (1-β₁)Δ and v ← β₂v + (1-β₂)Δ² and adds η·m / (√v + τ).
-Pure functions on state dicts; the state lives in the server's checkpoint.
+Pure functions on state dicts; the state lives in the server's checkpoint. Momentum and
+Adam act on the floating entries; a counter (an integer buffer) takes its aggregated change as
+it is, so BatchNorm's ``num_batches_tracked`` stays an exact integer under every rule.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 
 from fedlearn.aggregation import apply_delta
 from fedlearn.config import SERVER_LR_DEFAULTS, ServerOptimizerConfig
-from fedlearn.updates.update import State
+from fedlearn.updates.update import State, add_change, is_counter
 
 
 def fedavg_step(weights: State, delta: State, lr: float = 1.0) -> dict[str, torch.Tensor]:
@@ -22,15 +24,18 @@ def fedavg_step(weights: State, delta: State, lr: float = 1.0) -> dict[str, torc
 
 def momentum_step(weights: State, delta: State, velocity: State | None, *, lr: float,
                   beta: float) -> tuple[dict, dict]:
-    velocity = {k: (beta * velocity[k] if velocity else 0) + delta[k] for k in weights}
-    return apply_delta(weights, velocity, lr), velocity
+    velocity = {k: (beta * velocity[k] if velocity else 0) + delta[k] for k in weights
+                if not is_counter(weights[k])}
+    return apply_delta(weights, {**delta, **velocity}, lr), velocity
 
 
 def adam_step(weights: State, delta: State, m: State | None, v: State | None, *, lr: float,
               beta1: float, beta2: float, tau: float) -> tuple[dict, dict, dict]:
-    m = {k: (beta1 * m[k] if m else 0) + (1 - beta1) * delta[k] for k in weights}
-    v = {k: (beta2 * v[k] if v else 0) + (1 - beta2) * delta[k] ** 2 for k in weights}
-    return {k: weights[k] + lr * m[k] / (v[k].sqrt() + tau) for k in weights}, m, v
+    keys = [k for k in weights if not is_counter(weights[k])]
+    m = {k: (beta1 * m[k] if m else 0) + (1 - beta1) * delta[k] for k in keys}
+    v = {k: (beta2 * v[k] if v else 0) + (1 - beta2) * delta[k] ** 2 for k in keys}
+    step = {**delta, **{k: m[k] / (v[k].sqrt() + tau) for k in keys}}
+    return add_change(weights, step, lr), m, v
 
 
 def server_step(weights: State, delta: State, state: dict,

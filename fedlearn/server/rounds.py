@@ -116,7 +116,7 @@ def model_hopping_round(chosen, weights, velocity, plan: TrainPlan, robust: Robu
                 losses[worker.name].append(update.metrics["loss"])
                 # heavy-ball momentum on the server: v = m v + delta, w = w + v
                 velocity = {k: plan.momentum * velocity[k] + update.delta[k] for k in velocity}
-                weights = apply_delta(weights, velocity)
+                weights = apply_delta(weights, {**update.delta, **velocity})  # counters: as sent
                 bar.update(1)
     report.train_loss = {n: float(np.mean(v)) for n, v in losses.items() if v}
     if len(active) < robust.min_updates:

@@ -21,7 +21,7 @@ from fedlearn.server.executors import ClientExecutor, OneAfterTheOther
 from fedlearn.server.optimizers import ServerOptimizer
 from fedlearn.server.record import TrainingReport
 from fedlearn.server.rounds import fedavg_round, model_hopping_round
-from fedlearn.updates import State, detached_cpu_state
+from fedlearn.updates import State, detached_cpu_state, trained
 
 
 class Strategy:
@@ -68,7 +68,7 @@ class FedAvg(Strategy):
 class ModelHopping(Strategy):
     def __init__(self, config: ExperimentConfig, pipeline=None, *, weights: State):
         super().__init__(config, pipeline)
-        self.velocity = {k: torch.zeros_like(v) for k, v in weights.items()}
+        self.velocity = {k: torch.zeros_like(v) for k, v in trained(weights).items()}
 
     def round(self, chosen, weights, round_, progress=False):
         cfg = self.config

@@ -6,6 +6,17 @@
 - :mod:`.secagg` — pairwise masking secure aggregation.
 - :mod:`.pipeline` — clip → compress → mask → aggregate → noise, for one round.
 """
-from fedlearn.updates.update import State, Update, detached_cpu_state, state_nbytes
+from fedlearn.updates.update import (
+    State,
+    Update,
+    add_change,
+    cast_like,
+    detached_cpu_state,
+    is_counter,
+    state_change,
+    state_nbytes,
+    trained,
+)
 
-__all__ = ["State", "Update", "detached_cpu_state", "state_nbytes"]
+__all__ = ["State", "Update", "add_change", "cast_like", "detached_cpu_state", "is_counter",
+           "state_change", "state_nbytes", "trained"]

@@ -11,6 +11,7 @@
   (update + residual) are sent, as int32 indices and float32 values; what was
   not sent is kept in the worker's residual and added next round.
 
+Counters (integer buffers such as BatchNorm's ``num_batches_tracked``) are sent exactly.
 Encoded payloads are dicts of tensors; :func:`payload_nbytes` counts exactly what
 a compact wire format would carry (b-bit codes are counted packed).
 """
@@ -22,7 +23,7 @@ from collections.abc import Mapping
 import torch
 
 from fedlearn.config import CompressionConfig
-from fedlearn.updates.update import State
+from fedlearn.updates.update import State, is_counter
 
 
 def quantize(t: torch.Tensor, bits: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -78,10 +79,14 @@ class UpdateCompressor:
     def encode(self, delta: State,
                generator: torch.Generator) -> dict[str, dict[str, torch.Tensor]]:
         c = self.config
+        payload: dict[str, dict[str, torch.Tensor]] = {
+            k: {"exact": v.detach().clone()} for k, v in delta.items() if is_counter(v)}
         if c.method == "quantize":
-            return {k: quantize(v, c.bits, generator) for k, v in delta.items()}
-        payload = {}
+            return payload | {k: quantize(v, c.bits, generator) for k, v in delta.items()
+                              if k not in payload}
         for k, v in delta.items():
+            if k in payload:
+                continue
             corrected = v + self.residual[k] if c.error_feedback and k in self.residual else v
             payload[k] = topk_sparsify(corrected, c.topk_fraction)
             if c.error_feedback:
@@ -94,7 +99,8 @@ class UpdateCompressor:
         out = {}
         for k, ref in reference.items():
             parts = payload[k]
-            tensor = (dequantize(parts, ref.shape) if "codes" in parts
+            tensor = (parts["exact"] if "exact" in parts  # a counter, sent as it is
+                      else dequantize(parts, ref.shape) if "codes" in parts
                       else densify(parts, ref.shape))
             out[k] = tensor.to(device=ref.device, dtype=ref.dtype)
         return out

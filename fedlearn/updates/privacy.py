@@ -20,25 +20,27 @@ import torch
 
 from fedlearn.aggregation.robust import update_norm as global_norm  # noqa: F401 (the one L2 norm)
 from fedlearn.config import DPConfig
-from fedlearn.updates.update import State
+from fedlearn.updates.update import State, cast_like, is_counter
 
 
 def clip_update(update: State, max_norm: float) -> tuple[dict[str, torch.Tensor], float]:
     """Scale ``update`` so that its global L2 norm is at most ``max_norm``; return it and the old
-    norm."""
+    norm. Counters (integer buffers) pass unchanged and outside the norm."""
     if not max_norm > 0:
         raise ValueError(f"clip_norm: must be > 0 (got {max_norm!r})")
     norm = global_norm(update)
     factor = min(1.0, max_norm / norm) if norm > 0 else 1.0
-    return {k: v * factor for k, v in update.items()}, norm
+    return {k: v if is_counter(v) else v * factor for k, v in update.items()}, norm
 
 
 def add_gaussian_noise(update: State, std: float,
                        generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """update + N(0, std^2) on every coordinate, drawn from ``generator`` (CPU)."""
+    """update + N(0, std^2) on every floating coordinate, drawn from ``generator`` (CPU);
+    counters (integer buffers) are left as they are."""
     if std < 0:
         raise ValueError(f"noise std must be >= 0 (got {std!r})")
-    return {k: v + std * torch.randn(v.shape, generator=generator, dtype=torch.float32).to(v)
+    return {k: v if is_counter(v)
+            else v + std * torch.randn(v.shape, generator=generator, dtype=torch.float32).to(v)
             for k, v in update.items()}
 
 
@@ -46,7 +48,8 @@ def dp_average(clipped: Sequence[State], num_sampled: int) -> dict[str, torch.Te
     """Sum of the clipped updates over the number of clients sampled (a fixed denominator:
     a client that drops out must not change the sensitivity)."""
     keys = clipped[0].keys()
-    return {k: cast(torch.Tensor, sum(u[k] for u in clipped)) / num_sampled for k in keys}
+    return {k: cast_like(cast(torch.Tensor, sum(u[k].double() for u in clipped)) / num_sampled,
+                         clipped[0][k]) for k in keys}
 
 
 def noise_std(noise_multiplier: float, clip_norm: float, num_sampled: int) -> float:

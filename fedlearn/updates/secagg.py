@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fedlearn.updates.update import cast_like
+
 SCALE = 2.0 ** 24
 
 
@@ -36,7 +38,8 @@ def unflatten(vector: np.ndarray, reference: Mapping[str, torch.Tensor]) -> dict
     out, start = {}, 0
     for k, ref in reference.items():
         n = ref.numel()
-        out[k] = torch.from_numpy(vector[start:start + n].copy()).reshape(ref.shape).to(ref)
+        out[k] = cast_like(torch.from_numpy(vector[start:start + n].copy()).reshape(ref.shape),
+                           ref)
         start += n
     return out
 

@@ -14,7 +14,7 @@ import torch
 
 from fedlearn.config import DPSGDConfig, TrainPlan
 from fedlearn.errors import FedlearnError
-from fedlearn.updates import Update
+from fedlearn.updates import Update, state_change
 
 
 class Worker:
@@ -106,4 +106,4 @@ def own_storage(state: dict) -> dict:
 def weight_change(model: torch.nn.Module,
                   weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The update a worker sends: its trained weights minus the global ones it started from."""
-    return {k: v.detach() - weights[k].to(v.device) for k, v in model.state_dict().items()}
+    return state_change({k: v.detach() for k, v in model.state_dict().items()}, weights)

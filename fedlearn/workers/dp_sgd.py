@@ -54,7 +54,7 @@ class DPSGDWorker(Worker):
     def _make_private(self, plan: TrainPlan) -> None:
         from opacus import PrivacyEngine
 
-        module = build_model(self._model_name).to(self._device)
+        module = build_model(self._model_name, seed=0).to(self._device)
         optimizer = make_optimizer(module, plan)
         dataset = torch.utils.data.TensorDataset(self.__x, self.__y)
         loader = torch.utils.data.DataLoader(dataset, batch_size=plan.batch_size)
@@ -137,6 +137,6 @@ class DPSGDWorker(Worker):
     def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
         from fedlearn.training import evaluate
 
-        model = build_model(self._model_name).to(self._device)
+        model = build_model(self._model_name, seed=0).to(self._device)
         model.load_state_dict(weights)
         return evaluate(model, self.__x, self.__y)

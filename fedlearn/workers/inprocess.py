@@ -30,7 +30,7 @@ from fedlearn.workers.base import Worker, own_storage, weight_change
 
 @functools.lru_cache(maxsize=8)
 def _cached_model(model_name: ModelSpec, device: str, thread: int) -> torch.nn.Module:
-    return build_model(model_name).to(device)
+    return build_model(model_name, seed=0).to(device)  # scratch: weights are loaded
 
 
 def _scratch_model(model_name: ModelSpec, device: str) -> torch.nn.Module:

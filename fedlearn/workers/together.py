@@ -43,7 +43,7 @@ def fit_together(clients: Sequence[tuple[str, torch.Tensor, torch.Tensor]], mode
                  weights: State, plan: TrainPlan, seeds: Sequence[int]) -> list[Update]:
     """Train every (name, x, y) client from ``weights`` as ``plan`` says; one update each."""
     device = next(iter(weights.values())).device
-    model = build_model(model_spec).to(device)
+    model = build_model(model_spec, seed=0).to(device)
     k = len(clients)
     params = {name: weights[name].detach().unsqueeze(0).repeat(k, *[1] * weights[name].dim())
               for name, _ in model.named_parameters()}

@@ -261,7 +261,8 @@ def assemble(model_source: str, model_name: str, run: str = TUTORIAL_RUN) -> str
     """fedlearn's generated function around the source of one model class, for one run."""
     parts = [inspect.getsource(mnist._normalise), model_source,
              *(inspect.getsource(f) for f in (training.make_optimizer, training.num_batches,
-                                              training.train_epochs, training.predict,
+                                              training.train_epochs, training._train,
+                                              training.predict,
                                               training.evaluate))]
     inlined = "\n".join(textwrap.indent(p, "    ") for p in parts)
     header = _HEADER.format(name=FUNCTION_NAME, model=model_name,
