@@ -52,8 +52,7 @@ def main(argv=None):
         plan=TrainPlan(epochs=1, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum),
         federation=FederationConfig(rounds=args.rounds, device="cpu"), seed=args.seed)
     data = load_mnist(config.data, seed=config.seed)
-    workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
-                                      model=config.federation.model, seed=config.seed)
+    workers, _ = make_virtual_workers(data.train_x, data.train_y, config)
     server = FederatedServer(workers, config, data.test_x, data.test_y)
 
     central = build_model(config.federation.model, seed=config.seed)

@@ -64,8 +64,7 @@ def config_for(model: str, precision: str, channels_last: bool, executor: str, a
 
 def time_variants(model: str, data, args) -> dict:
     base = config_for(model, *VARIANTS["fp32"], args)
-    workers, _ = make_virtual_workers(data.train_x, data.train_y, base.partition, model=model,
-                                      seed=args.seed)
+    workers, _ = make_virtual_workers(data.train_x, data.train_y, base)
     start = initial_weights(base, torch.device("cpu"))
     variants = {name: config_for(model, *spec, args) for name, spec in VARIANTS.items()
                 if spec[0] == "fp32" or native_bf16(torch.device("cpu"))}
@@ -103,8 +102,7 @@ def accuracy_curves(data, args) -> dict:
             spec = VARIANTS[name]
             config = config_for("mcmahan_cnn", *spec, args, scheme=scheme,
                                 rounds=args.accuracy_rounds)
-            workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
-                                              model="mcmahan_cnn", seed=args.seed)
+            workers, _ = make_virtual_workers(data.train_x, data.train_y, config)
             server = FederatedServer(workers, config, data.test_x, data.test_y)
             runs[name] = [server.step().test_accuracy for _ in range(args.accuracy_rounds)]
             print(f"{scheme} {name}: accuracy after {args.accuracy_rounds} rounds "

@@ -62,8 +62,7 @@ def setting(name: str, args, clients: int, local_size: int) -> ExperimentConfig:
 def run_setting(name, config, data, progress=False, checkpoint_dir=None) -> dict:
     """Run one setting; with ``checkpoint_dir`` every round is checkpointed and a
     stopped run continues from its last round (the wall time adds up across runs)."""
-    workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
-                                      model=config.federation.model, seed=config.seed)
+    workers, _ = make_virtual_workers(data.train_x, data.train_y, config)
     server = FederatedServer(workers, config, data.test_x, data.test_y)
     checkpoint = Path(checkpoint_dir) / f"{name}.pt" if checkpoint_dir else None
     earlier_seconds = 0.0

@@ -57,8 +57,7 @@ def main(argv=None):
     config = ExperimentConfig(data=DataConfig(train_size=args.train_size),
                               federation=FederationConfig(rounds=args.rounds, device="cpu"))
     data = load_mnist(config.data, seed=config.seed)
-    virtual, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
-                                      model=config.federation.model, seed=config.seed)
+    virtual, _ = make_virtual_workers(data.train_x, data.train_y, config)
     size = [] if args.train_size is None else ["--train-size", str(args.train_size)]
     as_root = ["--allow-root"] if os.geteuid() == 0 else []  # namespaced hosts run as root
     env = {**os.environ, "FEDLEARN_ADMIN_PASSWORD": ADMIN, "FEDLEARN_SCIENTIST_PASSWORD": SCIENTIST,

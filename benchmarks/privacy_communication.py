@@ -38,8 +38,7 @@ VARIANTS = {
 
 
 def run(data, config):
-    workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
-                                      model=config.federation.model, seed=config.seed)
+    workers, _ = make_virtual_workers(data.train_x, data.train_y, config)
     return run_federation(workers, config, data.test_x, data.test_y).history
 
 

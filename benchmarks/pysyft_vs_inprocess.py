@@ -36,8 +36,7 @@ def main(argv=None):
     config = ExperimentConfig(data=DataConfig(train_size=args.train_size),
                               federation=FederationConfig(rounds=args.rounds, device="cpu"))
     data = load_mnist(config.data, seed=config.seed)
-    virtual, parts = make_virtual_workers(data.train_x, data.train_y, config.partition,
-                                          model=config.federation.model, seed=config.seed)
+    virtual, parts = make_virtual_workers(data.train_x, data.train_y, config)
     t0 = time.perf_counter()
     sites, syft_workers = launch_syft_workers(
         to_uint8(data.train_x).numpy(), data.train_y.numpy(), parts, config.partition.workers,

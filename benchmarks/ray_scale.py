@@ -89,8 +89,7 @@ def main(argv=None):
     servers, executors = {}, {}
     try:
         first = config_for(args, "fp32", False, "one_after_the_other")
-        workers, _ = make_virtual_workers(data.train_x, data.train_y, first.partition,
-                                          model="mcmahan_cnn", seed=args.seed)
+        workers, _ = make_virtual_workers(data.train_x, data.train_y, first)
         weights = initial_weights(first, __import__("torch").device("cpu"))
         for actors in (1, 2):
             executors[actors] = RayExecutor(ExecutionConfig(executor="ray", ray_actors=actors),

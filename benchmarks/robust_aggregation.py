@@ -48,8 +48,7 @@ def main(argv=None):
                                                                   device="cpu"),
                                       robustness=RobustnessConfig(aggregator=rule,
                                                                   trim_fraction=0.2))
-            workers, _ = make_virtual_workers(data.train_x, data.train_y, config.partition,
-                                              model=config.federation.model, seed=config.seed)
+            workers, _ = make_virtual_workers(data.train_x, data.train_y, config)
             if fault is not None:
                 workers[-1] = FaultInjectingWorker(workers[-1], fault[0], scale=fault[1])
             history = run_federation(workers, config, data.test_x, data.test_y).history

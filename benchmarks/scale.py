@@ -68,8 +68,7 @@ def config(clients, *, rounds, scheme="iid", fraction=0.1, **extra):
 
 def overhead(data, rounds):
     cfg = config(100, rounds=rounds)
-    workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg.partition,
-                                      model=cfg.federation.model, seed=0)
+    workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg)
     fits: list[float] = []
     server = FederatedServer([Timed(w, fits) for w in workers], cfg, data.test_x, data.test_y)
     rows = []
@@ -90,8 +89,7 @@ from fedlearn.server.federation import FederatedServer
 from fedlearn.workers import make_virtual_workers
 data = load_mnist()
 cfg = config(int(sys.argv[1]), rounds=2, fraction=float(sys.argv[2]))
-workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg.partition,
-                                  model=cfg.federation.model, seed=0)
+workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg)
 server = FederatedServer(workers, cfg, data.test_x, data.test_y)
 server.step(); server.step()
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
@@ -113,8 +111,7 @@ def memory():
 
 
 def rounds_to(data, cfg, target, weights=None, max_rounds=40):
-    workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg.partition,
-                                      model=cfg.federation.model, seed=cfg.seed)
+    workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg)
     server = FederatedServer(workers, cfg, data.test_x, data.test_y, weights=weights)
     accuracy = []
     while server.round < max_rounds:
@@ -144,8 +141,7 @@ def availability(data, rounds):
                                ("8-bit", CompressionConfig(method="quantize", bits=8))):
         cfg = config(100, rounds=rounds, availability=devices, compression=compression,
                      robustness=RobustnessConfig(on_too_few="skip"))
-        workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg.partition,
-                                          model=cfg.federation.model, seed=0)
+        workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg)
         server = FederatedServer(workers, cfg, data.test_x, data.test_y)
         history = [server.step() for _ in range(rounds)]
         out[label] = {"per_round": [h["availability"] for h in history],

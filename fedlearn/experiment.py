@@ -86,7 +86,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     out = prepare_output_dir(out_dir, resume=resume)
     device = resolve_device(config.federation.device)
     data = load_mnist(config.data, seed=config.seed)
-    fed, part, warm = config.federation, config.partition, config.warm_start
+    fed, warm = config.federation, config.warm_start
     weights = None
     if warm.size:  # the proxy set is split off before the clients get theirs
         proxy, rest = split_proxy(len(data.train_y), warm.size, config.seed)
@@ -105,12 +105,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                                dp=config.dp_sgd, device=device)
                    for name, p in zip(config.partition.workers, parts)]
     elif workers is None:
-        growth = ((part.initial_share, part.growth_per_round)
-                  if part.initial_share < 1 or part.growth_per_round > 0 else None)
-        workers, _ = make_virtual_workers(data.train_x, data.train_y, part,
-                                          model=fed.model, seed=config.seed, device=device,
-                                          progress=progress and sys.stderr.isatty(),
-                                          holdout=part.holdout, growth=growth)
+        workers, _ = make_virtual_workers(data.train_x, data.train_y, config, device=device,
+                                          progress=progress and sys.stderr.isatty())
     elif [w.name for w in workers] != list(config.partition.workers):
         raise ConfigError("partition.workers", f"the workers {[w.name for w in workers]} are "
                           f"not the configured {list(config.partition.workers)}")

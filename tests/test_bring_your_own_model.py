@@ -63,7 +63,7 @@ def config(rounds=2):
 
 def in_process_run(images, labels, cfg):
     x = _normalise(images)
-    workers, parts = make_virtual_workers(x, labels, cfg.partition, model=TinyMLP, seed=0)
+    workers, parts = make_virtual_workers(x, labels, cfg)
     return run_federation(workers, cfg, x, labels), parts
 
 

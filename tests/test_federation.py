@@ -86,10 +86,10 @@ def test_client_sampling_is_seeded():
 @pytest.mark.parametrize("algorithm", ["fedavg", "model_hopping"])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synthetic, tmp_path, algorithm):
     x, y = synthetic
-    workers, _ = make_virtual_workers(x, y, PartitionConfig(workers=("a", "b", "c")),
-                                      model="mlp2nn", seed=0)
     cfg = dataclasses.replace(config(rounds=3, algorithm=algorithm, fraction=0.67),
-                              plan=TrainPlan(batch_size=32, lr=0.05, momentum=0.5))
+                              plan=TrainPlan(batch_size=32, lr=0.05, momentum=0.5),
+                              partition=PartitionConfig(workers=("a", "b", "c")))
+    workers, _ = make_virtual_workers(x, y, cfg)
     full = run_federation(workers, cfg, x, y, checkpoint=tmp_path / "full.pt")
     short = dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, rounds=2))
     run_federation(workers, short, x, y, checkpoint=tmp_path / "part.pt")

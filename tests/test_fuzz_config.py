@@ -68,7 +68,7 @@ def test_valid_runs_and_broken_fails_naming_the_field():
                 robustness=RobustnessConfig(aggregator=values["aggregator"],
                                             min_updates=values["min_updates"],
                                             round_timeout=values["round_timeout"]))
-            workers, _ = make_virtual_workers(X, Y, config.partition, model="mlp2nn", seed=0)
+            workers, _ = make_virtual_workers(X, Y, config)
             result = run_federation(workers, config, X, Y)
         except ConfigError as exc:
             assert str(exc).startswith(f"{exc.path}: ") and len(str(exc)) > len(exc.path) + 10

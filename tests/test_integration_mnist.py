@@ -8,8 +8,7 @@ from fedlearn.workers import make_virtual_workers
 def test_bob_and_alice_learn_mnist(mnist_small):
     d = mnist_small
     cfg = ExperimentConfig(federation=FederationConfig(rounds=2, device="cpu"))
-    workers, parts = make_virtual_workers(d.train_x, d.train_y, cfg.partition,
-                                          model="tutorial_cnn", seed=0)
+    workers, parts = make_virtual_workers(d.train_x, d.train_y, cfg)
     assert [w.name for w in workers] == ["bob", "alice"]
     assert label_histograms(d.train_y.numpy(), parts).sum(axis=1).tolist() == [2000, 2000]
     result = run_federation(workers, cfg, d.test_x, d.test_y)

@@ -10,10 +10,10 @@ from fedlearn.workers.personalization import personalize_clients, summarize
 
 def test_personalized_clients_report_and_leave_the_pool(synthetic):
     x, y = synthetic
-    cfg = ExperimentConfig(partition=PartitionConfig(workers=("a", "b", "c", "d")),
+    cfg = ExperimentConfig(partition=PartitionConfig(workers=("a", "b", "c", "d"), holdout=0.2),
                            plan=TrainPlan(batch_size=10, lr=0.1),
                            federation=FederationConfig(model="mlp2nn", rounds=2, device="cpu"))
-    workers, _ = make_virtual_workers(x, y, cfg.partition, model="mlp2nn", seed=0, holdout=0.2)
+    workers, _ = make_virtual_workers(x, y, cfg)
     server = FederatedServer(workers, cfg, x, y)
     server.step()
     before = {k: v.clone() for k, v in server.weights.items()}

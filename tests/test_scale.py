@@ -17,7 +17,7 @@ cfg = ExperimentConfig(partition=PartitionConfig(workers=tuple(f"c{i}" for i in 
                        federation=FederationConfig(model="mlp2nn", rounds=2, fraction=fraction,
                                                    device="cpu"),
                        execution=ExecutionConfig(executor=executor))
-workers, _ = make_virtual_workers(x, y, cfg.partition, model="mlp2nn", seed=0)
+workers, _ = make_virtual_workers(x, y, cfg)
 server = FederatedServer(workers, cfg, x[:500], y[:500])
 
 

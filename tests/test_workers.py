@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fedlearn.config import PartitionConfig, TrainPlan
+from fedlearn.config import ExperimentConfig, FederationConfig, PartitionConfig, TrainPlan
 from fedlearn.errors import FedlearnError
 from fedlearn.models import build_model
 from fedlearn.workers import VirtualWorker, Worker, make_virtual_workers
@@ -12,7 +12,8 @@ def test_worker_offers_updates_not_samples(synthetic):
     bob = VirtualWorker("bob", x, y, model="mlp2nn")
     assert isinstance(bob, Worker)
     public = {k: getattr(bob, k) for k in dir(bob) if not k.startswith("_")}
-    assert set(public) == {"name", "remote", "dp_sgd", "num_examples", "fit", "fit_together",
+    assert set(public) == {"name", "remote", "dp_sgd", "model", "num_examples", "fit",
+                           "fit_together",
                            "evaluate", "set_round", "state_dict", "load_state_dict",
                            "personalize",
                            "personal_weights"}  # weights the device keeps, never samples
@@ -50,8 +51,9 @@ def test_delta_equals_plain_local_training(synthetic):
 
 def test_make_virtual_workers_partitions(synthetic):
     x, y = synthetic
-    workers, parts = make_virtual_workers(x, y, PartitionConfig(workers=("bob", "alice", "carol")),
-                                          model="mlp2nn", seed=0)
+    cfg = ExperimentConfig(partition=PartitionConfig(workers=("bob", "alice", "carol")),
+                           federation=FederationConfig(model="mlp2nn"))
+    workers, parts = make_virtual_workers(x, y, cfg)
     assert [w.name for w in workers] == ["bob", "alice", "carol"]
     assert sum(w.num_examples for w in workers) == 200 == sum(len(p) for p in parts)
 
@@ -129,8 +131,8 @@ def test_a_pickled_worker_carries_its_own_shard_and_state_only():
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(1000, 1, 28, 28, generator=g), torch.randint(0, 10, (1000,), generator=g)
-    workers, _ = make_virtual_workers(x, y, PartitionConfig(workers=tuple("abcdefghij")),
-                                      model="tutorial_cnn", seed=0)
+    workers, _ = make_virtual_workers(
+        x, y, ExperimentConfig(partition=PartitionConfig(workers=tuple("abcdefghij"))))
     shard = 100 * 28 * 28 * 4
     assert shard < len(pickle.dumps(workers[0])) < 1.2 * shard
     copy = pickle.loads(pickle.dumps(workers[0]))
@@ -150,3 +152,33 @@ def test_a_pickled_worker_carries_its_own_shard_and_state_only():
     restored.load_state_dict(faulty.state_dict())  # its second call still raises
     with pytest.raises(RuntimeError, match="injected"):
         restored.fit(weights, plan, seed=1)
+
+
+def test_make_virtual_workers_takes_everything_from_the_config(synthetic):
+    x, y = synthetic
+    cfg = ExperimentConfig(partition=PartitionConfig(workers=("a", "b"), holdout=0.25,
+                                                     initial_share=0.5, growth_per_round=0.25),
+                           federation=FederationConfig(model="mlp2nn"), seed=5)
+    workers, parts = make_virtual_workers(x, y, cfg)
+    assert all(w.model == "mlp2nn" for w in workers)
+    kept = [len(p) - int(0.25 * len(p)) for p in parts]  # a quarter held out
+    assert [w.num_examples for w in workers] == [max(1, int(0.5 * k)) for k in kept]
+    for w in workers:
+        w.set_round(3)  # 0.5 + 2 x 0.25: all of it
+    assert [w.num_examples for w in workers] == kept
+    again, again_parts = make_virtual_workers(x, y, cfg)  # the config's seed: the same split
+    assert all((p == q).all() for p, q in zip(parts, again_parts))
+    with pytest.raises(FedlearnError, match="whole ExperimentConfig"):
+        make_virtual_workers(x, y, cfg.partition)
+
+
+def test_a_model_said_twice_differently_is_refused_before_round_1(synthetic):
+    from fedlearn.config import ConfigError
+    from fedlearn.server import FederatedServer
+
+    x, y = synthetic
+    workers = [VirtualWorker("bob", x, y, model="tutorial_cnn")]
+    cfg = ExperimentConfig(partition=PartitionConfig(workers=("bob",)),
+                           federation=FederationConfig(model="mlp2nn", device="cpu"))
+    with pytest.raises(ConfigError, match="federation.model.*train another model"):
+        FederatedServer(workers, cfg, x, y)

@@ -25,6 +25,8 @@ def _flag(f: dataclasses.Field) -> str:
 
 def _plain_type(hint: Any) -> Any:
     """``int | None`` -> int; ``tuple[str, ...]`` stays; a union with str (a model) -> str."""
+    if typing.get_origin(hint) is typing.Literal:  # a choice: its names are strings
+        return str
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return str if str in args else _plain_type(args[0])

@@ -6,7 +6,7 @@ these; library code never sees an argparse namespace. Every check raises
 what is allowed, before any work starts.
 """
 from fedlearn.config.availability import AvailabilityConfig
-from fedlearn.config.data import PARTITIONS, DataConfig, PartitionConfig
+from fedlearn.config.data import PARTITIONS, DataConfig, PartitionConfig, Scheme
 from fedlearn.config.execution import EXECUTORS, ExecutionConfig
 from fedlearn.config.experiment import OPTIONAL_SECTIONS, SECTIONS, ExperimentConfig
 from fedlearn.config.federation import (
@@ -17,10 +17,15 @@ from fedlearn.config.federation import (
     ON_TOO_FEW,
     SERVER_LR_DEFAULTS,
     SERVER_OPTIMIZERS,
+    Aggregator,
+    Algorithm,
+    Device,
     FederationConfig,
     ModelSpec,
+    OnTooFew,
     RobustnessConfig,
     ServerOptimizerConfig,
+    ServerOptimizerName,
     WarmStartConfig,
     model_label,
 )
@@ -33,11 +38,12 @@ from fedlearn.config.fields import (
     positive_int,
     require,
 )
-from fedlearn.config.plan import PRECISIONS, TrainPlan
+from fedlearn.config.plan import PRECISIONS, Precision, TrainPlan
 from fedlearn.config.privacy import (
     COMPRESSIONS,
     QUANTIZE_BITS,
     CompressionConfig,
+    CompressionMethod,
     DPConfig,
     DPSGDConfig,
 )
@@ -50,4 +56,7 @@ __all__ = [
     "FederationConfig", "ModelSpec", "PartitionConfig", "RobustnessConfig", "Section",
     "ServerOptimizerConfig", "TrainPlan", "WarmStartConfig", "choice", "model_label", "number",
     "option", "positive_int", "require",
+    # the choices as types: a typo in a script is caught by a type checker too
+    "Aggregator", "Algorithm", "CompressionMethod", "Device", "OnTooFew", "Precision", "Scheme",
+    "ServerOptimizerName",
 ]

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from fedlearn.config.fields import Section, choice, number, option, positive_int, require
 
-PARTITIONS = ("iid", "shards", "dirichlet", "unbalanced")
+Scheme = Literal["iid", "shards", "dirichlet", "unbalanced"]
+PARTITIONS: tuple[str, ...] = get_args(Scheme)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +40,7 @@ class PartitionConfig(Section):
 
     workers: tuple[str, ...] = option(("bob", "alice"), metavar="NAME",
                                       help="names of the data owners")
-    scheme: str = option("iid", flag="--partition", choices=PARTITIONS,
+    scheme: Scheme = option("iid", flag="--partition", choices=PARTITIONS,
                          help="iid; shards = label-sorted shards (McMahan 2017); dirichlet = "
                               "label shares ~ Dirichlet(alpha); unbalanced sizes")
     alpha: float = option(0.5, help="Dirichlet concentration; smaller = more skewed")

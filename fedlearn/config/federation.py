@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from fedlearn.config.fields import Section, choice, number, option, positive_int, require
 
 MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn", "bn_cnn")
-ALGORITHMS = ("fedavg", "model_hopping")
-DEVICES = ("auto", "cpu", "cuda")
-AGGREGATORS = ("fedavg", "median", "trimmed_mean", "krum")
-ON_TOO_FEW = ("retry", "skip", "stop")
-SERVER_OPTIMIZERS = ("fedavg", "momentum", "adam")
+Algorithm = Literal["fedavg", "model_hopping"]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = get_args(Device)
+Aggregator = Literal["fedavg", "median", "trimmed_mean", "krum"]
+AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
+OnTooFew = Literal["retry", "skip", "stop"]
+ON_TOO_FEW: tuple[str, ...] = get_args(OnTooFew)
+ServerOptimizerName = Literal["fedavg", "momentum", "adam"]
+SERVER_OPTIMIZERS: tuple[str, ...] = get_args(ServerOptimizerName)
 # FedAdam's steps are ~lr per coordinate whatever the update's size (Reddi et al. 2021),
 # so the 1.0 that suits FedAvg and FedAvgM would be far too large for it
 SERVER_LR_DEFAULTS = {"fedavg": 1.0, "momentum": 1.0, "adam": 0.01}
@@ -41,7 +46,7 @@ class FederationConfig(Section):
     SECTION = "federation"
     TITLE = "the server"
 
-    algorithm: str = option("fedavg", choices=ALGORITHMS,
+    algorithm: Algorithm = option("fedavg", choices=ALGORITHMS,
                             help="fedavg, or model_hopping: one model hops between the "
                                  "workers' batches, one step each (the PySyft 0.2 tutorial)")
     model: ModelSpec = option("tutorial_cnn", choices=MODELS,
@@ -51,7 +56,7 @@ class FederationConfig(Section):
     fraction: float = option(1.0, help="C: fraction of workers asked each round")
     target_accuracy: float | None = option(None, metavar="ACC", help="stop once test accuracy "
                                            "reaches ACC, e.g. 0.99")
-    device: str = option("auto", choices=DEVICES, help="auto uses CUDA when present")
+    device: Device = option("auto", choices=DEVICES, help="auto uses CUDA when present")
     eval_batch_size: int = option(1000, cli=False, help="test-set batch size")
 
     def validate(self) -> None:
@@ -80,7 +85,7 @@ class RobustnessConfig(Section):
     SECTION = "robustness"
     TITLE = "when workers fail or misbehave"
 
-    aggregator: str = option("fedavg", choices=AGGREGATORS,
+    aggregator: Aggregator = option("fedavg", choices=AGGREGATORS,
                              help="fedavg (example-weighted mean), or the robust median, "
                                   "trimmed_mean, krum")
     trim_fraction: float = option(0.2, help="trimmed_mean: share cut from each end")
@@ -90,7 +95,7 @@ class RobustnessConfig(Section):
     min_updates: int = option(1, help="valid updates a round needs to count")
     round_timeout: float | None = option(None, metavar="SECONDS", help="give up on a worker "
                                          "that has not replied after this long")
-    on_too_few: str = option("retry", choices=ON_TOO_FEW,
+    on_too_few: OnTooFew = option("retry", choices=ON_TOO_FEW,
                              help="a round with too few updates is retried with a fresh "
                                   "sample, skipped, or stops the run")
     max_retries: int = option(2, help="retries of a round with too few updates")
@@ -116,7 +121,8 @@ class ServerOptimizerConfig(Section):
     SECTION = "server"
     TITLE = "how the server applies the average"
 
-    optimizer: str = option("fedavg", flag="--server-optimizer", choices=SERVER_OPTIMIZERS,
+    optimizer: ServerOptimizerName = option("fedavg", flag="--server-optimizer",
+                                            choices=SERVER_OPTIMIZERS,
                             help="fedavg, momentum (FedAvgM), adam (FedAdam)")
     lr: float | None = option(None, flag="--server-lr",
                               help="server learning rate (default: 1.0 for fedavg and "

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from fedlearn.config.fields import Section, choice, number, option, positive_int, require
 
-PRECISIONS = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,7 +24,7 @@ class TrainPlan(Section):
     weight_decay: float = option(0.0, help="L2 penalty")
     prox_mu: float = option(0.0, metavar="MU", help="FedProx (Li et al. 2020): (mu/2)||w - "
                             "w_global||^2 added to the local loss; 0 = FedAvg")
-    precision: str = option("fp32", choices=PRECISIONS,
+    precision: Precision = option("fp32", choices=PRECISIONS,
                             help="bf16: bfloat16 autocast in local training, where the hardware "
                                  "has native bf16 (AVX512-BF16 or AMX CPUs, recent GPUs)")
     channels_last: bool = option(False, help="NHWC memory format in local training, for "

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from fedlearn.config.fields import Section, choice, number, option, require
 
-COMPRESSIONS = ("none", "quantize", "topk")
+CompressionMethod = Literal["none", "quantize", "topk"]
+COMPRESSIONS: tuple[str, ...] = get_args(CompressionMethod)
 QUANTIZE_BITS = (1, 2, 4, 8)
 
 
@@ -63,7 +65,7 @@ class CompressionConfig(Section):
     SECTION = "compression"
     TITLE = "compressed uploads"
 
-    method: str = option("none", flag="--compression", choices=COMPRESSIONS,
+    method: CompressionMethod = option("none", flag="--compression", choices=COMPRESSIONS,
                          help="quantize (stochastic, --bits) or topk (--topk-fraction)")
     bits: int = option(8, help="quantization bits: 1, 2, 4, 8")
     topk_fraction: float = option(0.01, help="share of coordinates top-k sends")

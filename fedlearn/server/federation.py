@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fedlearn.config import ConfigError, ExperimentConfig
+from fedlearn.config import ConfigError, ExperimentConfig, model_label
 from fedlearn.config.federation import workers_per_round
 from fedlearn.models import build_model
 from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
@@ -107,6 +107,14 @@ class FederatedServer:
                               "fedlearn.workers.Worker: subclass it (it declares the whole "
                               "contract, with defaults for what a worker does not do)")
         config.check_workers(len(self.workers), remote=[w.name for w in self.workers if w.remote])
+        other = [w.name for w in self.workers
+                 if w.model is not None and w.model != config.federation.model]
+        if other:
+            raise ConfigError("federation.model", f"the run is configured with "
+                              f"{model_label(config.federation.model)} but workers "
+                              f"{', '.join(other)} train another model: build them from the "
+                              "same config (make_virtual_workers(x, y, config)) or set "
+                              "federation.model to theirs")
         unlike = [w.name for w in self.workers if w.dp_sgd != config.dp_sgd]
         if unlike:
             raise ConfigError("dp_sgd.noise_multiplier", f"the run is configured with "

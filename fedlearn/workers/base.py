@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-from fedlearn.config import DPSGDConfig, TrainPlan
+from fedlearn.config import DPSGDConfig, ModelSpec, TrainPlan
 from fedlearn.errors import FedlearnError
 from fedlearn.updates import Update, state_change
 
@@ -31,6 +31,9 @@ class Worker:
     # the sample-level DP-SGD this worker trains with (DPSGDWorker); the server checks it
     # against the run's config, so a run never claims a privacy it does not have
     dp_sgd: DPSGDConfig | None = None
+    # the architecture this worker trains, where it says (in-process workers do); the server
+    # refuses a run whose config names another, before round 1. None: the worker does not say
+    model: ModelSpec | None = None
 
     @property
     def num_examples(self) -> int:
@@ -70,6 +73,7 @@ class DelegatingWorker(Worker):
         self.name = inner.name
         self.remote = inner.remote
         self.dp_sgd = inner.dp_sgd
+        self.model = inner.model
 
     @property
     def num_examples(self) -> int:

@@ -38,7 +38,8 @@ class DPSGDWorker(Worker):
         self._dp = self.dp_sgd = dp
         self._device = torch.device(device)
         self.__x, self.__y = x.to(self._device), y.to(self._device)
-        self._model_name = model
+        self.model = model
+        self._spec: ModelSpec = model  # the same, typed as never None
         # Opacus's wrapped engine, module, optimizer and loader, made on the first fit
         self._engine: Any = None
         self._module: Any = None
@@ -54,7 +55,7 @@ class DPSGDWorker(Worker):
     def _make_private(self, plan: TrainPlan) -> None:
         from opacus import PrivacyEngine
 
-        module = build_model(self._model_name, seed=0).to(self._device)
+        module = build_model(self._spec, seed=0).to(self._device)
         optimizer = make_optimizer(module, plan)
         dataset = torch.utils.data.TensorDataset(self.__x, self.__y)
         loader = torch.utils.data.DataLoader(dataset, batch_size=plan.batch_size)
@@ -137,6 +138,6 @@ class DPSGDWorker(Worker):
     def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
         from fedlearn.training import evaluate
 
-        model = build_model(self._model_name, seed=0).to(self._device)
+        model = build_model(self._spec, seed=0).to(self._device)
         model.load_state_dict(weights)
         return evaluate(model, self.__x, self.__y)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fedlearn.config import ModelSpec, PartitionConfig, TrainPlan
+from fedlearn.config import ConfigError, ExperimentConfig, ModelSpec, TrainPlan
 from fedlearn.data.partition import partition
 from fedlearn.errors import FedlearnError
 from fedlearn.models import build_model
@@ -58,7 +58,8 @@ class VirtualWorker(Worker):
             raise ValueError(f"worker {name!r}: growth=(initial, per_round) needs 0 < initial "
                              f"<= 1 and per_round >= 0 (got {growth})")
         self.name = name
-        self._model_name = model
+        self.model = model
+        self._spec: ModelSpec = model  # the same, typed as never None
         self._device = str(torch.device(device))
         self._progress = progress
         # the data keeps its order unless some is held out or arrives later (the PySyft
@@ -93,7 +94,7 @@ class VirtualWorker(Worker):
         return self._visible
 
     def _load(self, weights: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-        model = _scratch_model(self._model_name, self._device)
+        model = _scratch_model(self._spec, self._device)
         model.load_state_dict(weights)
         return model
 
@@ -120,12 +121,12 @@ class VirtualWorker(Worker):
         and a device."""
         from fedlearn.workers.together import fit_together
 
-        specs = {(w._model_name, w._device) for w in workers}
+        specs = {(w.model, w._device) for w in workers}
         if len(specs) != 1:
             raise FedlearnError(f"fit_together: the workers differ in model or device: {specs}")
         clients = [(w.name, w.__x[:w._visible], w.__y[:w._visible]) for w in workers]
         local = {k: v.to(workers[0]._device) for k, v in weights.items()}
-        return fit_together(clients, workers[0]._model_name, local, plan, seeds)
+        return fit_together(clients, workers[0].model, local, plan, seeds)
 
     def personalize(self, weights: Mapping[str, torch.Tensor], plan: TrainPlan, *, steps: int,
                     seed: int) -> dict:
@@ -148,23 +149,32 @@ class VirtualWorker(Worker):
                 "held_out": len(self.__hy)}
 
 
-def make_virtual_workers(x: torch.Tensor, y: torch.Tensor, config: PartitionConfig, *,
-                         model: ModelSpec, seed: int, device: str | torch.device = "cpu",
-                         progress: bool = False, holdout: float = 0.0,
-                         growth: tuple[float, float] | None = None
+def make_virtual_workers(x: torch.Tensor, y: torch.Tensor, config: ExperimentConfig, *,
+                         device: str | torch.device = "cpu", progress: bool = False
                          ) -> tuple[list[VirtualWorker], list[np.ndarray]]:
-    """Partition (x, y) between ``config.workers``; return the workers and their index sets.
+    """Split (x, y) between ``config.partition.workers`` as the config says; return the
+    workers and their index sets.
 
-    The index sets are the simulation's bookkeeping (for label histograms); a
-    real deployment never has them.
+    Every field is the config's: the partition scheme, the model (``federation.model``), the
+    seed, each worker's held-out share (``partition.holdout``) and the growth of its data
+    (``partition.initial_share``, ``partition.growth_per_round``). The index sets are the
+    simulation's bookkeeping (for label histograms); a real deployment never has them.
     """
-    parts = partition(y.numpy(), config, seed)
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError("config", f"make_virtual_workers takes the whole ExperimentConfig (it "
+                          f"reads the partition, model and seed from it), got "
+                          f"{type(config).__name__}: make_virtual_workers(x, y, config)")
+    part = config.partition
+    growth = ((part.initial_share, part.growth_per_round)
+              if part.initial_share < 1 or part.growth_per_round > 0 else None)
+    parts = partition(y.numpy(), part, config.seed)
     # one copy of the data in partition order; each worker holds a view of its slice, so a
     # thousand workers cost a thousand tensor headers, not a thousand small allocations
-    xs, ys = x[torch.as_tensor(np.concatenate(parts))], y[torch.as_tensor(np.concatenate(parts))]
+    order = torch.as_tensor(np.concatenate(parts))
+    xs, ys = x[order], y[order]
     ends = np.cumsum([len(p) for p in parts])
-    workers = [VirtualWorker(name, xs[end - len(p):end], ys[end - len(p):end], model=model,
-                             device=device, progress=progress, holdout=holdout, growth=growth,
-                             seed=seed * 100_003 + i)
-               for i, (name, p, end) in enumerate(zip(config.workers, parts, ends))]
+    workers = [VirtualWorker(name, xs[end - len(p):end], ys[end - len(p):end],
+                             model=config.federation.model, device=device, progress=progress,
+                             holdout=part.holdout, growth=growth, seed=config.seed * 100_003 + i)
+               for i, (name, p, end) in enumerate(zip(part.workers, parts, ends))]
     return workers, parts

@@ -82,8 +82,7 @@ def oracle(mnist_dir, rounds):
                            plan=TrainPlan(batch_size=32),
                            federation=FederationConfig(rounds=rounds, device="cpu"))
     data = load_mnist(cfg.data, seed=cfg.seed)
-    workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg.partition,
-                                      model="tutorial_cnn", seed=cfg.seed)
+    workers, _ = make_virtual_workers(data.train_x, data.train_y, cfg)
     return cfg, data, run_federation(workers, cfg, data.test_x, data.test_y)
 
 

@@ -42,7 +42,7 @@ def oracle_and_syft(mnist_small, port):
 
     cfg = small_config()
     x, y = mnist_small.train_x[:1000], mnist_small.train_y[:1000]
-    virtual, parts = make_virtual_workers(x, y, cfg.partition, model="tutorial_cnn", seed=cfg.seed)
+    virtual, parts = make_virtual_workers(x, y, cfg)
     expected = run_federation(virtual, cfg, mnist_small.test_x, mnist_small.test_y)
     sites, workers = launch_syft_workers(to_uint8(x).numpy(), y.numpy(), parts,
                                          cfg.partition.workers, model="tutorial_cnn",

@@ -92,7 +92,7 @@ def config(rounds=2, executor="ray", **sections) -> ExperimentConfig:
 
 
 def workers(data, cfg):
-    return make_virtual_workers(*data, cfg.partition, model="tutorial_cnn", seed=cfg.seed)[0]
+    return make_virtual_workers(*data, cfg)[0]
 
 
 def run(data, cfg, executor=None, ws=None, **kw):

@@ -57,6 +57,7 @@ from fedlearn.config import (
     ConfigError,
     DataConfig,
     PartitionConfig,
+    Scheme,
     choice,
     positive_int,
 )
@@ -124,7 +125,7 @@ class ServeConfig:
 
     name: str
     shard: tuple[int, int] = (0, 2)
-    scheme: str = "iid"
+    scheme: Scheme = "iid"
     data: DataConfig = DataConfig()
     seed: int = 0
     host: str = "127.0.0.1"
