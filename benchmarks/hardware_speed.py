@@ -42,10 +42,10 @@ from fedlearn.training import native_bf16
 from fedlearn.workers import make_virtual_workers
 
 # name -> (precision, channels_last, how the round's clients run)
-VARIANTS = {"fp32": ("fp32", False, "one_after_the_other"),
-            "bf16": ("bf16", False, "one_after_the_other"),
-            "channels-last": ("fp32", True, "one_after_the_other"),
-            "bf16 + channels-last": ("bf16", True, "one_after_the_other"),
+VARIANTS = {"fp32": ("fp32", False, "sequential"),
+            "bf16": ("bf16", False, "sequential"),
+            "channels-last": ("fp32", True, "sequential"),
+            "bf16 + channels-last": ("bf16", True, "sequential"),
             "together, fp32": ("fp32", False, "together"),
             "together, bf16": ("bf16", False, "together")}
 

@@ -72,7 +72,7 @@ def main(argv=None):
     import ray
     from ray.cluster_utils import Cluster
 
-    from fedlearn.backends.ray import RayExecutor
+    from fedlearn.execution.ray import RayExecutor
 
     data = load_mnist(DataConfig(train_size=args.train_size), seed=args.seed)
     paths = {"fp32": ("fp32", False), "fp32+channels_last": ("fp32", True)}
@@ -88,7 +88,7 @@ def main(argv=None):
     cluster.wait_for_nodes()
     servers, executors = {}, {}
     try:
-        first = config_for(args, "fp32", False, "one_after_the_other")
+        first = config_for(args, "fp32", False, "sequential")
         workers, _ = make_virtual_workers(data.train_x, data.train_y, first)
         weights = initial_weights(first, __import__("torch").device("cpu"))
         for actors in (1, 2):
@@ -98,7 +98,7 @@ def main(argv=None):
         for path, (precision, channels_last) in paths.items():
             for label, executor in (("in-process", None), ("ray, 1 node", executors[1]),
                                     ("ray, 2 nodes", executors[2])):
-                kind = "one_after_the_other" if executor is None else "ray"
+                kind = "sequential" if executor is None else "ray"
                 cfg = config_for(args, precision, channels_last, kind)
                 servers[f"{label}, {path}"] = FederatedServer(
                     workers, cfg, data.test_x, data.test_y, weights=weights, executor=executor)

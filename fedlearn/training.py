@@ -8,11 +8,18 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from fedlearn.config import ConfigError, TrainPlan
+
+
+def derive_seed(seed: int, round_: int, worker: int) -> int:
+    """The seed of one worker's call in one round: every draw of a run comes from
+    ``(seed, round, worker)`` (numpy's SeedSequence), so a resumed run draws the same."""
+    return int(np.random.SeedSequence([seed, round_, worker]).generate_state(1)[0])
 
 
 def make_optimizer(model: nn.Module, plan: TrainPlan) -> torch.optim.Optimizer:

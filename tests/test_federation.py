@@ -199,8 +199,8 @@ def test_a_round_returns_a_typed_record_and_the_history_keeps_its_json(synthetic
 
 def test_how_clients_run_is_an_executor_that_cannot_change_the_result(synthetic):
     """The seam for training clients together or on a cluster: any executor must give the
-    replies one-after-the-other gives. Here one that runs the calls in reverse order."""
-    from fedlearn.server.executors import ClientExecutor, OneAfterTheOther, checked_fit
+    replies sequential gives. Here one that runs the calls in reverse order."""
+    from fedlearn.execution import ClientExecutor, Sequential, checked_fit
     from fedlearn.server.strategies import make_strategy
 
     class Reversed(ClientExecutor):
@@ -217,7 +217,7 @@ def test_how_clients_run_is_an_executor_that_cannot_change_the_result(synthetic)
     plain = run_federation(workers, cfg, x, y)
     other = run_federation(workers, cfg, x, y, executor=Reversed())
     assert all(torch.equal(plain.weights[k], other.weights[k]) for k in plain.weights)
-    assert plain.history[0]["compute"]["clients"] == OneAfterTheOther.name
+    assert plain.history[0]["compute"]["clients"] == Sequential.name == "sequential"
     assert other.history[0]["compute"]["clients"] == "reversed"
     with pytest.raises(ValueError, match="model hopping"):
         make_strategy(config(algorithm="model_hopping"), plain.weights, executor=Reversed())

@@ -101,4 +101,4 @@ def test_history_records_how_the_clients_were_trained(synthetic):
     x4 = x.reshape(-1, 1, 28, 28) if x.dim() == 4 else x
     result = run_federation([VirtualWorker("bob", x4, y, model="mcmahan_cnn")], config, x4, y)
     assert result.history[0]["compute"] == {"precision": "fp32", "memory_format": "channels_last",
-                                            "clients": "one after the other"}
+                                            "clients": "sequential"}

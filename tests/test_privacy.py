@@ -82,7 +82,7 @@ def test_dp_fedavg_adds_noise_of_std_z_times_c_over_m(z, clip, sampled):
     """The round's pipeline, with every update zero: what comes out is the noise alone, and its
     spread is z·C/m (McMahan et al. 2018). A pipeline that forgot the noise would give zeros."""
     from fedlearn.config import ExperimentConfig, FederationConfig
-    from fedlearn.updates.pipeline import UpdatePipeline
+    from fedlearn.server.pipeline import UpdatePipeline
 
     cfg = ExperimentConfig(dp=DPConfig(clip_norm=clip, noise_multiplier=z),
                            federation=FederationConfig(rounds=3, device="cpu"))

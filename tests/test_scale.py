@@ -39,7 +39,7 @@ print(json.dumps({"peak_mb": peak_kb() / 1024, "round_growth_mb": (peak_kb() - b
 """
 
 
-def peak(clients: int, fraction: float | None = None, executor="one_after_the_other") -> dict:
+def peak(clients: int, fraction: float | None = None, executor="sequential") -> dict:
     fraction = 10 / clients if fraction is None else fraction
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(clients), str(fraction), executor],
                          capture_output=True, text=True, check=True)

@@ -81,17 +81,17 @@ def run(workers, executor, **changes):
     return run_federation(workers, config, x, y)
 
 
-def test_a_whole_run_together_matches_one_after_the_other_and_says_so():
+def test_a_whole_run_together_matches_sequential_and_says_so():
     workers = clients([20, 35, 30, 25])
-    one = run(workers, "one_after_the_other")
+    one = run(workers, "sequential")
     two = run(workers, "together")
     assert one.history[0]["selected"] == two.history[0]["selected"]
     for k in one.weights:
         assert torch.allclose(one.weights[k], two.weights[k], atol=5e-5), k
-    assert one.history[0]["compute"]["clients"] == "one after the other"
+    assert one.history[0]["compute"]["clients"] == "sequential"
     assert two.history[0]["compute"]["clients"] == "together"
-    # auto picks what measures faster here: one after the other on a CPU
-    assert run(workers, "auto").history[0]["compute"]["clients"] == "one after the other"
+    # auto picks what measures faster here: sequential on a CPU
+    assert run(workers, "auto").history[0]["compute"]["clients"] == "sequential"
 
 
 def test_together_is_refused_where_clients_need_their_own_call():

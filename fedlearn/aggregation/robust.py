@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from fedlearn.updates.update import State, cast_like, is_counter, trained
+from fedlearn.updates.update import State, cast_like, is_counter
+from fedlearn.updates.update import update_norm as update_norm  # the one L2 norm, re-exported
 
 
 def _stack(updates: Sequence[State], key: str) -> torch.Tensor:
@@ -66,12 +67,6 @@ def krum_select(updates: Sequence[State], num_byzantine: int) -> int:
     closest = n - num_byzantine - 2
     scores = [dist[i][torch.arange(n) != i].sort().values[:closest].sum() for i in range(n)]
     return int(torch.stack(scores).argmin())
-
-
-def update_norm(update: State) -> float:
-    """Global L2 norm over every floating tensor of an update (counters are not trained)."""
-    return math.sqrt(sum(float(t.to(torch.float64).pow(2).sum())
-                         for t in trained(update).values()))
 
 
 def validate_update(delta: object, reference: State, num_examples, *, max_examples: int | None,

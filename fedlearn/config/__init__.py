@@ -7,7 +7,13 @@ what is allowed, before any work starts.
 """
 from fedlearn.config.availability import AvailabilityConfig
 from fedlearn.config.data import PARTITIONS, DataConfig, PartitionConfig, Scheme
-from fedlearn.config.execution import EXECUTORS, ExecutionConfig
+from fedlearn.config.execution import (
+    ACTOR_CLIENTS,
+    EXECUTORS,
+    ActorClients,
+    ExecutionConfig,
+    ExecutorName,
+)
 from fedlearn.config.experiment import OPTIONAL_SECTIONS, SECTIONS, ExperimentConfig
 from fedlearn.config.federation import (
     AGGREGATORS,
@@ -49,7 +55,8 @@ from fedlearn.config.privacy import (
 )
 
 __all__ = [
-    "AGGREGATORS", "ALGORITHMS", "COMPRESSIONS", "DEVICES", "EXECUTORS", "MODELS", "ON_TOO_FEW",
+    "ACTOR_CLIENTS", "AGGREGATORS", "ALGORITHMS", "COMPRESSIONS", "DEVICES", "EXECUTORS",
+    "MODELS", "ON_TOO_FEW",
     "OPTIONAL_SECTIONS", "PARTITIONS", "PRECISIONS", "QUANTIZE_BITS", "SECTIONS",
     "SERVER_LR_DEFAULTS", "SERVER_OPTIMIZERS", "AvailabilityConfig", "CompressionConfig",
     "ConfigError", "DPConfig", "DPSGDConfig", "DataConfig", "ExecutionConfig", "ExperimentConfig",
@@ -57,6 +64,6 @@ __all__ = [
     "ServerOptimizerConfig", "TrainPlan", "WarmStartConfig", "choice", "model_label", "number",
     "option", "positive_int", "require",
     # the choices as types: a typo in a script is caught by a type checker too
-    "Aggregator", "Algorithm", "CompressionMethod", "Device", "OnTooFew", "Precision", "Scheme",
-    "ServerOptimizerName",
+    "ActorClients", "Aggregator", "Algorithm", "CompressionMethod", "Device", "ExecutorName",
+    "OnTooFew", "Precision", "Scheme", "ServerOptimizerName",
 ]

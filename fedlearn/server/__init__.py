@@ -2,6 +2,7 @@
 
 - :mod:`.federation` — :class:`FederatedServer` (one round = ``step()``) and ``run_federation``.
 - :mod:`.rounds` — one round of FedAvg or the tutorial's federated SGD, with timeouts.
+- :mod:`.pipeline` — clip → compress → mask → aggregate → noise, for one round.
 - :mod:`.optimizers` — how the average is applied: FedAvg, FedAvgM, FedAdam.
 - :mod:`.availability` — devices that come and go, bandwidth and deadlines (simulated).
 - :mod:`.warm_start` — pre-training on a server-held proxy set.

@@ -36,16 +36,16 @@ from tqdm import tqdm
 
 from fedlearn.config import ConfigError, ExperimentConfig, model_label
 from fedlearn.config.federation import workers_per_round
+from fedlearn.execution import ClientExecutor, make_executor
 from fedlearn.models import build_model
 from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
 from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fedlearn.server.executors import ClientExecutor, choose_executor
+from fedlearn.server.pipeline import UpdatePipeline
 from fedlearn.server.record import RoundRecord
 from fedlearn.server.rounds import derive_seed  # noqa: F401 (re-export)
 from fedlearn.server.strategies import make_strategy
 from fedlearn.training import check_compute, evaluate
 from fedlearn.updates import detached_cpu_state, state_nbytes
-from fedlearn.updates.pipeline import UpdatePipeline
 from fedlearn.workers.base import Worker
 
 
@@ -137,7 +137,7 @@ class FederatedServer:
         check_compute(config.plan, self._model, self.device)
         # an executor the server makes is the server's to close; one passed in, the caller's
         self._owns_executor = executor is None
-        executor = executor or choose_executor(config, self.workers, self._model, self.device)
+        executor = executor or make_executor(config, self.workers, self._model, self.device)
         self.strategy = make_strategy(config, self.weights, self.pipeline, executor)
         self.retired: list[str] = []  # e.g. personalized clients, out of the training pool
         self.profiles = (client_profiles(len(self.workers), config.availability, config.seed)
@@ -312,11 +312,28 @@ def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Te
     With ``checkpoint`` a checkpoint is written atomically after every round;
     ``resume=True`` continues from it (it must come from the same configuration
     and workers). Stops early once ``target_accuracy`` is reached. Returns the
-    final weights and the per-round history.
+    final weights and the per-round history. ``executor``: how the clients run (default: made
+    from ``config.execution`` by :func:`fedlearn.execution.make_executor`, closed at the end;
+    one passed in is the caller's to close).
     """
-    server = FederatedServer(workers, config, test_x, test_y, weights=weights, progress=progress,
-                             executor=executor)
-    with server:  # Ray's processes end with the run, however it ends (Ctrl-C too)
+    workers = list(workers)
+    made = executor is None  # the run is composed here: it makes its executor, and closes it
+    if executor is None:
+        device = resolve_device(config.federation.device)
+        executor = make_executor(config, workers,
+                                 build_model(config.federation.model, seed=0).to(device), device)
+    try:
+        return _run(FederatedServer(workers, config, test_x, test_y, weights=weights,
+                                    progress=progress, executor=executor),
+                    config, checkpoint, resume, progress)
+    finally:
+        if made:  # Ray's processes end with the run, however it ends (Ctrl-C too)
+            executor.close()
+
+
+def _run(server: FederatedServer, config: ExperimentConfig, checkpoint: str | Path | None,
+         resume: bool, progress: bool) -> FederationResult:
+    with server:
         if resume:
             if checkpoint is None:
                 raise ConfigError("resume", "needs a checkpoint to resume from")

@@ -12,16 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass
-class WorkerReply:
-    """What asking one worker gave: a valid update, or the reason there is none."""
-
-    update: Any  # a fedlearn.updates.Update, or None
-    bytes_down: int
-    bytes_up: int = 0
-    failed: str | None = None  # it raised, timed out or vanished
-    rejected: str | None = None  # its update was malformed or hostile
+from fedlearn.execution.base import WorkerReply
 
 
 @dataclass
@@ -76,7 +67,7 @@ class RoundRecord:
     epsilon: float | None = None  # DP-FedAvg's budget after this round
     noise_multiplier: float | None = None
     secure_aggregation: dict[str, Any] | None = None
-    # how the clients were trained: precision, memory format, one after the other or together
+    # how the clients were trained: precision, memory format, sequential, together or on Ray
     compute: dict[str, Any] | None = None
     # set once the round is over
     train_seconds: float = 0.0

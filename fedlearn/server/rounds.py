@@ -2,7 +2,7 @@
 
 A worker may raise, hang past ``round_timeout``, disappear, or send an update
 that is malformed or hostile. Every reply is checked
-(:func:`fedlearn.server.executors.checked_fit`) before it may be aggregated; failures and
+(:func:`fedlearn.execution.checked_fit`) before it may be aggregated; failures and
 rejections are recorded with their reason, never averaged in. Aggregation is FedAvg
 (McMahan et al. 2017) or a robust rule from :mod:`fedlearn.aggregation.robust`.
 """
@@ -21,14 +21,10 @@ from fedlearn.aggregation.robust import (
     trimmed_mean,
 )
 from fedlearn.config import RobustnessConfig, TrainPlan
-from fedlearn.server.executors import ClientExecutor, OneAfterTheOther, checked_fit
+from fedlearn.execution import ClientExecutor, Sequential, checked_fit
 from fedlearn.server.record import TrainingReport
-from fedlearn.training import num_batches
+from fedlearn.training import derive_seed, num_batches
 from fedlearn.updates import State, Update
-
-
-def derive_seed(seed: int, round_: int, worker: int) -> int:
-    return int(np.random.SeedSequence([seed, round_, worker]).generate_state(1)[0])
 
 
 def aggregate(updates: list[Update], robust: RobustnessConfig) -> dict[str, torch.Tensor]:
@@ -52,13 +48,13 @@ def fedavg_round(chosen, weights, plan: TrainPlan, robust: RobustnessConfig, see
     The selected clients are run by ``executor`` (default: one after the other, here); the
     aggregate is the combined weight change (the server applies it, see
     :mod:`fedlearn.server.optimizers`), or None with fewer than ``min_updates``. With a
-    :class:`fedlearn.updates.pipeline.UpdatePipeline`, updates are clipped, compressed and
+    :class:`fedlearn.server.pipeline.UpdatePipeline`, updates are clipped, compressed and
     masked on their way and noised after aggregation.
     """
     report = TrainingReport()
     arrived = []
     jobs = [(worker, derive_seed(seed, round_, i)) for i, worker in chosen]
-    replies = (executor or OneAfterTheOther()).fit(jobs, weights, plan, robust, round_)
+    replies = (executor or Sequential()).fit(jobs, weights, plan, robust, round_)
     for (i, worker), reply in zip(chosen, replies):
         report.count(worker.name, reply)
         update = reply.update

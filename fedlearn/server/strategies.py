@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from fedlearn.config import ExperimentConfig
-from fedlearn.server.executors import ClientExecutor, OneAfterTheOther
+from fedlearn.execution import ClientExecutor, Sequential
 from fedlearn.server.optimizers import ServerOptimizer
 from fedlearn.server.record import TrainingReport
 from fedlearn.server.rounds import fedavg_round, model_hopping_round
@@ -26,12 +26,12 @@ from fedlearn.updates import State, detached_cpu_state, trained
 
 class Strategy:
     """Turns the chosen workers of one round into new global weights; ``executor`` runs the
-    clients' calls (:mod:`fedlearn.server.executors`)."""
+    clients' calls (:mod:`fedlearn.execution`)."""
 
     def __init__(self, config: ExperimentConfig, pipeline=None,
                  executor: ClientExecutor | None = None):
         self.config, self.pipeline = config, pipeline
-        self.executor = executor or OneAfterTheOther()
+        self.executor = executor or Sequential()
 
     def round(self, chosen, weights: State, round_: int,
               progress: bool = False) -> tuple[State | None, TrainingReport]:
@@ -95,7 +95,7 @@ def make_strategy(config: ExperimentConfig, weights: State, pipeline=None,
     """The strategy ``config.federation.algorithm`` names; unknown names raise."""
     algorithm = config.federation.algorithm
     if algorithm == "model_hopping":
-        if executor is not None and not isinstance(executor, OneAfterTheOther):
+        if executor is not None and not isinstance(executor, Sequential):
             raise ValueError(f"executor: model hopping visits one batch at a time, one client "
                              f"after the other; {executor.name!r} cannot run it")
         return ModelHopping(config, pipeline, weights=weights)

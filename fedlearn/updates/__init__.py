@@ -4,7 +4,9 @@
 - :mod:`.privacy` — clipping, Gaussian noise and the accountant (DP-FedAvg).
 - :mod:`.compression` — stochastic quantization, top-k with error feedback.
 - :mod:`.secagg` — pairwise masking secure aggregation.
-- :mod:`.pipeline` — clip → compress → mask → aggregate → noise, for one round.
+
+They are put together with the aggregation rules, in order, by the server's
+:mod:`fedlearn.server.pipeline` (this package sits below :mod:`fedlearn.aggregation`).
 """
 from fedlearn.updates.update import (
     State,

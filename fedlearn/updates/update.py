@@ -9,6 +9,7 @@ Every function below keeps each tensor's dtype.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -40,6 +41,12 @@ def is_counter(t: torch.Tensor) -> bool:
 def trained(state: State) -> dict[str, torch.Tensor]:
     """The floating entries of ``state``: what clipping, compression, noise and norms see."""
     return {k: v for k, v in state.items() if not is_counter(v)}
+
+
+def update_norm(update: State) -> float:
+    """Global L2 norm over every floating tensor of an update (counters are not trained)."""
+    return math.sqrt(sum(float(t.to(torch.float64).pow(2).sum())
+                         for t in trained(update).values()))
 
 
 def cast_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

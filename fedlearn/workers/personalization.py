@@ -11,7 +11,7 @@ training pool.
 from __future__ import annotations
 
 from fedlearn.config import TrainPlan
-from fedlearn.server.rounds import derive_seed
+from fedlearn.training import derive_seed
 
 
 def personalize_workers(workers, names, weights, plan: TrainPlan, *, steps: int,

@@ -22,8 +22,6 @@ import torch
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from fedlearn.backends.ray import RayExecutor  # noqa: E402
-from fedlearn.backends.ray.actor import ClientActor  # noqa: E402
 from fedlearn.config import (  # noqa: E402
     CompressionConfig,
     ConfigError,
@@ -37,6 +35,8 @@ from fedlearn.config import (  # noqa: E402
     ServerOptimizerConfig,
     TrainPlan,
 )
+from fedlearn.execution.ray import RayExecutor  # noqa: E402
+from fedlearn.execution.ray.actor import ClientActor  # noqa: E402
 from fedlearn.server.federation import run_federation  # noqa: E402
 from fedlearn.workers import make_virtual_workers  # noqa: E402
 from fedlearn.workers.base import DelegatingWorker  # noqa: E402
@@ -124,7 +124,7 @@ def test_same_weights_as_in_process_for_every_strategy(cluster, data, one_thread
         for name, sections in VARIANTS.items():
             cfg = config(**sections)
             reference = run(data, dataclasses.replace(
-                cfg, execution=ExecutionConfig(executor="one_after_the_other")))
+                cfg, execution=ExecutionConfig(executor="sequential")))
             on_ray = run(data, cfg, executor=executor, ws=ws)
             assert same_weights(reference.weights, on_ray.weights), name
             assert [h["test_accuracy"] for h in reference.history] == \
@@ -142,14 +142,14 @@ def test_same_weights_as_in_process_for_every_strategy(cluster, data, one_thread
 
 
 def test_clients_trained_together_inside_each_actor(cluster, data, one_thread):
-    """--actor-path together (auto picks it where actors have GPUs): each actor trains its
+    """--ray-actor-clients together (auto picks it where actors have GPUs): each actor trains its
     share of the round as one batched computation; updates as training alone, within float
     tolerance (as in-process together)."""
     cfg = config(plan=TrainPlan(epochs=1, batch_size=10, lr=0.05, momentum=0.5, prox_mu=0.1))
     reference = run(data, dataclasses.replace(
-        cfg, execution=ExecutionConfig(executor="one_after_the_other")))
+        cfg, execution=ExecutionConfig(executor="sequential")))
     together = run(data, dataclasses.replace(
-        cfg, execution=ExecutionConfig(executor="ray", actor_path="together")))
+        cfg, execution=ExecutionConfig(executor="ray", ray_actor_clients="together")))
     for k, v in reference.weights.items():
         assert torch.allclose(v, together.weights[k], atol=5e-5), k
     for h in together.history:  # every client of every round went through a batch
@@ -160,7 +160,7 @@ def test_clients_trained_together_inside_each_actor(cluster, data, one_thread):
 
 
 def test_a_free_actor_takes_a_client_whose_data_it_holds():
-    from fedlearn.backends.ray.dispatch import chunks, pick
+    from fedlearn.execution.ray.schedule import chunks, pick
 
     queue, names = [4, 7, 9], ["a", "b", "c"]
     assert pick(queue, names, held={"c"}, held_anywhere={"a", "c"}) == 2  # its own
@@ -178,7 +178,7 @@ class NeverStarts(ClientActor):
 
 
 def test_actors_that_cannot_start_are_refused_with_their_error(cluster, data, monkeypatch):
-    import fedlearn.backends.ray.executor as executor_module
+    import fedlearn.execution.ray.executor as executor_module
 
     monkeypatch.setattr(executor_module, "ClientActor", NeverStarts)
     t0 = time.monotonic()
@@ -199,7 +199,7 @@ def test_dp_sgd_ledgers_and_checkpoints_cross_between_ray_and_in_process(cluster
     dp = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0)
     cfg = config(rounds=3, dp_sgd=dp, plan=TrainPlan(epochs=1, batch_size=10, lr=0.05,
                                                      momentum=0.0))
-    inproc = dataclasses.replace(cfg, execution=ExecutionConfig(executor="one_after_the_other"))
+    inproc = dataclasses.replace(cfg, execution=ExecutionConfig(executor="sequential"))
     reference = run(data, inproc, ws=dp_sgd_workers(data, cfg))
     two = dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, rounds=2))
     for first, then, where in ((two, inproc, "ray then in-process"),
@@ -233,7 +233,7 @@ class KillsItsActorOnce(DelegatingWorker):
 def test_a_killed_actor_is_replaced_and_its_client_rerun(cluster, data, one_thread, tmp_path):
     cfg = config()
     reference = run(data, dataclasses.replace(
-        cfg, execution=ExecutionConfig(executor="one_after_the_other")))
+        cfg, execution=ExecutionConfig(executor="sequential")))
     ws = workers(data, cfg)
     chosen = reference.history[0]["selected"][0]
     ws = [KillsItsActorOnce(w, str(tmp_path / "killed")) if w.name == chosen else w
@@ -271,7 +271,7 @@ def test_reruns_are_bounded_and_a_round_without_actors_ends(cluster, data, monke
         assert executor.round_notes()["reruns"] == [ws[0].name] * 2
         # from now on no actor can start (as when every node has gone); two clients kill
         # the two actors there are
-        executor._actor_class = ray.remote(NeverStarts).options(num_cpus=1, max_restarts=0)
+        executor.pool.actor_class = ray.remote(NeverStarts).options(num_cpus=1, max_restarts=0)
         t0 = time.monotonic()
         replies = executor.fit([(ws[0], 1), (ws[1], 2), (ws[2], 3)], weights, plan,
                                RobustnessConfig())
@@ -293,7 +293,7 @@ def test_a_client_that_runs_out_of_memory_or_hangs_fails_alone(cluster, data, tm
                               robustness=RobustnessConfig(round_timeout=4.0, min_updates=1))
     ws = workers(data, cfg)
     first = run(data, dataclasses.replace(cfg, execution=ExecutionConfig(
-        executor="one_after_the_other")), ws=ws).history[0]["selected"]
+        executor="sequential")), ws=ws).history[0]["selected"]
     broken = {first[0]: RunsOutOfMemory, first[1]: lambda w: FaultInjectingWorker(
         w, "hang", calls={1}, hang_seconds=120)}
     ws = [broken[w.name](w) if w.name in broken else w for w in workers(data, cfg)]
@@ -311,8 +311,8 @@ def test_a_client_that_runs_out_of_memory_or_hangs_fails_alone(cluster, data, tm
 
 def test_refusals_are_clear(cluster, data):
     ws = workers(data, config())
-    with pytest.raises(ConfigError, match=r"execution.client_cpus.*largest node.*has 1"):
-        RayExecutor(ExecutionConfig(executor="ray", client_cpus=4), ws, per_round=3)
+    with pytest.raises(ConfigError, match=r"execution.ray_client_cpus.*largest node.*has 1"):
+        RayExecutor(ExecutionConfig(executor="ray", ray_client_cpus=4), ws, per_round=3)
     with pytest.raises(ConfigError, match=r"execution.executor.*model hopping"):
         ExperimentConfig(federation=FederationConfig(algorithm="model_hopping"),
                          execution=ExecutionConfig(executor="ray"))
@@ -320,25 +320,25 @@ def test_refusals_are_clear(cluster, data):
         ExecutionConfig(ray_address="10.0.0.1:6379")
     with pytest.raises(ConfigError, match=r"execution.executor.*Datasites"):
         config().check_workers(6, remote=["bob"])
-    with pytest.raises(ConfigError, match=r"execution.object_store_mb.*sizes a local Ray"):
-        RayExecutor(ExecutionConfig(executor="ray", ray_address="auto", object_store_mb=100),
+    with pytest.raises(ConfigError, match=r"execution.ray_object_store_mb.*sizes a local Ray"):
+        RayExecutor(ExecutionConfig(executor="ray", ray_address="auto", ray_object_store_mb=100),
                     ws, per_round=3)
+    from fedlearn.execution import make_executor
     from fedlearn.models import build_model
-    from fedlearn.server.executors import choose_executor
 
-    with pytest.raises(ConfigError, match=r"execution.client_gpus.*no GPU"):
-        choose_executor(config(), ws, build_model("tutorial_cnn"), torch.device("cuda"))
+    with pytest.raises(ConfigError, match=r"execution.ray_client_gpus.*no GPU"):
+        make_executor(config(), ws, build_model("tutorial_cnn"), torch.device("cuda"))
     with pytest.raises(ConfigError, match=r"execution.ray_actors.*5 actors.*hold 2; ask for "
                                           r"at most 2"):
         RayExecutor(ExecutionConfig(executor="ray", ray_actors=5), ws, per_round=3)
-    with pytest.raises(ConfigError, match=r"execution.actor_path.*is for executor 'ray'"):
-        ExecutionConfig(actor_path="together")
+    with pytest.raises(ConfigError, match=r"execution.ray_actor_clients.*is for executor 'ray'"):
+        ExecutionConfig(ray_actor_clients="together")
     nhwc = config(plan=TrainPlan(epochs=1, batch_size=10, lr=0.05, channels_last=True))
     nhwc = dataclasses.replace(nhwc, execution=ExecutionConfig(executor="ray",
-                                                               actor_path="together"))
-    with pytest.raises(ConfigError, match=r"execution.actor_path.*cannot be trained together"
+                                                               ray_actor_clients="together"))
+    with pytest.raises(ConfigError, match=r"execution.ray_actor_clients.*cannot be trained together"
                                           r".*channels-last"):
-        choose_executor(nhwc, ws, build_model("tutorial_cnn"), torch.device("cpu"))
+        make_executor(nhwc, ws, build_model("tutorial_cnn"), torch.device("cpu"))
 
 
 class SlowAndSignals(DelegatingWorker):
@@ -355,7 +355,7 @@ class SlowAndSignals(DelegatingWorker):
 def test_a_node_removed_mid_round_loses_no_client(cluster, data, one_thread, tmp_path):
     cfg = dataclasses.replace(config(), execution=ExecutionConfig(executor="ray", ray_actors=3))
     reference = run(data, dataclasses.replace(
-        cfg, execution=ExecutionConfig(executor="one_after_the_other")))
+        cfg, execution=ExecutionConfig(executor="sequential")))
     extra = cluster.add_node(num_cpus=1, object_store_memory=80 * MB)
     cluster.wait_for_nodes()
     marker = tmp_path / "started"
@@ -395,7 +395,7 @@ def gone(marker: str, within: float = 20.0) -> list[int]:
 
 
 CLI = ["--train-size", "1200", "--test-size", "200", "--model", "mlp2nn", "--no-progress",
-       "--executor", "ray", "--object-store-mb", "100"]
+       "--executor", "ray", "--ray-object-store-mb", "100"]
 
 
 def fedlearn_env(marker):

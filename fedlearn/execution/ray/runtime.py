@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from fedlearn.config import ConfigError, ExecutionConfig
 
@@ -46,19 +47,19 @@ def connect(execution: ExecutionConfig) -> RayRuntime:
     import ray
 
     address = execution.ray_address or os.environ.get("RAY_ADDRESS") or None
-    if address is not None and execution.object_store_mb is not None:
-        raise ConfigError("execution.object_store_mb", "sizes a local Ray runtime; a cluster "
+    if address is not None and execution.ray_object_store_mb is not None:
+        raise ConfigError("execution.ray_object_store_mb", "sizes a local Ray runtime; a cluster "
                           f"({address}) has its own object store (set it at `ray start`)")
     if address is not None:
         _reachable(address)
     if ray.is_initialized():
         return RayRuntime(False, _alive_nodes())
     if address is not None:
-        _token_auth_as_for_auto()
+        _token_auth_as_for_auto(ray.__version__)
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
     try:
         if address is None:
-            store = execution.object_store_mb
+            store = execution.ray_object_store_mb
             # "local": a new runtime even where `ray start` left a cluster on this machine
             ray.init(address="local", num_cpus=os.cpu_count(), **quiet,
                      object_store_memory=store * 2 ** 20 if store else None)
@@ -72,22 +73,47 @@ def connect(execution: ExecutionConfig) -> RayRuntime:
     return RayRuntime(True, _alive_nodes())
 
 
-def _token_auth_as_for_auto() -> None:
+# Ray versions whose private token-auth call below was read and tested (requirements.txt pins
+# ray==2.60.0); on any other the call is not made blind
+TOKEN_AUTH_RAY_VERSIONS = ("2.60.0",)
+TOKEN_AUTH_DOCS = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
+
+
+def _token_at_hand() -> bool:
+    """A Ray token as Ray finds one: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or (
+        Path(path).is_file() if path else (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def _token_auth_as_for_auto(version: str) -> None:
     """Join with Ray's token authentication where a token is at hand and ``$RAY_AUTH_MODE`` is
     unset: Ray (2.60) does so for address ``auto`` only, yet a head started where a token exists
     (any local ``ray.init`` writes one) refuses a driver without it, after half a minute of
-    retries. A cluster without authentication ignores the token."""
-    try:  # pinned ray==2.60.0; a private module, so guarded
-        from ray._private.authentication import authentication_token_setup as auth
-    except ImportError:  # a Ray without token authentication
-        return
+    retries. A cluster without authentication ignores the token.
+
+    Ray offers no public call for this, only the documented ``RAY_AUTH_MODE`` variable
+    (TOKEN_AUTH_DOCS), so the private one Ray itself uses is called on the Ray versions it was
+    written for (TOKEN_AUTH_RAY_VERSIONS). On another, with a token at hand and the mode unset,
+    the run is refused saying how to choose (a private API may have changed meaning); with
+    ``$RAY_AUTH_MODE`` set or no token, it joins as Ray would."""
+    if version not in TOKEN_AUTH_RAY_VERSIONS:
+        if os.environ.get("RAY_AUTH_MODE") is None and _token_at_hand():
+            raise ConfigError("execution.ray_address", f"a Ray token is at hand but this is "
+                              f"Ray {version}, and fedlearn enables token authentication for "
+                              f"a cluster address only on Ray "
+                              f"{', '.join(TOKEN_AUTH_RAY_VERSIONS)} (requirements.txt): set "
+                              "RAY_AUTH_MODE=token if the cluster uses token authentication, "
+                              f"RAY_AUTH_MODE=disabled if not (see {TOKEN_AUTH_DOCS}), or "
+                              "install the pinned Ray")
+        return  # the user chose, or there is nothing to choose: join as Ray would
+    from ray._private.authentication import authentication_token_setup as auth
+
     log = logging.getLogger(auth.__name__)
     level = log.level
     log.setLevel(logging.ERROR)  # not Ray's notice that the run uses a token
     try:
         auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    except (AttributeError, TypeError):  # another Ray's private API: join as Ray would
-        pass
     finally:
         log.setLevel(level)
 
@@ -100,8 +126,8 @@ def _alive_nodes() -> list[dict]:
 
 def check_resources(execution: ExecutionConfig, nodes: list[dict]) -> int:
     """Refuse a client no node can hold; return how many clients the cluster runs at once."""
-    for key, field, wanted in (("CPU", "client_cpus", execution.client_cpus),
-                               ("GPU", "client_gpus", execution.client_gpus)):
+    cpus, gpus = execution.ray_client_cpus, execution.ray_client_gpus
+    for key, field, wanted in (("CPU", "ray_client_cpus", cpus), ("GPU", "ray_client_gpus", gpus)):
         largest = max((node.get(key, 0.0) for node in nodes), default=0.0)
         if wanted > largest:
             raise ConfigError(f"execution.{field}", f"a client needs {wanted:g} {key}s but the "
@@ -109,12 +135,12 @@ def check_resources(execution: ExecutionConfig, nodes: list[dict]) -> int:
                               f"({len(nodes)} node(s)); ask for at most {largest:g}")
     slots = 0
     for node in nodes:
-        fits = int(node.get("CPU", 0.0) // execution.client_cpus)
-        if execution.client_gpus > 0:
-            fits = min(fits, int(node.get("GPU", 0.0) // execution.client_gpus))
+        fits = int(node.get("CPU", 0.0) // cpus)
+        if gpus > 0:
+            fits = min(fits, int(node.get("GPU", 0.0) // gpus))
         slots += fits
     if slots == 0:
-        raise ConfigError("execution.client_cpus", f"no node of the Ray cluster has both "
-                          f"{execution.client_cpus:g} CPUs and {execution.client_gpus:g} GPUs "
+        raise ConfigError("execution.ray_client_cpus", f"no node of the Ray cluster has both "
+                          f"{cpus:g} CPUs and {gpus:g} GPUs "
                           f"for one client ({len(nodes)} node(s)); ask for less")
     return slots

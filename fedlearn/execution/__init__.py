@@ -1,0 +1,26 @@
+"""How a round's clients run: one after the other, together, or on Ray actors.
+
+- :mod:`.base` — :class:`ClientExecutor`, :class:`WorkerReply`, :func:`checked_fit`: the
+  contract every executor keeps and the check every update passes.
+- :mod:`.sequential` — :class:`Sequential`, the reference.
+- :mod:`.together` — :class:`Together`, a round's in-process clients as one computation.
+- :mod:`.ray` — :class:`~fedlearn.execution.ray.RayExecutor` (``ray`` imported there only).
+- :mod:`.choose` — :func:`make_executor`, from ``config.execution``.
+
+Layering: this package sits above :mod:`fedlearn.workers` and below :mod:`fedlearn.server`
+(tests/test_layers.py checks it); nothing here imports the server.
+"""
+from fedlearn.execution.base import (
+    ClientExecutor,
+    WorkerReply,
+    WorkerTimeout,
+    call_with_timeout,
+    checked,
+    checked_fit,
+)
+from fedlearn.execution.choose import make_executor
+from fedlearn.execution.sequential import Sequential
+from fedlearn.execution.together import Together, together_refusals
+
+__all__ = ["ClientExecutor", "Sequential", "Together", "WorkerReply", "WorkerTimeout",
+           "call_with_timeout", "checked", "checked_fit", "make_executor", "together_refusals"]
