@@ -217,3 +217,33 @@ def test_a_config_error_names_the_flag_the_user_typed(path, flag):
     from fedlearn.cli.flags import flag_for
 
     assert flag_for(build_parser(), path) == flag
+
+
+def test_executor_flags_say_one_thing_and_the_old_name_is_refused_with_the_new():
+    from fedlearn.cli.flags import flag_for
+    from fedlearn.cli.train import config_from_args
+    from fedlearn.config import ConfigError, ExecutionConfig
+
+    parser = build_parser()
+    config = config_from_args(parser.parse_args([
+        "train", "--executor", "ray", "--ray-actor-clients", "together", "--ray-client-cpus",
+        "2", "--ray-actor-cache-mb", "64", "--ray-actors", "3"]))
+    assert config.execution == ExecutionConfig(executor="ray", ray_actor_clients="together",
+                                               ray_client_cpus=2.0, ray_actor_cache_mb=64,
+                                               ray_actors=3)
+    assert config_from_args(parser.parse_args(["train", "--executor", "sequential"])
+                            ).execution.executor == "sequential"
+    for argv, path in ((["--executor", "one_after_the_other"], "execution.executor"),
+                       (["--executor", "ray", "--ray-actor-clients", "one_after_the_other"],
+                        "execution.ray_actor_clients")):
+        with pytest.raises(ConfigError, match="use 'sequential'") as err:
+            config_from_args(parser.parse_args(["train", *argv]))
+        assert err.value.path == path and flag_for(parser, path) == argv[-2]
+    with pytest.raises(ConfigError, match="execution.executor.*use 'sequential'"):
+        ExecutionConfig(executor="one_after_the_other")  # from Python too
+    with pytest.raises(ConfigError, match="ray_actor_cache_mb.*is for executor 'ray'"):
+        ExecutionConfig(ray_actor_cache_mb=64)
+    with pytest.raises(SystemExit):  # the flag it replaced is gone
+        parser.parse_args(["train", "--actor-path", "together"])
+    help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
+    assert "--ray-actor-cache-mb" in help_text and "(default: 1024)" in help_text
