@@ -85,6 +85,7 @@ def test_the_shard_cache_keeps_the_most_recent_that_fit():
     assert cache.keys() == ["d"] and cache.get("b") is None
     assert cache.put("huge", "H", 101) == [] and "huge" not in cache  # above the whole bound
     assert cache.put("d", "D2", 10) == [] and cache.nbytes == 10 and cache.get("d") == "D2"
+    assert cache.put("e", "E", 50) == [] and cache.resize(55) == ["d"] and cache.keys() == ["e"]
     assert ShardCache(0).put("a", "A", 1) == [] and len(ShardCache(0)) == 0
     with pytest.raises(ValueError):
         ShardCache(-1)
@@ -128,12 +129,12 @@ class LocalActor(ClientActor):
 def test_an_actor_keeps_its_shards_within_its_bound():
     before = torch.get_num_threads()
     try:
-        actor = LocalActor(before, cache_bytes=100)
+        actor = LocalActor(before)
         actor.fetches = []
 
         def fit(*names):
             calls = [ActorCall(n, [n], 40, {"calls": 0}, seed) for seed, n in enumerate(names)]
-            return actor.fit(calls, 1, {}, TrainPlan())
+            return actor.fit(calls, 1, {}, TrainPlan(), cache_bytes=100)
 
         assert (fit("a").fetched, fit("b").fetched, fit("a").fetched) == (1, 1, 0)
         answer = fit("c")  # evicts b, the least recently used
@@ -144,6 +145,9 @@ def test_an_actor_keeps_its_shards_within_its_bound():
         reply = answer.replies[1]
         assert reply.ok and update_from_wire(reply.payload).delta["w"].item() == 1.0
         assert reply.state == {"calls": 1}  # the refetched client was told its round
+        answer = actor.fit([ActorCall("a", ["a"], 40, None, 0)], 2, {}, TrainPlan(),
+                           cache_bytes=40)  # a smaller bound: what no longer fits goes
+        assert answer.fetched == 0 and answer.held == ("a",)
     finally:
         torch.set_num_threads(before)
 

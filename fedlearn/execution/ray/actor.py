@@ -27,6 +27,8 @@ from fedlearn.execution.ray.wire import (
 )
 from fedlearn.training import native_bf16
 
+DEFAULT_CACHE_BYTES = 1024 * 2 ** 20  # until a call says the run's bound (ray_actor_cache_mb)
+
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KB
@@ -45,12 +47,12 @@ def _memory_line() -> str:
 class ClientActor:
     """Trains clients with ``threads`` torch threads (its CPUs: same threads, same weights) on
     ``device`` (the run's: "cpu", or "cuda" where the actor has a GPU share), keeping the
-    shards it was handed in a :class:`ShardCache` of ``cache_bytes``."""
+    shards it was handed in a :class:`ShardCache` (bound: each call's ``cache_bytes``)."""
 
-    def __init__(self, threads: int, device: str = "cpu", cache_bytes: int = 1024 * 2 ** 20):
+    def __init__(self, threads: int, device: str = "cpu"):
         torch.set_num_threads(threads)
         self.threads, self.device = threads, torch.device(device)
-        self.cache = ShardCache(cache_bytes)
+        self.cache = ShardCache(DEFAULT_CACHE_BYTES)
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "node": socket.gethostname(), "threads": self.threads}
@@ -62,11 +64,14 @@ class ClientActor:
                 "peak_mb": _peak_mb(), "cached_mb": self.cache.nbytes / 2 ** 20}
 
     def fit(self, calls: list[ActorCall], round_: int | None, weights, plan,
-            together: bool = False) -> ActorAnswer:
+            together: bool = False, cache_bytes: int | None = None) -> ActorAnswer:
         """Train each call: one after the other, or ``together`` as one batched computation
         (one failure then fails them all, as in-process). One :class:`CallReply` per call;
         never raises for the clients' own failures, so they stay the clients' and the actor
-        keeps serving."""
+        keeps serving. ``cache_bytes``: the run's bound on the shards kept (it comes with the
+        calls, so the actor is made with its threads and device alone)."""
+        if cache_bytes is not None and cache_bytes != self.cache.max_bytes:
+            self.cache.resize(cache_bytes)
         fetched = 0
 
         def worker(call: ActorCall):

@@ -47,6 +47,17 @@ class ShardCache:
         self.nbytes += nbytes
         return evicted
 
+    def resize(self, max_bytes: int) -> list[str]:
+        """A new bound; what no longer fits is evicted, least recently used first."""
+        if max_bytes < 0:
+            raise ValueError(f"ShardCache: max_bytes must be >= 0 (got {max_bytes})")
+        self.max_bytes, evicted = max_bytes, []
+        while self.nbytes > self.max_bytes:
+            old, (_, size) = self._entries.popitem(last=False)
+            self.nbytes -= size
+            evicted.append(old)
+        return evicted
+
     def keys(self) -> list[str]:
         """Held keys, least recently used first."""
         return list(self._entries)

@@ -68,9 +68,9 @@ class RayExecutor(ClientExecutor):
             actor_class = ray.remote(ClientActor).options(
                 num_cpus=execution.ray_client_cpus, num_gpus=execution.ray_client_gpus,
                 max_restarts=0, scheduling_strategy="SPREAD")  # across the nodes, not packed
-            self.pool = ActorPool(ray, actor_class, (self.threads, device,
-                                                     execution.ray_actor_cache_mb * 2 ** 20),
+            self.pool = ActorPool(ray, actor_class, (self.threads, device),
                                   count=self.actor_count, start_timeout=start_timeout)
+            self.cache_bytes = execution.ray_actor_cache_mb * 2 ** 20
             self._shards = {w.name: (self._put(w), shard_nbytes(w)) for w in workers}  # once
             self._workers = {w.name: w for w in workers}
             self.pool.top_up()
@@ -162,7 +162,8 @@ class RayExecutor(ClientExecutor):
                                    self._shards[c.client][1], jobs[c.job][0].state_dict(),
                                    c.seed) for c in task]
                 pool.hold(actor, held | {c.client for c in task})
-                ref = actor.fit.remote(calls, round_, weights_ref, plan, self.together)
+                ref = actor.fit.remote(calls, round_, weights_ref, plan, self.together,
+                                       self.cache_bytes)
                 running[ref] = (task, actor, time.monotonic())
             if not running:  # clients wait and no actor is alive: wait for one, boundedly
                 waiting_since = waiting_since or time.monotonic()
