@@ -21,6 +21,7 @@ from fedlearn.config.federation import (
     Algorithm,
     Device,
     FederationConfig,
+    ModelName,
     ModelSpec,
     OnTooFew,
     RobustnessConfig,
@@ -36,6 +37,8 @@ from fedlearn.config.fields import (
     number,
     option,
     positive_int,
+    registered,
+    renamed,
     require,
 )
 from fedlearn.config.plan import PRECISIONS, Precision, TrainPlan
@@ -55,8 +58,8 @@ __all__ = [
     "ConfigError", "DPConfig", "DPSGDConfig", "DataConfig", "ExecutionConfig", "ExperimentConfig",
     "FederationConfig", "ModelSpec", "PartitionConfig", "RobustnessConfig", "Section",
     "ServerOptimizerConfig", "TrainPlan", "WarmStartConfig", "choice", "model_label", "number",
-    "option", "positive_int", "require",
+    "option", "positive_int", "registered", "renamed", "require",
     # the choices as types: a typo in a script is caught by a type checker too
-    "Aggregator", "Algorithm", "CompressionMethod", "Device", "OnTooFew", "Precision", "Scheme",
-    "ServerOptimizerName",
+    "Aggregator", "Algorithm", "CompressionMethod", "Device", "ModelName", "OnTooFew",
+    "Precision", "Scheme", "ServerOptimizerName",
 ]

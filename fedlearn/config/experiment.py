@@ -72,13 +72,13 @@ class ExperimentConfig(Section):
                 f"must be True or False (got {self.secure_aggregation!r})")
         positive_int(self.seed, "seed", minimum=0)
         fed, robust = self.federation, self.robustness
-        if fed.algorithm == "model_hopping" and self.server.optimizer != "fedavg":
+        if fed.algorithm == "model_hopping" and self.server.optimizer != "sgd":
             raise ConfigError("server.optimizer", "model hopping keeps its own server momentum; "
                               f"{self.server.optimizer!r} works with algorithm='fedavg'")
-        if fed.algorithm == "model_hopping" and robust.aggregator != "fedavg":
+        if fed.algorithm == "model_hopping" and robust.aggregator != "mean":
             raise ConfigError("robustness.aggregator", f"{robust.aggregator!r} needs several "
                               "updates per step; model hopping applies one worker's step at a time "
-                              "(use fedavg)")
+                              "(use mean)")
         if self.dp_sgd is not None and (self.plan.precision != "fp32" or self.plan.channels_last):
             raise ConfigError("plan.precision", "DP-SGD workers (Opacus's per-sample gradients) "
                               "train in fp32 with the default memory format")
@@ -90,8 +90,8 @@ class ExperimentConfig(Section):
                               "to client, batch by batch: nothing in a round can run in "
                               "parallel on Ray (use algorithm='fedavg', or another executor)")
         for path, on in self._update_pipeline():
-            if on and (fed.algorithm != "fedavg" or robust.aggregator != "fedavg"):
-                raise ConfigError(path, "works with algorithm='fedavg' and aggregator='fedavg' "
+            if on and (fed.algorithm != "fedavg" or robust.aggregator != "mean"):
+                raise ConfigError(path, "works with algorithm='fedavg' and aggregator='mean' "
                                   f"only (got {fed.algorithm!r} / {robust.aggregator!r})")
 
     def _update_pipeline(self) -> list[tuple[str, bool]]:

@@ -14,13 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fedlearn.aggregation import apply_delta, fedavg
-from fedlearn.aggregation.robust import (
-    coordinate_median,
-    krum_select,
-    trimmed_mean,
-)
-from fedlearn.config import RobustnessConfig, TrainPlan
+from fedlearn.aggregation import AGGREGATION_RULES, apply_delta
+from fedlearn.config import RobustnessConfig, TrainPlan, registered
 from fedlearn.server.executors import ClientExecutor, OneAfterTheOther, checked_fit
 from fedlearn.server.record import TrainingReport
 from fedlearn.training import num_batches
@@ -32,16 +27,9 @@ def derive_seed(seed: int, round_: int, worker: int) -> int:
 
 
 def aggregate(updates: list[Update], robust: RobustnessConfig) -> dict[str, torch.Tensor]:
-    deltas = [u.delta for u in updates]
-    if robust.aggregator == "fedavg":
-        return fedavg(deltas, [u.num_examples for u in updates])
-    if robust.aggregator == "median":
-        return coordinate_median(deltas)
-    if robust.aggregator == "trimmed_mean":
-        return trimmed_mean(deltas, robust.trim_fraction)
-    if robust.aggregator == "krum":
-        return dict(deltas[krum_select(deltas, robust.krum_byzantine)])
-    raise ValueError(f"aggregator: unknown {robust.aggregator!r}")  # config validation's job
+    """The rule ``robust.aggregator`` names (:data:`fedlearn.aggregation.AGGREGATION_RULES`)."""
+    rule = registered(AGGREGATION_RULES, robust.aggregator, "aggregator")
+    return dict(rule([u.delta for u in updates], [u.num_examples for u in updates], robust))
 
 
 def fedavg_round(chosen, weights, plan: TrainPlan, robust: RobustnessConfig, seed: int,
