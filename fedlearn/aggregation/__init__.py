@@ -13,6 +13,7 @@ from fedlearn.aggregation.robust import (
     trimmed_mean,
     update_norm,
     validate_update,
+    validate_upload,
 )
 from fedlearn.config import RobustnessConfig
 from fedlearn.updates.update import State
@@ -31,4 +32,5 @@ AGGREGATION_RULES: dict[str, Rule] = {
 }
 
 __all__ = ["AGGREGATION_RULES", "apply_delta", "coordinate_median", "fedavg", "krum_select",
-           "state_delta", "trimmed_mean", "update_norm", "validate_update", "weighted_average"]
+           "state_delta", "trimmed_mean", "update_norm", "validate_update", "validate_upload",
+           "weighted_average"]

@@ -16,11 +16,13 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from fedlearn.aggregation.robust import validate_update
+from fedlearn.aggregation.robust import validate_upload
 from fedlearn.config import ConfigError, ExperimentConfig, RobustnessConfig, TrainPlan
 from fedlearn.server.record import WorkerReply
-from fedlearn.updates import Update, state_nbytes
+from fedlearn.updates import state_nbytes
+from fedlearn.updates.client_side import wire_nbytes
 from fedlearn.workers.base import Worker
+from fedlearn.workers.client_side import ClientSideWorker
 
 
 class WorkerTimeout(TimeoutError):
@@ -72,14 +74,16 @@ def checked(worker, update, weights, plan: TrainPlan, robust: RobustnessConfig, 
         bound = plan.epochs * worker.num_examples if batches is None else plan.batch_size
     except Exception:  # a worker that cannot say its size gets no bound
         bound = None
-    delta = getattr(update, "delta", None)
-    reason = validate_update(delta, weights, getattr(update, "num_examples", None),
-                             max_examples=bound, max_norm=robust.max_update_norm)
-    if reason is None and not isinstance(update, Update):
-        reason = f"not an Update ({type(update).__name__})"
+    reason = validate_upload(update, weights, max_examples=bound,
+                             max_norm=robust.max_update_norm)
     if reason is not None:
         return WorkerReply(None, down, rejected=reason)
-    return WorkerReply(update, down, bytes_up=state_nbytes(update.delta))
+    return WorkerReply(update, down, bytes_up=wire_nbytes(update))
+
+
+def trainer(worker: Worker) -> Worker:
+    """The worker that trains: inside a client side, the worker it wraps."""
+    return worker.inner if isinstance(worker, ClientSideWorker) else worker
 
 
 class ClientExecutor:
@@ -123,8 +127,11 @@ class Together(ClientExecutor):
 
         down = state_nbytes(weights)
         try:
-            updates = VirtualWorker.fit_together([w for w, _ in jobs], weights, plan,
+            updates = VirtualWorker.fit_together([trainer(w) for w, _ in jobs], weights, plan,
                                                  [seed for _, seed in jobs])
+            # each client's own side (clip, compress, mask) after the batched training
+            updates = [w.upload(u) if isinstance(w, ClientSideWorker) else u
+                       for (w, _), u in zip(jobs, updates)]
         except Exception as exc:  # the batch failed: every client in it did
             return [WorkerReply(None, down, failed=f"{type(exc).__name__}: {exc}")
                     for _ in jobs]
@@ -144,7 +151,7 @@ def together_refusals(config: ExperimentConfig, workers: Sequence[Worker],
          is not None),
         ("channels-last is for one client at a time", config.plan.channels_last),
         ("every client must be a plain in-process VirtualWorker",
-         any(type(w) is not VirtualWorker for w in workers))) if broken]
+         any(type(trainer(w)) is not VirtualWorker for w in workers))) if broken]
     return reasons + ([why] if (why := can_train_together(model)) else [])
 
 

@@ -36,8 +36,8 @@ def adam_step(weights: State, delta: State, m: State | None, v: State | None, *,
     keys = [k for k in weights if not is_counter(weights[k])]
     m = {k: (beta1 * m[k] if m else 0) + (1 - beta1) * delta[k] for k in keys}
     v = {k: (beta2 * v[k] if v else 0) + (1 - beta2) * delta[k] ** 2 for k in keys}
-    step = {**delta, **{k: m[k] / (v[k].sqrt() + tau) for k in keys}}
-    return add_change(weights, step, lr), m, v
+    step = {**delta, **{k: lr * m[k] / (v[k].sqrt() + tau) for k in keys}}
+    return add_change(weights, step), m, v
 
 
 def _sgd(weights: State, delta: State, state: dict, cfg: ServerOptimizerConfig):

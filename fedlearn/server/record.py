@@ -28,7 +28,7 @@ class WorkerReply:
 class TrainingReport:
     """The workers' side of one round, as a strategy returns it with the new weights."""
 
-    train_loss: dict[str, float] = field(default_factory=dict)  # per worker that reported
+    train_loss: dict[str, float | None] = field(default_factory=dict)  # per worker that reported
     examples: dict[str, int] = field(default_factory=dict)  # the FedAvg weights
     bytes_down: dict[str, int] = field(default_factory=dict)
     bytes_up: dict[str, int] = field(default_factory=dict)
@@ -59,7 +59,7 @@ class RoundRecord:
     round: int
     attempt: int = 0
     selected: list[str] = field(default_factory=list)
-    train_loss: dict[str, float] = field(default_factory=dict)  # per worker that reported
+    train_loss: dict[str, float | None] = field(default_factory=dict)  # per worker that reported
     examples: dict[str, int] = field(default_factory=dict)  # the FedAvg weights
     bytes_down: dict[str, int] = field(default_factory=dict)
     bytes_up: dict[str, int] = field(default_factory=dict)
