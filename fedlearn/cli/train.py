@@ -78,7 +78,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         from fedlearn.backends.pysyft.remote import parse_addresses
 
         overrides["partition.workers"] = tuple(a.name for a in parse_addresses(args.datasite))
-    config_file = getattr(args, "config", None)
+    config_file = args.config
     if config_file and args.resume:
         raise ConfigError("config", "--resume takes the configuration from the run in --out; "
                           "leave out --config")
@@ -86,8 +86,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         from fedlearn.cli.resume import config_from_file, resumed_config
 
         given = given_fields(args, **overrides)
-        return (resumed_config(args.out, given) if args.resume
-                else config_from_file(config_file, given))
+        if args.resume:
+            return resumed_config(args.out, given)
+        return config_from_file(config_file, given)
     return config_from_flags(args, **overrides)
 
 

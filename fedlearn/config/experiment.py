@@ -163,7 +163,7 @@ class ExperimentConfig(Section):
         if not isinstance(d, dict):
             raise ConfigError("config", f"must be a JSON object (got {type(d).__name__})")
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {}
+        values: dict[str, Any] = {}
         for name, value in d.items():
             if name not in known:
                 raise ConfigError(name, f"unknown field; allowed: {', '.join(sorted(known))}")
