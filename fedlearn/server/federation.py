@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from fedlearn.config import ConfigError, ExperimentConfig, model_label
 from fedlearn.config.federation import workers_per_round
+from fedlearn.errors import FedlearnError
 from fedlearn.models import build_model
 from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
 from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -49,8 +50,10 @@ from fedlearn.workers.base import Worker
 from fedlearn.workers.client_side import ClientSideWorker
 
 
-class RoundFailedError(RuntimeError):
+class RoundFailedError(FedlearnError, RuntimeError):
     """Too few valid updates arrived, even after the configured retries."""
+
+    exit_code = 1  # the run started and was stopped; its checkpoint is kept for --resume
 
 
 @dataclass
