@@ -27,7 +27,7 @@ from fedlearn.workers import make_virtual_workers
 from fedlearn.workers.faults import FaultInjectingWorker
 
 ATTACKS = {"honest": None, "sign_flip": ("sign_flip", 4.0), "random": ("random", 1.0)}
-RULES = ("fedavg", "median", "trimmed_mean", "krum")
+RULES = ("mean", "median", "trimmed_mean", "krum")
 
 
 def main(argv=None):
@@ -55,7 +55,7 @@ def main(argv=None):
             results[f"{attack}/{rule}"] = [h["test_accuracy"] for h in history]
             print(f"{attack:9s} {rule:12s} accuracy per round: "
                   + ", ".join(f"{a:.4f}" for a in results[f"{attack}/{rule}"]), flush=True)
-    honest = results["honest/fedavg"][-1]
+    honest = results["honest/mean"][-1]
     print(f"\nfinal test accuracy after {args.rounds} rounds (honest FedAvg: {honest:.2%})")
     print(f"{'rule':14s}" + "".join(f"{a:>12s}" for a in ATTACKS))
     for rule in RULES:

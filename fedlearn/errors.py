@@ -7,3 +7,8 @@ from __future__ import annotations
 
 class FedlearnError(Exception):
     """Base of every error caused by what the user asked for (bad input, a refused action)."""
+
+    #: the CLI's exit status: 2, the command cannot run as given (fix it and rerun); 1, the
+    #: run was stopped by something outside the command (a round without enough valid
+    #: updates, a hostile Datasite, a served Datasite's process dying)
+    exit_code = 2

@@ -97,6 +97,8 @@ class BatchNormCNN(nn.Module):
         return self.fc(self.dropout(x.flatten(1)))  # (B, 10) logits
 
 
+# The registry of ready-made models, by the name federation.model takes (its Literal,
+# fedlearn.config.ModelName, lists the same names: tests/test_registries.py)
 _REGISTRY = {"tutorial_cnn": TutorialCNN, "mcmahan_cnn": McMahanCNN, "mlp2nn": MLP2NN,
              "dp_cnn": DPCNN, "bn_cnn": BatchNormCNN}
 assert tuple(_REGISTRY) == MODELS

@@ -1,12 +1,14 @@
-"""The CLI end to end, in subprocesses, as a user would run it."""
+"""The CLI end to end: the entry point in real subprocesses, as a user would run it, and the
+many bad inputs in-process through ``main(argv)`` (same messages and exit codes, no start-up)."""
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
-from fedlearn.cli import build_parser
+from fedlearn.cli import build_parser, main
 
 
 def fedlearn(*args, cwd=None):
@@ -14,9 +16,17 @@ def fedlearn(*args, cwd=None):
                           text=True, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
+def cli(capsys, *args):
+    """``fedlearn ARGS`` in this process: (exit code, the non-blank lines of stderr)."""
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.strip()]
+
+
 SMALL = ["--train-size", "2000", "--test-size", "500", "--model", "mlp2nn", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_train_end_to_end_then_resume(mnist_dir, tmp_path):
     out = tmp_path / "run"
     r = fedlearn("train", *SMALL, "--rounds", "2", "--data-dir", mnist_dir, "--out", str(out))
@@ -26,7 +36,6 @@ def test_train_end_to_end_then_resume(mnist_dir, tmp_path):
     assert history[-1]["test_accuracy"] > 0.5  # chance is 0.1
     assert set(history[0]["train_loss"]) == {"bob", "alice"}
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
-    import torch
     state = torch.load(out / "model.pt", weights_only=True)
     assert state["fc1.weight"].shape == (200, 784)
     r = fedlearn("train", *SMALL, "--rounds", "3", "--data-dir", mnist_dir, "--out", str(out),
@@ -36,6 +45,9 @@ def test_train_end_to_end_then_resume(mnist_dir, tmp_path):
 
 
 BAD = [
+    (["--lr", "abc"], "--lr"),  # argparse's own message, on one line
+    (["--rounds", "-1"], "--rounds"),
+    (["--rounds", "1.5"], "--rounds"),
     (["--rounds", "0"], "--rounds"),
     (["--lr", "0"], "--lr"),
     (["--lr", "-1"], "--lr"),
@@ -76,31 +88,87 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,flag", BAD)
-def test_bad_input_is_one_clear_line_and_exit_2(mnist_dir, tmp_path, args, flag):
-    r = fedlearn("train", "--data-dir", mnist_dir, "--out", str(tmp_path / "o"), *args)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and flag in lines[0], r.stderr
+def test_bad_input_is_one_clear_line_and_exit_2(mnist_dir, tmp_path, capsys, args, flag):
+    code, lines = cli(capsys, "train", "--data-dir", mnist_dir, "--out", tmp_path / "o", *args)
+    assert code == 2
+    assert not any("Traceback" in line for line in lines)
+    assert len(lines) == 1 and flag in lines[0], lines
+    assert lines[0].startswith("fedlearn: error: ")
 
 
-def test_existing_run_is_never_overwritten_and_other_config_refused(mnist_dir, tmp_path):
+def test_the_entry_point_prints_one_line_and_exits_2(tmp_path):
+    """The real command: a bad flag value and a refused value, each one line, exit 2."""
+    for bad in (["--lr", "abc"], ["--rounds", "0"]):
+        r = fedlearn("train", "--out", str(tmp_path / "o"), *bad)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+        assert r.stderr.startswith(f"fedlearn: error: argument {bad[0]}: "), r.stderr
+
+
+def test_existing_run_is_never_overwritten_and_other_config_refused(mnist_dir, tmp_path,
+                                                                    capsys):
     out = tmp_path / "run"
-    assert fedlearn("train", *SMALL, "--rounds", "1", "--data-dir", mnist_dir,
-                    "--out", str(out)).returncode == 0
+    assert cli(capsys, "train", *SMALL, "--rounds", "1", "--data-dir", mnist_dir,
+               "--out", out)[0] == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    again = fedlearn("train", *SMALL, "--rounds", "1", "--data-dir", mnist_dir, "--out", str(out))
-    other = fedlearn("train", *SMALL, "--rounds", "2", "--lr", "0.5", "--data-dir", mnist_dir,
-                     "--out", str(out), "--resume")
-    for r in (again, other):
-        assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "--resume" in again.stderr and "another configuration" in other.stderr
+    again = cli(capsys, "train", *SMALL, "--rounds", "1", "--data-dir", mnist_dir, "--out", out)
+    other = cli(capsys, "train", *SMALL, "--rounds", "2", "--lr", "0.5", "--data-dir",
+                mnist_dir, "--out", out, "--resume")
+    for code, lines in (again, other):
+        assert code == 2 and len(lines) == 1 and "Traceback" not in lines[0]
+    assert "--resume" in again[1][0] and "another configuration" in other[1][0]
+    assert other[1][0].startswith("fedlearn: error: argument --lr: ")  # the flag refused
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_missing_data_explains_the_fix(tmp_path):
-    r = fedlearn("train", "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"))
-    assert r.returncode == 2 and "FEDLEARN_DATA" in r.stderr and "Traceback" not in r.stderr
+def test_missing_data_explains_the_fix(tmp_path, capsys):
+    code, lines = cli(capsys, "train", "--data-dir", tmp_path / "nothing", "--out",
+                      tmp_path / "o")
+    assert code == 2 and len(lines) == 1 and "FEDLEARN_DATA" in lines[0]
+
+
+def test_debug_shows_the_traceback_of_a_user_error_too(tmp_path, capsys):
+    for argv in (["--debug", "train"], ["train", "--debug"]):
+        code, lines = cli(capsys, *argv, "--rounds", "0", "--out", tmp_path / "o")
+        assert code == 2 and lines[0].startswith("Traceback")
+        assert lines[-1] == "fedlearn: error: argument --rounds: must be an integer >= 1 (got 0)"
+    assert not build_parser().parse_args(["train"]).debug
+
+
+def test_only_user_errors_are_one_line_anything_else_keeps_its_traceback(tmp_path, capsys,
+                                                                         monkeypatch):
+    import fedlearn.experiment
+    from fedlearn.server.federation import RoundFailedError
+
+    def fails(exc):
+        def run_experiment(*args, **kwargs):
+            raise exc
+        monkeypatch.setattr(fedlearn.experiment, "run_experiment", run_experiment)
+
+    out = tmp_path / "o"
+    for bug in (ValueError("a bug"), KeyError("k"), PermissionError("p"), RuntimeError("r")):
+        fails(bug)
+        with pytest.raises(type(bug)):  # -> Python's own traceback, exit 1
+            main(["train", "--out", str(out)])
+    fails(RoundFailedError("round 2: fewer than min_updates=2 valid updates"))
+    code, lines = cli(capsys, "train", "--out", out)
+    assert code == 1 and len(lines) == 1  # a run stopped by its workers; the hint kept
+    assert lines[0].startswith("fedlearn: error: round 2: fewer than min_updates=2")
+    assert f"Rerun with --out {out} --resume once the workers are fixed" in lines[0]
+    fails(KeyboardInterrupt())
+    code, lines = cli(capsys, "train", "--out", out)
+    assert code == 130 and lines == ["fedlearn: interrupted before the first round finished; "
+                                     "nothing to resume"]
+
+
+@pytest.mark.slow
+def test_a_dead_datasite_url_is_one_line_and_exit_2(capsys, monkeypatch):
+    pytest.importorskip("syft")
+    monkeypatch.setenv("FEDLEARN_ADMIN_PASSWORD", "owner-password-1")
+    code, lines = cli(capsys, "datasite", "requests", "--url", "http://127.0.0.1:9")
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("fedlearn: error: cannot reach a Datasite at http://127.0.0.1:9")
+    assert "fedlearn datasite serve" in lines[0]  # what to check
 
 
 def test_help_is_for_newcomers(capsys):
@@ -119,16 +187,18 @@ def test_console_script_is_installed():
     assert r.returncode == 0 and "train" in r.stdout
 
 
-def test_train_at_scale_with_devices_that_come_and_go(mnist_dir, tmp_path):
+@pytest.mark.slow
+def test_train_at_scale_with_devices_that_come_and_go(mnist_dir, tmp_path, capsys):
     out = tmp_path / "scale"
     clients = [f"client{i:02d}" for i in range(40)]
-    r = fedlearn("train", *SMALL, "--workers", *clients, "--partition", "dirichlet", "--alpha",
-                 "0.3", "--fraction", "0.25", "--availability", "--deadline", "5",
-                 "--compression", "quantize", "--prox-mu", "0.01", "--server-optimizer", "adam",
-                 "--server-lr", "0.01", "--warm-start-size", "300", "--holdout", "0.2",
-                 "--personalize-steps", "5", "--initial-share", "0.5", "--growth-per-round",
-                 "0.25", "--rounds", "2", "--data-dir", mnist_dir, "--out", str(out))
-    assert r.returncode == 0, r.stderr
+    code, lines = cli(capsys, "train", *SMALL, "--workers", *clients, "--partition", "dirichlet",
+                      "--alpha", "0.3", "--fraction", "0.25", "--availability", "--deadline", "5",
+                      "--compression", "quantize", "--prox-mu", "0.01", "--server-optimizer",
+                      "adam", "--server-lr", "0.01", "--warm-start-size", "300", "--holdout",
+                      "0.2", "--personalize-steps", "5", "--initial-share", "0.5",
+                      "--growth-per-round", "0.25", "--rounds", "2", "--data-dir", mnist_dir,
+                      "--out", out)
+    assert code == 0, lines
     history = json.loads((out / "history.json").read_text())
     for record in history:
         counts = record["availability"]
@@ -138,9 +208,9 @@ def test_train_at_scale_with_devices_that_come_and_go(mnist_dir, tmp_path):
     assert examples[1] > examples[0]  # new data arrived between rounds
     personal = json.loads((out / "personalization.json").read_text())
     assert personal["summary"]["clients"] == 40 and len(personal["workers"]) == 40
-    r = fedlearn("train", *SMALL, "--personalize-steps", "5", "--data-dir", mnist_dir,
-                 "--out", str(tmp_path / "bad"))
-    assert r.returncode == 2 and "--holdout" in r.stderr
+    code, lines = cli(capsys, "train", *SMALL, "--personalize-steps", "5", "--data-dir",
+                      mnist_dir, "--out", str(tmp_path / "bad"))
+    assert code == 2 and len(lines) == 1 and "--holdout" in lines[0]
 
 
 def test_flags_are_generated_from_the_config_fields_with_their_defaults():

@@ -129,7 +129,7 @@ def test_server_state_holds_no_single_worker_update(synthetic):
     server.step()
     state = server.state_dict()
     assert set(state) == {"fingerprint", "workers", "round", "weights", "strategy", "history",
-                          "config", "pipeline", "simulated_clients", "retired", "worker_states"}
+                          "config", "retired", "worker_states"}
     # FedAvg with plain workers: no tensor beside the weights (no model-sized zeros)
     assert state["strategy"] == {"server_state": {}} and state["worker_states"] == {}
     assert "delta" not in state["history"]

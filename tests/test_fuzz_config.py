@@ -29,7 +29,7 @@ VALID = {
     "round_timeout": st.one_of(st.none(), st.floats(5, 60)),
     "workers": st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True),
     "scheme": st.sampled_from(["iid", "shards", "dirichlet", "unbalanced"]),
-    "aggregator": st.sampled_from(["fedavg", "median", "trimmed_mean", "krum"]),
+    "aggregator": st.sampled_from(["mean", "median", "trimmed_mean", "krum"]),
     "algorithm": st.sampled_from(["fedavg", "model_hopping"]),
 }
 INVALID = {

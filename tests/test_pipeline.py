@@ -77,7 +77,7 @@ def test_dp_fedavg_records_a_growing_epsilon_and_resumes_exactly(synthetic, tmp_
     eps = [h["epsilon"] for h in full.history]
     assert 0 < eps[0] < eps[1] < eps[2]
     run_federation(workers(synthetic), cfg(rounds=2, dp=dp), x, y, checkpoint=tmp_path / "p.pt")
-    assert load_checkpoint(tmp_path / "p.pt")["pipeline"]["privacy"]["history"]
+    assert load_checkpoint(tmp_path / "p.pt")["strategy"]["server_side"]["privacy"]["history"]
     resumed = run_federation(workers(synthetic), cfg(rounds=3, dp=dp), x, y,
                              checkpoint=tmp_path / "p.pt", resume=True)
     assert [h["epsilon"] for h in resumed.history] == eps
@@ -122,7 +122,10 @@ def test_topk_residuals_survive_resume(synthetic, tmp_path):
     run_federation(workers(synthetic), cfg(rounds=2, compression=c), x, y,
                    checkpoint=tmp_path / "c.pt")
     state = load_checkpoint(tmp_path / "c.pt")
-    assert set(state["simulated_clients"]) == set(NAMES)
+    # each residual is its client's own state (on its device), not the server's
+    residuals = {n: s["client_side"]["residual"] for n, s in state["worker_states"].items()}
+    assert set(residuals) == set(NAMES) and all(residuals.values())
+    assert "residual" not in str(list(state["strategy"]))
     resumed = run_federation(workers(synthetic), cfg(rounds=3, compression=c), x, y,
                              checkpoint=tmp_path / "c.pt", resume=True)
     assert all(torch.equal(full.weights[k], resumed.weights[k]) for k in full.weights)
@@ -143,10 +146,14 @@ def test_server_state_never_holds_an_individual_update(synthetic, tmp_path):
           for i, n in enumerate(NAMES)]
     run_federation(ws, cfg(rounds=2, secure_aggregation=True), x, y, checkpoint=tmp_path / "c.pt")
     state = load_checkpoint(tmp_path / "c.pt")
-    strategy = state["strategy"]
-    server_tensors = list(state["weights"].values()) + [
-        t for part in strategy.values() for t in (part.values() if isinstance(part, dict)
-                                                  else [part])]
+    def tensors(part):
+        if isinstance(part, torch.Tensor):
+            return [part]
+        if isinstance(part, dict):
+            return [t for value in part.values() for t in tensors(value)]
+        return []
+
+    server_tensors = tensors(state["weights"]) + tensors(state["strategy"])
     for delta in seen:
         for k, v in delta.items():
             assert not any(t.shape == v.shape and torch.allclose(t, v) for t in server_tensors)

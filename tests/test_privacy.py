@@ -79,19 +79,20 @@ def test_bad_dp_settings(kwargs, argument):
 
 @pytest.mark.parametrize("z,clip,sampled", [(1.0, 2.0, 4), (0.5, 1.0, 2), (2.0, 0.5, 10)])
 def test_dp_fedavg_adds_noise_of_std_z_times_c_over_m(z, clip, sampled):
-    """The round's pipeline, with every update zero: what comes out is the noise alone, and its
-    spread is z·C/m (McMahan et al. 2018). A pipeline that forgot the noise would give zeros."""
+    """The server's side of the round, with every update zero: what comes out is the noise
+    alone, and its spread is z·C/m (McMahan et al. 2018). Forgetting the noise gives zeros."""
+    from fedlearn.aggregation.server_side import ServerSide
     from fedlearn.config import ExperimentConfig, FederationConfig
-    from fedlearn.server.pipeline import UpdatePipeline
+    from fedlearn.updates import Update
 
     cfg = ExperimentConfig(dp=DPConfig(clip_norm=clip, noise_multiplier=z),
                            federation=FederationConfig(rounds=3, device="cpu"))
-    pipeline = UpdatePipeline(cfg, num_workers=sampled, per_round=sampled)
+    server_side = ServerSide(cfg, num_workers=sampled, per_round=sampled)
     names = [f"c{i}" for i in range(sampled)]
     reference = {"w": torch.zeros(200_000)}
-    arrived = [(n, {"w": torch.zeros(200_000)}, 10) for n in names]
-    aggregate, report = pipeline.combine(arrived, names, reference, 1,
-                                         torch.Generator().manual_seed(0))
+    arrived = [Update(n, {"w": torch.zeros(200_000)}, 10) for n in names]
+    aggregate, report = server_side.combine(arrived, names, reference, 1,
+                                            torch.Generator().manual_seed(0), reveal=None)
     noise = aggregate["w"]
     assert noise.std().item() == pytest.approx(z * clip / sampled, rel=0.02)
     assert abs(noise.mean().item()) < 0.01 * z * clip / sampled + 1e-3

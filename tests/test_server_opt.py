@@ -60,7 +60,7 @@ def test_fedprox_with_mu_zero_is_fedavg_and_mu_pulls_towards_the_global_model(sy
 def test_server_lr_one_fedavg_equals_plain_and_adam_state_survives_resume(synthetic, tmp_path):
     x, y = synthetic
     plain = run_federation(workers(synthetic), cfg(), x, y)
-    same = run_federation(workers(synthetic), cfg({"optimizer": "fedavg", "lr": 1.0}), x, y)
+    same = run_federation(workers(synthetic), cfg({"optimizer": "sgd", "lr": 1.0}), x, y)
     assert all(torch.equal(plain.weights[k], same.weights[k]) for k in plain.weights)
     adam = cfg({"optimizer": "adam", "lr": 0.01}, rounds=3)
     straight = run_federation(workers(synthetic), adam, x, y)
@@ -96,7 +96,7 @@ def test_each_server_optimizer_has_its_own_default_step_size():
     weights, delta = {"w": torch.zeros(2)}, {"w": torch.tensor([0.1, -0.1])}
     # first Adam step by hand: m = 0.1 d, sqrt(v) = 0.1 |d|, step = lr * 0.01 / (0.01 + 1e-3)
     adam_first = 0.01 / (0.01 + 1e-3)
-    for kind, expected in (("fedavg", 0.1), ("momentum", 0.1), ("adam", 0.01 * adam_first)):
+    for kind, expected in (("sgd", 0.1), ("momentum", 0.1), ("adam", 0.01 * adam_first)):
         new, _ = server_step(weights, delta, {}, ServerOptimizerConfig(optimizer=kind))
         assert new["w"][0].item() == pytest.approx(expected, rel=1e-5), kind
     explicit = ServerOptimizerConfig(optimizer="adam", lr=0.1)
@@ -143,10 +143,10 @@ def test_unknown_names_raise_instead_of_falling_through(synthetic):
         return obj
 
     weights = {"w": torch.zeros(2)}
-    with pytest.raises(ValueError, match="server optimizer: unknown 'sgd'"):
-        server_step(weights, weights, {}, bent(ServerOptimizerConfig(), optimizer="sgd"))
+    with pytest.raises(ValueError, match="server optimizer: unknown 'nesterov'"):
+        server_step(weights, weights, {}, bent(ServerOptimizerConfig(), optimizer="nesterov"))
     with pytest.raises(ValueError, match="aggregator: unknown 'mode'"):
         aggregate([Update("a", weights, 1)], bent(RobustnessConfig(), aggregator="mode"))
     _, y = synthetic
-    with pytest.raises(ValueError, match="unknown scheme 'random'"):
+    with pytest.raises(ValueError, match="partition: unknown 'random'"):
         partition(y.numpy(), bent(PartitionConfig(), scheme="random"), 0)

@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from fedlearn.updates.update import State, cast_like, is_counter
-from fedlearn.updates.update import update_norm as update_norm  # the one L2 norm, re-exported
+from fedlearn.updates.update import State, Update, cast_like, is_counter, update_norm
 
 
 def _stack(updates: Sequence[State], key: str) -> torch.Tensor:
@@ -92,3 +91,40 @@ def validate_update(delta: object, reference: State, num_examples, *, max_exampl
         if norm > max_norm:
             return f"update norm {norm:.3g} exceeds the bound {max_norm:.3g}"
     return None
+
+
+def validate_upload(update: object, reference: State, *, max_examples: int | None,
+                    max_norm: float | None = None) -> str | None:
+    """Why an update as it crossed the wire (plain, compressed or masked,
+    :mod:`fedlearn.updates.client_side`) must not be aggregated, or None if it passes.
+
+    A compressed one is checked as the change it decodes to; a masked one can only be checked
+    for its form (one int64 vector: every weight and the weight slot) and its example count.
+    """
+    if not isinstance(update, Update):
+        return f"not an Update ({type(update).__name__})"
+    encoding = update.encoding
+    if encoding == "delta":
+        delta: object = update.delta
+    elif encoding == "compressed":
+        from fedlearn.updates.compression import UpdateCompressor
+
+        payload = update.payload
+        if not isinstance(payload, Mapping) or set(payload) != set(reference):
+            return "compressed payload: keys differ from the global model's"
+        try:
+            delta = UpdateCompressor.decode(payload, reference)
+        except Exception as exc:  # a malformed payload is the sender's fault, not a crash
+            return f"compressed payload does not decode: {type(exc).__name__}: {exc}"
+    elif encoding == "masked":
+        size = sum(v.numel() for v in reference.values()) + 1
+        masked = update.payload.get("masked") if isinstance(update.payload, Mapping) else None
+        if (set(update.payload) != {"masked"} or not isinstance(masked, torch.Tensor)
+                or masked.dtype != torch.int64 or tuple(masked.shape) != (size,)):
+            return f"masked payload: expected one int64 vector of {size} values"
+        delta = dict(reference)  # its form is right; its values are the masks' secret
+        max_norm = None
+    else:
+        return f"unknown encoding {encoding!r}"
+    return validate_update(delta, reference, update.num_examples, max_examples=max_examples,
+                           max_norm=max_norm)

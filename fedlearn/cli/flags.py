@@ -11,6 +11,7 @@ A :class:`~fedlearn.config.ConfigError` names a field's path (``federation.round
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import types
 import typing
@@ -116,3 +117,26 @@ def _actions(parser: argparse.ArgumentParser):
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 yield from _actions(sub)
+
+
+def given_fields(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """The configuration fields the command line set, by path (``federation.rounds``): a flag
+    not given is absent (its default is ``SUPPRESS``); a section's own switch is its name."""
+    top = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    return {key: value for key, value in {**vars(args), **overrides}.items()
+            if key.split(".", 1)[0] in SECTIONS or key in top}
+
+
+def with_fields(base: dict, given: dict[str, Any]) -> ExperimentConfig:
+    """``base`` (an :meth:`ExperimentConfig.to_dict`) with the ``given`` fields set; an
+    optional section that is off is turned on by any of its fields or its switch."""
+    d = copy.deepcopy(base)
+    for path, value in given.items():
+        name, _, field = path.partition(".")
+        if name in SECTIONS and d.get(name) is None:
+            d[name] = {}
+        if field:
+            d[name][field] = value
+        elif name not in SECTIONS:
+            d[name] = value
+    return ExperimentConfig.from_dict(d)

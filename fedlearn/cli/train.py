@@ -2,7 +2,7 @@
 
 The CLI only parses flags into the config dataclasses and calls
 :func:`fedlearn.experiment.run_experiment`. Any bad value ends with one line on
-stderr naming the flag and what is allowed, and exit code 2.
+stderr naming the flag and what is allowed, and exit code 2 (:mod:`.errors`).
 """
 from __future__ import annotations
 
@@ -11,28 +11,33 @@ import signal
 import sys
 
 from fedlearn.cli.datasite import add_datasite_parser, add_pysyft_train_flags
-from fedlearn.cli.flags import add_config_flags, config_from_flags, flag_for
+from fedlearn.cli.errors import Parser, add_debug_flag, interrupted, report
+from fedlearn.cli.flags import add_config_flags, config_from_flags, given_fields
 from fedlearn.config import ConfigError, ExperimentConfig
-from fedlearn.data import DataError
 from fedlearn.errors import FedlearnError
-from fedlearn.server.checkpoint import CheckpointError
 
 EPILOG = """examples:
   fedlearn train                                   # Bob and Alice, FedAvg, 5 rounds
   fedlearn train --rounds 10 --target-accuracy 0.99 --out runs/bob-alice
   fedlearn train --workers w1 w2 w3 w4 --partition shards --shards-per-worker 2
   fedlearn train --algorithm model_hopping --rounds 3   # the PySyft 0.2 tutorial's scheme
-  fedlearn train --out runs/bob-alice --resume     # continue a stopped run
+  fedlearn train --out runs/bob-alice --resume     # continue a stopped run (its flags kept)
+  fedlearn train --out runs/bob-alice --resume --rounds 20   # ...to more rounds
+  fedlearn train --config runs/bob-alice/config.json --seed 1 --out runs/seed1  # a rerun
   fedlearn train --backend pysyft                  # Bob and Alice as PySyft Datasites
   fedlearn train --backend pysyft --datasite bob=http://10.0.0.2:8080 \\
                  --datasite alice=http://10.0.0.3:8080   # owners on other machines
 
 MNIST is downloaded by torchvision on first use. Offline, point --data-dir (or the
-FEDLEARN_DATA environment variable) at a directory with the four MNIST IDX files."""
+FEDLEARN_DATA environment variable) at a directory with the four MNIST IDX files.
+
+A mistake in the command (a bad value, a refused option) is one line and exit code 2;
+a run stopped by its workers (a failed round) exit code 1; Ctrl-C exit code 130, with
+the last finished round saved. --debug adds the traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedlearn", description="Federated learning on MNIST.")
+    parser = Parser(prog="fedlearn", description="Federated learning on MNIST.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser(
         "train", help="train a model with federated learning",
@@ -46,13 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="runs/latest", metavar="DIR",
                      help="output directory (default: runs/latest)")
     run.add_argument("--resume", action="store_true",
-                     help="continue the run whose checkpoint is in --out")
+                     help="continue the run whose checkpoint is in --out, with the "
+                          "configuration it was started with; flags given may change only "
+                          "--rounds, --target-accuracy, --device, --data-dir and how the "
+                          "clients run")
+    run.add_argument("--config", default=None, metavar="FILE",
+                     help="start a new run from a run's config.json (or its directory); "
+                          "flags given override its values")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--personalize-steps", type=int, default=0, metavar="STEPS",
                      help="after training, every worker fine-tunes for STEPS batches; writes "
                           "personalization.json (needs --holdout)")
     add_pysyft_train_flags(train)
     add_datasite_parser(sub)
+    add_debug_flag(parser)
     return parser
 
 
@@ -66,12 +78,18 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         from fedlearn.backends.pysyft.remote import parse_addresses
 
         overrides["partition.workers"] = tuple(a.name for a in parse_addresses(args.datasite))
+    config_file = args.config
+    if config_file and args.resume:
+        raise ConfigError("config", "--resume takes the configuration from the run in --out; "
+                          "leave out --config")
+    if args.resume or config_file:
+        from fedlearn.cli.resume import config_from_file, resumed_config
+
+        given = given_fields(args, **overrides)
+        if args.resume:
+            return resumed_config(args.out, given)
+        return config_from_file(config_file, given)
     return config_from_flags(args, **overrides)
-
-
-def _fail(message: str) -> int:
-    print(f"fedlearn: error: {message}", file=sys.stderr)
-    return 2
 
 
 def train(args) -> int:
@@ -108,12 +126,11 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a bad flag: argparse printed its one line (2)
+        return exc.code if isinstance(exc.code, int) else 0
     args.exec_allowed = argv is None  # a real command line: `serve` may re-exec itself
-    from fedlearn.backends.pysyft.loading import SyftUnavailableError
-    from fedlearn.backends.pysyft.remote import ApprovalError
-    from fedlearn.server.federation import RoundFailedError
-
     try:
         if args.command == "datasite":
             from fedlearn.cli.datasite import datasite_main
@@ -122,24 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.exec_allowed:  # `kill PID` ends a run as Ctrl-C does: Ray's processes go too
             signal.signal(signal.SIGTERM, _interrupt)
         return train(args)
-    except ConfigError as exc:
-        return _fail(f"argument {flag_for(parser, exc.path)}: {exc.detail}")
-    except (FedlearnError, DataError, CheckpointError, ValueError, SyftUnavailableError,
-            KeyError, PermissionError) as exc:
-        return _fail(str(exc).strip("'\""))
-    except (ApprovalError, ConnectionError) as exc:
-        print(f"fedlearn: stopped: {exc}", file=sys.stderr)
-        return 1
-    except RoundFailedError as exc:
-        print(f"fedlearn: stopped: {exc}\nRerun with --out {args.out} --resume once the workers "
-              "are fixed.", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:  # e.g. PySyft refused an action
-        print(f"fedlearn: stopped: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return _fail(f"interrupted; the last finished round is saved: rerun with --out "
-                     f"{args.out} --resume to continue")
+    except FedlearnError as exc:  # what the user can fix: one line; anything else: traceback
+        return report(exc, parser, args)
+    except KeyboardInterrupt:  # the checkpoint of the last finished round is on disk
+        return interrupted(args)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from fedlearn.config.federation import (
     Algorithm,
     Device,
     FederationConfig,
+    ModelName,
     ModelSpec,
     OnTooFew,
     RobustnessConfig,
@@ -42,6 +43,8 @@ from fedlearn.config.fields import (
     number,
     option,
     positive_int,
+    registered,
+    renamed,
     require,
 )
 from fedlearn.config.plan import PRECISIONS, Precision, TrainPlan
@@ -62,8 +65,8 @@ __all__ = [
     "ConfigError", "DPConfig", "DPSGDConfig", "DataConfig", "ExecutionConfig", "ExperimentConfig",
     "FederationConfig", "ModelSpec", "PartitionConfig", "RobustnessConfig", "Section",
     "ServerOptimizerConfig", "TrainPlan", "WarmStartConfig", "choice", "model_label", "number",
-    "option", "positive_int", "require",
+    "option", "positive_int", "registered", "renamed", "require",
     # the choices as types: a typo in a script is caught by a type checker too
     "ActorClients", "Aggregator", "Algorithm", "CompressionMethod", "Device", "ExecutorName",
-    "OnTooFew", "Precision", "Scheme", "ServerOptimizerName",
+    "ModelName", "OnTooFew", "Precision", "Scheme", "ServerOptimizerName",
 ]

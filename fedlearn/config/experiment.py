@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fedlearn.config.availability import AvailabilityConfig
 from fedlearn.config.data import DataConfig, PartitionConfig
@@ -72,13 +73,13 @@ class ExperimentConfig(Section):
                 f"must be True or False (got {self.secure_aggregation!r})")
         positive_int(self.seed, "seed", minimum=0)
         fed, robust = self.federation, self.robustness
-        if fed.algorithm == "model_hopping" and self.server.optimizer != "fedavg":
+        if fed.algorithm == "model_hopping" and self.server.optimizer != "sgd":
             raise ConfigError("server.optimizer", "model hopping keeps its own server momentum; "
                               f"{self.server.optimizer!r} works with algorithm='fedavg'")
-        if fed.algorithm == "model_hopping" and robust.aggregator != "fedavg":
+        if fed.algorithm == "model_hopping" and robust.aggregator != "mean":
             raise ConfigError("robustness.aggregator", f"{robust.aggregator!r} needs several "
                               "updates per step; model hopping applies one worker's step at a time "
-                              "(use fedavg)")
+                              "(use mean)")
         if self.dp_sgd is not None and (self.plan.precision != "fp32" or self.plan.channels_last):
             raise ConfigError("plan.precision", "DP-SGD workers (Opacus's per-sample gradients) "
                               "train in fp32 with the default memory format")
@@ -90,8 +91,8 @@ class ExperimentConfig(Section):
                               "to client, batch by batch: nothing in a round can run in "
                               "parallel on Ray (use algorithm='fedavg', or another executor)")
         for path, on in self._update_pipeline():
-            if on and (fed.algorithm != "fedavg" or robust.aggregator != "fedavg"):
-                raise ConfigError(path, "works with algorithm='fedavg' and aggregator='fedavg' "
+            if on and (fed.algorithm != "fedavg" or robust.aggregator != "mean"):
+                raise ConfigError(path, "works with algorithm='fedavg' and aggregator='mean' "
                                   f"only (got {fed.algorithm!r} / {robust.aggregator!r})")
 
     def _update_pipeline(self) -> list[tuple[str, bool]]:
@@ -155,6 +156,23 @@ class ExperimentConfig(Section):
         d["federation"]["model"] = model_label(self.federation.model)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ExperimentConfig:
+        """The config :meth:`to_dict` wrote (a run's ``config.json``): JSON lists become tuples,
+        a missing field keeps its default, an unknown one is refused by its path."""
+        if not isinstance(d, dict):
+            raise ConfigError("config", f"must be a JSON object (got {type(d).__name__})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for name, value in d.items():
+            if name not in known:
+                raise ConfigError(name, f"unknown field; allowed: {', '.join(sorted(known))}")
+            if name in SECTIONS and value is not None:
+                values[name] = _section_from_dict(name, value)
+            else:
+                values[name] = value
+        return cls(**values)
+
     def fingerprint(self) -> str:
         """Hash of everything that shapes the trajectory of a run.
 
@@ -168,3 +186,15 @@ class ExperimentConfig(Section):
             d["federation"].pop(key)
         d["data"].pop("data_dir")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _section_from_dict(name: str, d: Any) -> Section:
+    section = SECTIONS[name]
+    if not isinstance(d, dict):
+        raise ConfigError(name, f"must be a JSON object (got {type(d).__name__})")
+    known = {f.name for f in dataclasses.fields(section)}  # type: ignore[arg-type]
+    for key in d:
+        if key not in known:
+            raise ConfigError(f"{name}.{key}", f"unknown field; allowed: "
+                              f"{', '.join(sorted(known))}")
+    return section(**{key: tuple(v) if isinstance(v, list) else v for key, v in d.items()})

@@ -6,25 +6,34 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from fedlearn.config.fields import Section, choice, number, option, positive_int, require
+from fedlearn.config.fields import (
+    Section,
+    choice,
+    number,
+    option,
+    positive_int,
+    renamed,
+    require,
+)
 
-MODELS = ("tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn", "bn_cnn")
+ModelName = Literal["tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn", "bn_cnn"]
+MODELS: tuple[str, ...] = get_args(ModelName)
 Algorithm = Literal["fedavg", "model_hopping"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
-Aggregator = Literal["fedavg", "median", "trimmed_mean", "krum"]
+Aggregator = Literal["mean", "median", "trimmed_mean", "krum"]
 AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
 OnTooFew = Literal["retry", "skip", "stop"]
 ON_TOO_FEW: tuple[str, ...] = get_args(OnTooFew)
-ServerOptimizerName = Literal["fedavg", "momentum", "adam"]
+ServerOptimizerName = Literal["sgd", "momentum", "adam"]
 SERVER_OPTIMIZERS: tuple[str, ...] = get_args(ServerOptimizerName)
 # FedAdam's steps are ~lr per coordinate whatever the update's size (Reddi et al. 2021),
 # so the 1.0 that suits FedAvg and FedAvgM would be far too large for it
-SERVER_LR_DEFAULTS = {"fedavg": 1.0, "momentum": 1.0, "adam": 0.01}
+SERVER_LR_DEFAULTS = {"sgd": 1.0, "momentum": 1.0, "adam": 0.01}
 
 # a ready-made model's name, or an nn.Module class or zero-argument factory of your own
-ModelSpec = str | Callable[[], Any]
+ModelSpec = ModelName | str | Callable[[], Any]
 
 
 def workers_per_round(num_workers: int, fraction: float) -> int:
@@ -85,9 +94,9 @@ class RobustnessConfig(Section):
     SECTION = "robustness"
     TITLE = "when workers fail or misbehave"
 
-    aggregator: Aggregator = option("fedavg", choices=AGGREGATORS,
-                             help="fedavg (example-weighted mean), or the robust median, "
-                                  "trimmed_mean, krum")
+    aggregator: Aggregator = option("mean", choices=AGGREGATORS,
+                                    help="mean (example-weighted: FedAvg's), or the robust "
+                                         "median, trimmed_mean, krum")
     trim_fraction: float = option(0.2, help="trimmed_mean: share cut from each end")
     krum_byzantine: int = option(1, help="krum: how many hostile workers to tolerate")
     max_update_norm: float | None = option(None, metavar="NORM",
@@ -96,11 +105,13 @@ class RobustnessConfig(Section):
     round_timeout: float | None = option(None, metavar="SECONDS", help="give up on a worker "
                                          "that has not replied after this long")
     on_too_few: OnTooFew = option("retry", choices=ON_TOO_FEW,
-                             help="a round with too few updates is retried with a fresh "
-                                  "sample, skipped, or stops the run")
+                                  help="a round with too few updates is retried with a fresh "
+                                       "sample, skipped, or stops the run")
     max_retries: int = option(2, help="retries of a round with too few updates")
 
     def validate(self) -> None:
+        renamed(self.aggregator, "aggregator", "fedavg", "mean",
+                "the example-weighted mean; FedAvg names the algorithm")
         choice(self.aggregator, "aggregator", AGGREGATORS)
         number(self.trim_fraction, "trim_fraction", 0, 0.5, high_open=True)
         positive_int(self.krum_byzantine, "krum_byzantine", minimum=0)
@@ -115,17 +126,18 @@ class RobustnessConfig(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class ServerOptimizerConfig(Section):
-    """How the server applies the aggregate: FedAvg, FedAvgM or FedAdam
-    (:mod:`fedlearn.server.optimizers`)."""
+    """How the server applies the aggregate: plain SGD with learning rate 1 (FedAvg's), FedAvgM
+    or FedAdam (:mod:`fedlearn.server.optimizers`)."""
 
     SECTION = "server"
     TITLE = "how the server applies the average"
 
-    optimizer: ServerOptimizerName = option("fedavg", flag="--server-optimizer",
+    optimizer: ServerOptimizerName = option("sgd", flag="--server-optimizer",
                                             choices=SERVER_OPTIMIZERS,
-                            help="fedavg, momentum (FedAvgM), adam (FedAdam)")
+                                            help="sgd (FedAvg's: add the average), momentum "
+                                                 "(FedAvgM), adam (FedAdam)")
     lr: float | None = option(None, flag="--server-lr",
-                              help="server learning rate (default: 1.0 for fedavg and "
+                              help="server learning rate (default: 1.0 for sgd and "
                                    "momentum, 0.01 for adam)")
     momentum: float = option(0.9, flag="--server-momentum",
                              help="FedAvgM's beta; FedAdam's beta1")
@@ -133,6 +145,8 @@ class ServerOptimizerConfig(Section):
     adam_tau: float = option(1e-3, help="FedAdam's tau (adaptivity)")
 
     def validate(self) -> None:
+        renamed(self.optimizer, "optimizer", "fedavg", "sgd",
+                "server SGD with learning rate 1 is what FedAvg does; FedAvg names the algorithm")
         choice(self.optimizer, "optimizer", SERVER_OPTIMIZERS)
         if self.lr is not None:
             number(self.lr, "lr", 0, low_open=True)

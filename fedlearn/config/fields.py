@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
 
 from fedlearn.errors import FedlearnError
+
+T = TypeVar("T")
 
 
 class ConfigError(FedlearnError, ValueError):
@@ -56,6 +59,19 @@ def number(value: Any, path: str, low: float, high: float = math.inf, *,
 
 def choice(value: Any, path: str, allowed: tuple[str, ...]) -> None:
     require(value in allowed, path, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+
+def registered(registry: Mapping[str, T], name: str, what: str) -> T:
+    """``registry[name]``; a name past the config's validation (a bug, a hand-made object) is
+    a ValueError naming what is allowed, never a silent default."""
+    if name not in registry:
+        raise ValueError(f"{what}: unknown {name!r}; allowed: {', '.join(registry)}")
+    return registry[name]
+
+
+def renamed(value: Any, path: str, old: str, new: str, why: str) -> None:
+    """Refuse a choice's former name with its new one (names say one thing each)."""
+    require(value != old, path, f"{old!r} is now called {new!r} ({why})")
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,

@@ -14,9 +14,11 @@ worker with fewer than ``min_size`` samples.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from fedlearn.config import ConfigError, PartitionConfig
+from fedlearn.config import ConfigError, PartitionConfig, registered
 
 MAX_DIRICHLET_TRIES = 100
 
@@ -68,6 +70,21 @@ def unbalanced_partition(n: int, num_workers: int, rng: np.random.Generator,
     return [np.sort(p) for p in np.split(rng.permutation(n), cuts)]
 
 
+Partitioner = Callable[[np.ndarray, PartitionConfig, np.random.Generator], list[np.ndarray]]
+
+# The registry of partition schemes: config.partition.scheme names one (its Literal, Scheme,
+# lists the same names; tests/test_registries.py keeps the two equal).
+PARTITIONERS: dict[str, Partitioner] = {
+    "iid": lambda labels, c, rng: iid_partition(len(labels), len(c.workers), rng),
+    "shards": lambda labels, c, rng: shard_partition(labels, len(c.workers),
+                                                     c.shards_per_worker, rng),
+    "dirichlet": lambda labels, c, rng: dirichlet_partition(labels, len(c.workers), c.alpha,
+                                                            rng, c.min_size),
+    "unbalanced": lambda labels, c, rng: unbalanced_partition(len(labels), len(c.workers), rng,
+                                                              c.min_size),
+}
+
+
 def partition(labels, config: PartitionConfig, seed: int) -> list[np.ndarray]:
     """Split sample indices between ``config.workers`` as ``config.scheme`` says."""
     labels = np.asarray(labels)
@@ -76,17 +93,8 @@ def partition(labels, config: PartitionConfig, seed: int) -> list[np.ndarray]:
         raise ConfigError("partition.workers", f"{k} workers with at least "
                           f"min_size={config.min_size} samples each need "
                           f"{k * config.min_size} samples; only {n} available")
-    rng = np.random.default_rng(seed)
-    if config.scheme == "iid":
-        parts = iid_partition(n, k, rng)
-    elif config.scheme == "shards":
-        parts = shard_partition(labels, k, config.shards_per_worker, rng)
-    elif config.scheme == "dirichlet":
-        parts = dirichlet_partition(labels, k, config.alpha, rng, config.min_size)
-    elif config.scheme == "unbalanced":
-        parts = unbalanced_partition(n, k, rng, config.min_size)
-    else:
-        raise ValueError(f"partition: unknown scheme {config.scheme!r}")  # validation's job
+    split = registered(PARTITIONERS, config.scheme, "partition")
+    parts = split(labels, config, np.random.default_rng(seed))
     smallest = min(len(p) for p in parts)
     if smallest < config.min_size:
         raise ConfigError("partition.workers", f"the {config.scheme} partition gives a worker only "

@@ -17,10 +17,12 @@ from fedlearn.execution.base import (
     call_with_timeout,
     checked,
     checked_fit,
+    trainer,
 )
 from fedlearn.execution.choose import make_executor
 from fedlearn.execution.sequential import Sequential
 from fedlearn.execution.together import Together, together_refusals
 
 __all__ = ["ClientExecutor", "Sequential", "Together", "WorkerReply", "WorkerTimeout",
-           "call_with_timeout", "checked", "checked_fit", "make_executor", "together_refusals"]
+           "call_with_timeout", "checked", "checked_fit", "make_executor", "together_refusals",
+           "trainer"]

@@ -20,10 +20,12 @@ from typing import Any
 
 import torch
 
-from fedlearn.aggregation.robust import validate_update
+from fedlearn.aggregation.robust import validate_upload
 from fedlearn.config import RobustnessConfig, TrainPlan
-from fedlearn.updates import Update, state_nbytes
+from fedlearn.updates import state_nbytes
+from fedlearn.updates.client_side import wire_nbytes
 from fedlearn.workers.base import Worker
+from fedlearn.workers.client_side import ClientSideWorker
 
 
 @dataclass
@@ -86,14 +88,16 @@ def checked(worker, update, weights, plan: TrainPlan, robust: RobustnessConfig, 
         bound = plan.epochs * worker.num_examples if batches is None else plan.batch_size
     except Exception:  # a worker that cannot say its size gets no bound
         bound = None
-    delta = getattr(update, "delta", None)
-    reason = validate_update(delta, weights, getattr(update, "num_examples", None),
-                             max_examples=bound, max_norm=robust.max_update_norm)
-    if reason is None and not isinstance(update, Update):
-        reason = f"not an Update ({type(update).__name__})"
+    reason = validate_upload(update, weights, max_examples=bound,
+                             max_norm=robust.max_update_norm)
     if reason is not None:
         return WorkerReply(None, down, rejected=reason)
-    return WorkerReply(update, down, bytes_up=state_nbytes(update.delta))
+    return WorkerReply(update, down, bytes_up=wire_nbytes(update))
+
+
+def trainer(worker: Worker) -> Worker:
+    """The worker that trains: inside a client side, the worker it wraps."""
+    return worker.inner if isinstance(worker, ClientSideWorker) else worker
 
 
 class ClientExecutor:

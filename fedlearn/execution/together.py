@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import torch
 
 from fedlearn.config import ExperimentConfig
-from fedlearn.execution.base import ClientExecutor, WorkerReply, checked
+from fedlearn.execution.base import ClientExecutor, WorkerReply, checked, trainer
 from fedlearn.updates import state_nbytes
 from fedlearn.workers.base import Worker
+from fedlearn.workers.client_side import ClientSideWorker
 from fedlearn.workers.inprocess import VirtualWorker
 from fedlearn.workers.together import can_train_together
 
@@ -26,8 +27,11 @@ class Together(ClientExecutor):
     def fit(self, jobs, weights, plan, robust, round_=None):
         down = state_nbytes(weights)
         try:
-            updates = VirtualWorker.fit_together([w for w, _ in jobs], weights, plan,
+            updates = VirtualWorker.fit_together([trainer(w) for w, _ in jobs], weights, plan,
                                                  [seed for _, seed in jobs])
+            # each client's own side (clip, compress, mask) after the batched training
+            updates = [w.upload(u) if isinstance(w, ClientSideWorker) else u
+                       for (w, _), u in zip(jobs, updates)]
         except Exception as exc:  # the batch failed: every client in it did
             return [WorkerReply(None, down, failed=f"{type(exc).__name__}: {exc}")
                     for _ in jobs]
@@ -44,5 +48,5 @@ def together_refusals(config: ExperimentConfig, workers: Sequence[Worker],
          is not None),
         ("channels-last is for one client at a time", config.plan.channels_last),
         ("every client must be a plain in-process VirtualWorker",
-         any(type(w) is not VirtualWorker for w in workers))) if broken]
+         any(type(trainer(w)) is not VirtualWorker for w in workers))) if broken]
     return reasons + ([why] if (why := can_train_together(model)) else [])

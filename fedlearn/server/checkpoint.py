@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
+from fedlearn.errors import FedlearnError
 from fedlearn.files import atomic_write
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FedlearnError, RuntimeError):
     """A checkpoint is unreadable or belongs to another configuration."""
 
 

@@ -36,21 +36,24 @@ from tqdm import tqdm
 
 from fedlearn.config import ConfigError, ExperimentConfig, model_label
 from fedlearn.config.federation import workers_per_round
+from fedlearn.errors import FedlearnError
 from fedlearn.execution import ClientExecutor, make_executor
 from fedlearn.models import build_model
 from fedlearn.server.availability import client_profiles, plan_round, round_seconds, upload_nbytes
 from fedlearn.server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fedlearn.server.pipeline import UpdatePipeline
 from fedlearn.server.record import RoundRecord
 from fedlearn.server.rounds import derive_seed  # noqa: F401 (re-export)
 from fedlearn.server.strategies import make_strategy
 from fedlearn.training import check_compute, evaluate
 from fedlearn.updates import detached_cpu_state, state_nbytes
 from fedlearn.workers.base import Worker
+from fedlearn.workers.client_side import ClientSideWorker
 
 
-class RoundFailedError(RuntimeError):
+class RoundFailedError(FedlearnError, RuntimeError):
     """Too few valid updates arrived, even after the configured retries."""
+
+    exit_code = 1  # the run started and was stopped; its checkpoint is kept for --resume
 
 
 @dataclass
@@ -122,11 +125,10 @@ class FederatedServer:
                               "with other DP-SGD settings or none: build them as DPSGDWorker("
                               "..., dp=config.dp_sgd) (run_experiment does), or set dp_sgd to "
                               "what they do")
-        per_round = config.workers_per_round(len(self.workers))
-        extras = (config.dp is not None or config.secure_aggregation
-                  or config.compression.method != "none")
-        self.pipeline = (UpdatePipeline(config, num_workers=len(self.workers), per_round=per_round)
-                         if extras else None)
+        if (config.dp is not None or config.secure_aggregation
+                or config.compression.method != "none"):
+            # the client's side of the round (clip, compress, mask) runs where each worker runs
+            self.workers = [ClientSideWorker(w, config) for w in self.workers]
         self.device = resolve_device(config.federation.device)
         self.test_x, self.test_y = test_x.to(self.device), test_y.to(self.device)
         initial = weights or initial_weights(config, self.device)
@@ -138,7 +140,8 @@ class FederatedServer:
         # an executor the server makes is the server's to close; one passed in, the caller's
         self._owns_executor = executor is None
         executor = executor or make_executor(config, self.workers, self._model, self.device)
-        self.strategy = make_strategy(config, self.weights, self.pipeline, executor)
+        self.strategy = make_strategy(config, self.weights, executor,
+                                      num_workers=len(self.workers))
         self.retired: list[str] = []  # e.g. personalized clients, out of the training pool
         self.profiles = (client_profiles(len(self.workers), config.availability, config.seed)
                          if config.availability is not None else None)
@@ -273,10 +276,8 @@ class FederatedServer:
                 "strategy": self.strategy.state_dict(),
                 "retired": list(self.retired),
                 "history": json.dumps(self.history), "config": json.dumps(self.config.to_dict()),
-                "pipeline": self.pipeline.state_dict() if self.pipeline else {},
-                # kept apart: in a deployment this stays on each worker's device
-                "simulated_clients": self.pipeline.client_state_dict() if self.pipeline else {},
-                # e.g. a DP-SGD worker's privacy ledger: also the worker's own state
+                # kept apart: the workers' own state (a DP-SGD ledger, a top-k residual), which
+                # in a deployment stays on each worker's device
                 "worker_states": {w.name: state for w in self.workers
                                   if (state := w.state_dict()) is not None}}
 
@@ -295,8 +296,6 @@ class FederatedServer:
         self.strategy.load_state_dict(strategy, self.device)
         self.retired = list(state.get("retired", []))
         self.history = json.loads(state["history"])
-        if self.pipeline is not None:
-            self.pipeline.load_state_dict(state["pipeline"], state["simulated_clients"])
         for worker in self.workers:
             if worker.name in state.get("worker_states", {}):
                 worker.load_state_dict(state["worker_states"][worker.name])

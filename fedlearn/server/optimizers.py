@@ -11,10 +11,12 @@ it is, so BatchNorm's ``num_batches_tracked`` stays an exact integer under every
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from fedlearn.aggregation import apply_delta
-from fedlearn.config import SERVER_LR_DEFAULTS, ServerOptimizerConfig
+from fedlearn.config import ServerOptimizerConfig, registered
 from fedlearn.updates.update import State, add_change, is_counter
 
 
@@ -34,26 +36,38 @@ def adam_step(weights: State, delta: State, m: State | None, v: State | None, *,
     keys = [k for k in weights if not is_counter(weights[k])]
     m = {k: (beta1 * m[k] if m else 0) + (1 - beta1) * delta[k] for k in keys}
     v = {k: (beta2 * v[k] if v else 0) + (1 - beta2) * delta[k] ** 2 for k in keys}
-    step = {**delta, **{k: m[k] / (v[k].sqrt() + tau) for k in keys}}
-    return add_change(weights, step, lr), m, v
+    step = {**delta, **{k: lr * m[k] / (v[k].sqrt() + tau) for k in keys}}
+    return add_change(weights, step), m, v
+
+
+def _sgd(weights: State, delta: State, state: dict, cfg: ServerOptimizerConfig):
+    return fedavg_step(weights, delta, cfg.learning_rate), state
+
+
+def _momentum(weights: State, delta: State, state: dict, cfg: ServerOptimizerConfig):
+    new, velocity = momentum_step(weights, delta, state.get("velocity"), lr=cfg.learning_rate,
+                                  beta=cfg.momentum)
+    return new, {"velocity": velocity}
+
+
+def _adam(weights: State, delta: State, state: dict, cfg: ServerOptimizerConfig):
+    new, m, v = adam_step(weights, delta, state.get("m"), state.get("v"), lr=cfg.learning_rate,
+                          beta1=cfg.momentum, beta2=cfg.adam_beta2, tau=cfg.adam_tau)
+    return new, {"m": m, "v": v}
+
+
+# The registry of server optimizers, by the name ``server.optimizer`` takes (its Literal,
+# fedlearn.config.ServerOptimizerName, lists the same names; tests/test_registries.py).
+SERVER_OPTIMIZERS: dict[str, Callable[[State, State, dict, ServerOptimizerConfig],
+                                      tuple[dict, dict]]] = {
+    "sgd": _sgd, "momentum": _momentum, "adam": _adam}
 
 
 def server_step(weights: State, delta: State, state: dict,
                 cfg: ServerOptimizerConfig) -> tuple[dict, dict]:
     """Apply ``delta`` as ``cfg.optimizer`` says; return new weights and state."""
-    kind = cfg.optimizer
-    if kind not in SERVER_LR_DEFAULTS:
-        raise ValueError(f"server optimizer: unknown {kind!r}")  # config validation's job
-    lr = cfg.learning_rate
-    if kind == "fedavg":
-        return fedavg_step(weights, delta, lr), state
-    if kind == "momentum":
-        new, velocity = momentum_step(weights, delta, state.get("velocity"), lr=lr,
-                                      beta=cfg.momentum)
-        return new, {"velocity": velocity}
-    new, m, v = adam_step(weights, delta, state.get("m"), state.get("v"), lr=lr,
-                          beta1=cfg.momentum, beta2=cfg.adam_beta2, tau=cfg.adam_tau)
-    return new, {"m": m, "v": v}
+    return registered(SERVER_OPTIMIZERS, cfg.optimizer, "server optimizer")(weights, delta,
+                                                                             state, cfg)
 
 
 class ServerOptimizer:

@@ -19,7 +19,7 @@ from fedlearn.execution.base import WorkerReply
 class TrainingReport:
     """The workers' side of one round, as a strategy returns it with the new weights."""
 
-    train_loss: dict[str, float] = field(default_factory=dict)  # per worker that reported
+    train_loss: dict[str, float | None] = field(default_factory=dict)  # per worker that reported
     examples: dict[str, int] = field(default_factory=dict)  # the FedAvg weights
     bytes_down: dict[str, int] = field(default_factory=dict)
     bytes_up: dict[str, int] = field(default_factory=dict)
@@ -45,17 +45,14 @@ class TrainingReport:
         return "; ".join(f"{n}: {r}" for n, r in {**self.failed, **self.rejected}.items())
 
 
-@dataclass
-class RoundRecord:
+@dataclass(kw_only=True)
+class RoundRecord(TrainingReport):
+    """A round as the history keeps it: the strategy's :class:`TrainingReport` (whose fields
+    are declared once, there) plus the selection, how the clients ran and the evaluation."""
+
     round: int
     attempt: int = 0
     selected: list[str] = field(default_factory=list)
-    train_loss: dict[str, float] = field(default_factory=dict)  # per worker that reported
-    examples: dict[str, int] = field(default_factory=dict)  # the FedAvg weights
-    bytes_down: dict[str, int] = field(default_factory=dict)
-    bytes_up: dict[str, int] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)  # worker -> what went wrong
-    rejected: dict[str, str] = field(default_factory=dict)  # worker -> why its update was refused
     skipped: bool = False
     # only in some rounds
     availability: dict[str, Any] | None = None  # simulated devices: counts per outcome...
@@ -63,10 +60,6 @@ class RoundRecord:
     dropped_clients: list[str] | None = None
     stragglers_clients: list[str] | None = None
     late_clients: list[str] | None = None
-    worker_epsilon: dict[str, float] | None = None  # DP-SGD workers' own budgets
-    epsilon: float | None = None  # DP-FedAvg's budget after this round
-    noise_multiplier: float | None = None
-    secure_aggregation: dict[str, Any] | None = None
     # how the clients were trained: precision, memory format, sequential, together or on Ray
     compute: dict[str, Any] | None = None
     # set once the round is over
@@ -82,6 +75,8 @@ class RoundRecord:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, as ``history.json`` holds it."""
         d = dataclasses.asdict(self)
+        d = {"round": d.pop("round"), "attempt": d.pop("attempt"),
+             "selected": d.pop("selected"), **d}  # the round first, as a reader looks for it
         for name in self.OPTIONAL:
             if d[name] is None:
                 del d[name]

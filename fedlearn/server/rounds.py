@@ -1,10 +1,11 @@
-"""One round of training, on the server's side, with the faults of the real world.
+"""The pieces of a round the strategies share: seeds, the aggregation rule, model hopping.
 
 A worker may raise, hang past ``round_timeout``, disappear, or send an update
 that is malformed or hostile. Every reply is checked
 (:func:`fedlearn.execution.checked_fit`) before it may be aggregated; failures and
-rejections are recorded with their reason, never averaged in. Aggregation is FedAvg
-(McMahan et al. 2017) or a robust rule from :mod:`fedlearn.aggregation.robust`.
+rejections are recorded with their reason, never averaged in. Aggregation is the
+example-weighted mean (McMahan et al. 2017) or a robust rule from
+:mod:`fedlearn.aggregation.robust`.
 """
 from __future__ import annotations
 
@@ -14,70 +15,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fedlearn.aggregation import apply_delta, fedavg
-from fedlearn.aggregation.robust import (
-    coordinate_median,
-    krum_select,
-    trimmed_mean,
-)
-from fedlearn.config import RobustnessConfig, TrainPlan
-from fedlearn.execution import ClientExecutor, Sequential, checked_fit
+from fedlearn.aggregation import AGGREGATION_RULES, apply_delta
+from fedlearn.config import RobustnessConfig, TrainPlan, registered
+from fedlearn.execution import checked_fit
 from fedlearn.server.record import TrainingReport
 from fedlearn.training import derive_seed, num_batches
 from fedlearn.updates import State, Update
 
 
 def aggregate(updates: list[Update], robust: RobustnessConfig) -> dict[str, torch.Tensor]:
-    deltas = [u.delta for u in updates]
-    if robust.aggregator == "fedavg":
-        return fedavg(deltas, [u.num_examples for u in updates])
-    if robust.aggregator == "median":
-        return coordinate_median(deltas)
-    if robust.aggregator == "trimmed_mean":
-        return trimmed_mean(deltas, robust.trim_fraction)
-    if robust.aggregator == "krum":
-        return dict(deltas[krum_select(deltas, robust.krum_byzantine)])
-    raise ValueError(f"aggregator: unknown {robust.aggregator!r}")  # config validation's job
-
-
-def fedavg_round(chosen, weights, plan: TrainPlan, robust: RobustnessConfig, seed: int,
-                 round_: int, pipeline=None, executor: ClientExecutor | None = None
-                 ) -> tuple[State | None, TrainingReport]:
-    """Every chosen worker trains locally; the aggregate of the valid updates, and the report.
-
-    The selected clients are run by ``executor`` (default: one after the other, here); the
-    aggregate is the combined weight change (the server applies it, see
-    :mod:`fedlearn.server.optimizers`), or None with fewer than ``min_updates``. With a
-    :class:`fedlearn.server.pipeline.UpdatePipeline`, updates are clipped, compressed and
-    masked on their way and noised after aggregation.
-    """
-    report = TrainingReport()
-    arrived = []
-    jobs = [(worker, derive_seed(seed, round_, i)) for i, worker in chosen]
-    replies = (executor or Sequential()).fit(jobs, weights, plan, robust, round_)
-    for (i, worker), reply in zip(chosen, replies):
-        report.count(worker.name, reply)
-        update = reply.update
-        if update is None:
-            continue
-        report.train_loss[worker.name] = update.metrics.get("loss")
-        report.examples[worker.name] = update.num_examples
-        if "epsilon" in update.metrics:  # a DP-SGD worker's own, cumulative epsilon
-            report.worker_epsilon = {**(report.worker_epsilon or {}),
-                                     worker.name: update.metrics["epsilon"]}
-        delta = update.delta
-        if pipeline is not None:
-            wire = torch.Generator().manual_seed(derive_seed(seed, round_, 10_000 + i))
-            delta, report.bytes_up[worker.name] = pipeline.upload(worker.name, delta, wire)
-        arrived.append(Update(worker.name, delta, update.num_examples, update.metrics))
-    if len(arrived) < robust.min_updates:
-        return None, report
-    if pipeline is None:
-        return aggregate(arrived, robust), report
-    noise = torch.Generator().manual_seed(derive_seed(seed, round_, 2 ** 31))
-    combined, privacy = pipeline.combine([(u.worker, u.delta, u.num_examples) for u in arrived],
-                                         [w.name for _, w in chosen], weights, round_, noise)
-    return combined, dataclasses.replace(report, **privacy)
+    """The rule ``robust.aggregator`` names (:data:`fedlearn.aggregation.AGGREGATION_RULES`)."""
+    rule = registered(AGGREGATION_RULES, robust.aggregator, "aggregator")
+    return dict(rule([u.delta for u in updates], [u.num_examples for u in updates], robust))
 
 
 def model_hopping_round(chosen, weights, velocity, plan: TrainPlan, robust: RobustnessConfig,

@@ -1,39 +1,53 @@
 """A round's maths and the state it keeps: FedAvg and the tutorial's model hopping.
 
-The loop in :mod:`fedlearn.server.federation` only selects workers and evaluates;
-a strategy turns the selected workers into new global weights (after Flower's
-``Strategy``: one object owns a round's aggregation and its state).
+The loop in :mod:`fedlearn.server.federation` only selects workers and evaluates; a
+strategy turns the selected workers into new global weights, in two hooks after Flower's
+``Strategy``: :meth:`Strategy.configure_fit` says what each selected client is asked (its
+seed, its orders for the round) and :meth:`Strategy.aggregate_fit` turns the replies into
+new weights. An executor (:mod:`fedlearn.execution`) runs the calls in between.
 
-- :class:`FedAvg` — McMahan et al. 2017, Algorithm 1: each selected worker trains
-  locally from the global weights; the valid updates are aggregated (example-weighted
-  mean, or a robust rule, through the update pipeline when one is configured) and a
+- :class:`FedAvg` — McMahan et al. 2017, Algorithm 1: each selected worker trains locally
+  from the global weights; its client side clips, compresses and masks where it runs
+  (:class:`~fedlearn.workers.client_side.ClientSideWorker`); the valid updates are
+  aggregated (the example-weighted mean, a robust rule, DP-FedAvg's fixed denominator with
+  noise, or the secure sum: :mod:`fedlearn.aggregation.server_side`) and a
   :class:`~fedlearn.server.optimizers.ServerOptimizer` applies the result.
-- :class:`ModelHopping` — the original PySyft tutorial's federated SGD: one model
-  hops between the workers' minibatches, one step each, with the momentum kept here
-  on the server, which makes it exactly SGD with momentum over the interleaved batches.
+- :class:`ModelHopping` — the original PySyft tutorial's federated SGD: one model hops
+  between the workers' minibatches, one step each, with the momentum kept here on the
+  server, which makes it exactly SGD with momentum over the interleaved batches.
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
-from fedlearn.config import ExperimentConfig
+from fedlearn.aggregation.server_side import ServerSide
+from fedlearn.config import ExperimentConfig, registered
 from fedlearn.execution import ClientExecutor, Sequential
 from fedlearn.server.optimizers import ServerOptimizer
-from fedlearn.server.record import TrainingReport
-from fedlearn.server.rounds import fedavg_round, model_hopping_round
+from fedlearn.server.record import TrainingReport, WorkerReply
+from fedlearn.server.rounds import aggregate, derive_seed, model_hopping_round
 from fedlearn.updates import State, detached_cpu_state, trained
+from fedlearn.updates.client_side import RoundOrders, decode, wire_nbytes
+from fedlearn.workers.base import Worker
+from fedlearn.workers.client_side import ClientSideWorker
+
+Chosen = Sequence[tuple[int, Worker]]  # (index in the federation, worker)
 
 
 class Strategy:
     """Turns the chosen workers of one round into new global weights; ``executor`` runs the
-    clients' calls (:mod:`fedlearn.execution`)."""
+    clients' calls."""
 
-    def __init__(self, config: ExperimentConfig, pipeline=None,
-                 executor: ClientExecutor | None = None):
-        self.config, self.pipeline = config, pipeline
+    def __init__(self, config: ExperimentConfig, executor: ClientExecutor | None = None, *,
+                 weights: State, num_workers: int):
+        self.config = config
         self.executor = executor or Sequential()
 
-    def round(self, chosen, weights: State, round_: int,
+    def round(self, chosen: Chosen, weights: State, round_: int,
               progress: bool = False) -> tuple[State | None, TrainingReport]:
         """New weights (None when fewer than ``min_updates`` valid updates arrived), and
         what the workers' side of the round did."""
@@ -47,27 +61,91 @@ class Strategy:
 
 
 class FedAvg(Strategy):
-    def __init__(self, config: ExperimentConfig, pipeline=None,
-                 executor: ClientExecutor | None = None):
-        super().__init__(config, pipeline, executor)
+    def __init__(self, config: ExperimentConfig, executor: ClientExecutor | None = None, *,
+                 weights: State, num_workers: int):
+        super().__init__(config, executor, weights=weights, num_workers=num_workers)
         self.optimizer = ServerOptimizer(config.server)
+        extras = (config.dp is not None or config.secure_aggregation
+                  or config.compression.method != "none")
+        self.server_side = (ServerSide(config, num_workers=num_workers,
+                                       per_round=config.workers_per_round(num_workers))
+                            if extras else None)
+
+    def configure_fit(self, round_: int, chosen: Chosen) -> list[tuple[Worker, int]]:
+        """Each client's call: its seed from (seed, round, index); a client side gets its
+        orders (and, under secure aggregation, every selected client's public key, which the
+        clients made)."""
+        seed = self.config.seed
+        sides = [w for _, w in chosen if isinstance(w, ClientSideWorker)]
+        peers = ({w.name: w.public_key(round_) for w in sides}
+                 if self.config.secure_aggregation else None)
+        for i, worker in chosen:
+            if isinstance(worker, ClientSideWorker):
+                worker.configure(RoundOrders(round_, derive_seed(seed, round_, 10_000 + i),
+                                             peers))
+        return [(worker, derive_seed(seed, round_, i)) for i, worker in chosen]
+
+    def aggregate_fit(self, round_: int, chosen: Chosen, replies: Sequence[WorkerReply],
+                      weights: State) -> tuple[State | None, TrainingReport]:
+        """The new weights from the valid replies, and the round's report."""
+        cfg, report = self.config, TrainingReport()
+        arrived = []
+        for (_, worker), reply in zip(chosen, replies):
+            report.count(worker.name, reply)
+            if reply.update is None:
+                continue
+            # what crossed the wire, counted as a compact format carries it
+            report.bytes_up[worker.name] = wire_nbytes(reply.update, cfg.compression.bits)
+            update = decode(reply.update, weights)
+            report.train_loss[worker.name] = update.metrics.get("loss")
+            report.examples[worker.name] = update.num_examples
+            if "epsilon" in update.metrics:  # a DP-SGD worker's own, cumulative epsilon
+                report.worker_epsilon = {**(report.worker_epsilon or {}),
+                                         worker.name: update.metrics["epsilon"]}
+            arrived.append(update)
+        if len(arrived) < cfg.robustness.min_updates:
+            return None, report
+        if self.server_side is None:
+            return self.optimizer.step(weights, aggregate(arrived, cfg.robustness)), report
+        by_name = {w.name: w for _, w in chosen}
+        size = sum(v.numel() for v in weights.values()) + 1
+
+        def reveal(survivor: str, dropped: str) -> np.ndarray:
+            client, gone = by_name[survivor], by_name[dropped]
+            assert isinstance(client, ClientSideWorker) and isinstance(gone, ClientSideWorker)
+            assert gone.orders is not None and gone.orders.peers is not None
+            return client.reveal(dropped, gone.orders.peers[dropped], size, round_)
+
+        noise = torch.Generator().manual_seed(derive_seed(cfg.seed, round_, 2 ** 31))
+        delta, extra = self.server_side.combine(arrived, [w.name for _, w in chosen], weights,
+                                                round_, noise, reveal)
+        return self.optimizer.step(weights, delta), dataclasses.replace(report, **extra)
 
     def round(self, chosen, weights, round_, progress=False):
-        cfg = self.config
-        delta, report = fedavg_round(chosen, weights, cfg.plan, cfg.robustness, cfg.seed,
-                                     round_, self.pipeline, self.executor)
-        return (None if delta is None else self.optimizer.step(weights, delta)), report
+        jobs = self.configure_fit(round_, chosen)
+        replies = self.executor.fit(jobs, weights, self.config.plan, self.config.robustness,
+                                    round_)
+        return self.aggregate_fit(round_, chosen, replies, weights)
 
     def state_dict(self) -> dict:
-        return {"server_state": self.optimizer.state_dict()}
+        state: dict = {"server_state": self.optimizer.state_dict()}
+        if self.server_side is not None:
+            state["server_side"] = self.server_side.state_dict()
+        return state
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
         self.optimizer.load_state_dict(state.get("server_state", {}), device)
+        if self.server_side is not None:
+            self.server_side.load_state_dict(state.get("server_side", {}))
 
 
 class ModelHopping(Strategy):
-    def __init__(self, config: ExperimentConfig, pipeline=None, *, weights: State):
-        super().__init__(config, pipeline)
+    def __init__(self, config: ExperimentConfig, executor: ClientExecutor | None = None, *,
+                 weights: State, num_workers: int):
+        if executor is not None and not isinstance(executor, Sequential):
+            raise ValueError(f"executor: model hopping visits one batch at a time, one client "
+                             f"after the other; {executor.name!r} cannot run it")
+        super().__init__(config, executor, weights=weights, num_workers=num_workers)
         self.velocity = {k: torch.zeros_like(v) for k, v in trained(weights).items()}
 
     def round(self, chosen, weights, round_, progress=False):
@@ -87,18 +165,13 @@ class ModelHopping(Strategy):
             self.velocity = {k: v.to(device) for k, v in state["velocity"].items()}
 
 
-STRATEGIES = {"fedavg": FedAvg, "model_hopping": ModelHopping}
+# The registry of algorithms, by the name federation.algorithm takes (its Literal,
+# fedlearn.config.Algorithm, lists the same names: tests/test_registries.py).
+STRATEGIES: dict[str, type[Strategy]] = {"fedavg": FedAvg, "model_hopping": ModelHopping}
 
 
-def make_strategy(config: ExperimentConfig, weights: State, pipeline=None,
-                  executor: ClientExecutor | None = None) -> Strategy:
+def make_strategy(config: ExperimentConfig, weights: State,
+                  executor: ClientExecutor | None = None, *, num_workers: int = 1) -> Strategy:
     """The strategy ``config.federation.algorithm`` names; unknown names raise."""
-    algorithm = config.federation.algorithm
-    if algorithm == "model_hopping":
-        if executor is not None and not isinstance(executor, Sequential):
-            raise ValueError(f"executor: model hopping visits one batch at a time, one client "
-                             f"after the other; {executor.name!r} cannot run it")
-        return ModelHopping(config, pipeline, weights=weights)
-    if algorithm == "fedavg":
-        return FedAvg(config, pipeline, executor)
-    raise ValueError(f"algorithm: unknown {algorithm!r}; allowed: {', '.join(STRATEGIES)}")
+    cls = registered(STRATEGIES, config.federation.algorithm, "algorithm")
+    return cls(config, executor, weights=weights, num_workers=num_workers)

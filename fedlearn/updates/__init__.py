@@ -4,9 +4,8 @@
 - :mod:`.privacy` — clipping, Gaussian noise and the accountant (DP-FedAvg).
 - :mod:`.compression` — stochastic quantization, top-k with error feedback.
 - :mod:`.secagg` — pairwise masking secure aggregation.
-
-They are put together with the aggregation rules, in order, by the server's
-:mod:`fedlearn.server.pipeline` (this package sits below :mod:`fedlearn.aggregation`).
+- :mod:`.client_side` — what a client does to its update before it leaves (clip, compress,
+  mask); the server's side is :mod:`fedlearn.aggregation.server_side`.
 """
 from fedlearn.updates.update import (
     State,

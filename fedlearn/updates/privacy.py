@@ -20,7 +20,7 @@ import torch
 
 from fedlearn.config import DPConfig
 from fedlearn.updates.update import State, cast_like, is_counter
-from fedlearn.updates.update import update_norm as global_norm  # noqa: F401 (the one L2 norm)
+from fedlearn.updates.update import update_norm as global_norm
 
 
 def clip_update(update: State, max_norm: float) -> tuple[dict[str, torch.Tensor], float]:

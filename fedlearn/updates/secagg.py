@@ -61,9 +61,9 @@ def prg_mask(seed: bytes, size: int) -> np.ndarray:
 class MaskingClient:
     """A client's side of one round: a fresh key pair, then masking its own update."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, key: X25519PrivateKey | None = None):
         self.name = name
-        self._key = X25519PrivateKey.generate()
+        self._key = key if key is not None else X25519PrivateKey.generate()
 
     @property
     def public_key(self) -> bytes:

@@ -24,13 +24,18 @@ class Update:
 
     ``delta`` is (local weights - global weights); ``num_examples`` is how many
     examples the local training used, the FedAvg weight; ``metrics`` holds plain
-    numbers (train loss, steps...).
+    numbers (train loss, steps...). An update encoded on the client
+    (:mod:`fedlearn.updates.client_side`) says so in ``encoding`` and carries ``payload``
+    instead of ``delta``: ``"compressed"`` (codes, or top-k indices and values, per tensor) or
+    ``"masked"`` (one vector the server can only add to others).
     """
 
     worker: str
     delta: dict[str, torch.Tensor]
     num_examples: int
     metrics: dict = field(default_factory=dict)
+    encoding: str = "delta"  # "delta", "compressed" or "masked"
+    payload: dict = field(default_factory=dict)
 
 
 def is_counter(t: torch.Tensor) -> bool:
@@ -41,12 +46,6 @@ def is_counter(t: torch.Tensor) -> bool:
 def trained(state: State) -> dict[str, torch.Tensor]:
     """The floating entries of ``state``: what clipping, compression, noise and norms see."""
     return {k: v for k, v in state.items() if not is_counter(v)}
-
-
-def update_norm(update: State) -> float:
-    """Global L2 norm over every floating tensor of an update (counters are not trained)."""
-    return math.sqrt(sum(float(t.to(torch.float64).pow(2).sum())
-                         for t in trained(update).values()))
 
 
 def cast_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -79,6 +78,12 @@ def add_change(state: State, change: State, scale: float = 1.0) -> dict[str, tor
         else:
             out[k] = v + scale * c.to(v.dtype)
     return out
+
+
+def update_norm(update: State) -> float:
+    """Global L2 norm over every floating tensor of an update (counters are not trained)."""
+    return math.sqrt(sum(float(t.to(torch.float64).pow(2).sum())
+                         for t in trained(update).values()))
 
 
 def state_nbytes(state: Mapping[str, torch.Tensor]) -> int:

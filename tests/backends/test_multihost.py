@@ -153,8 +153,8 @@ def test_owner_commands_say_clearly_when_the_datasite_is_unreachable_or_the_pass
     port = free_port()  # nothing listens there
     r = subprocess.run([sys.executable, "-m", "fedlearn", "datasite", "requests", "--url",
                         f"http://127.0.0.1:{port}"], capture_output=True, text=True, env=env)
-    assert r.returncode == 1 and "cannot reach a Datasite" in r.stderr
-    assert "Traceback" not in r.stderr
+    assert r.returncode == 2 and "cannot reach a Datasite" in r.stderr  # fix the URL: a user error
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     env["FEDLEARN_ADMIN_PASSWORD"] = "not-the-owner-password"
     r = subprocess.run([sys.executable, "-m", "fedlearn", "datasite", "requests", "--url",
                         servers[0].url], capture_output=True, text=True, env=env)

@@ -119,7 +119,7 @@ def test_ignore_tls_errors_does_not_stop_the_scientists_certificate_check(tmp_pa
                                 "IGNORE_TLS_ERRORS": "1", "NO_PROXY": "*"})
     finally:
         server.shutdown()
-    assert run.returncode == 1, run.stderr
+    assert run.returncode == 2, run.stderr  # the certificates to fix: a user error
     lines = run.stderr.strip().splitlines()
     assert lines[0].startswith("fedlearn: ignoring IGNORE_TLS_ERRORS from the environment")
     assert "Traceback" not in run.stderr and len(lines) == 2, run.stderr

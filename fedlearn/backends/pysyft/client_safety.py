@@ -31,14 +31,13 @@ server in one process and still trains.
 from __future__ import annotations
 
 from fedlearn.backends.pysyft.hardening import RefusedBySecurityPolicy
-from fedlearn.errors import FedlearnError
 
 
-class UnknownTypeRefused(RefusedBySecurityPolicy, FedlearnError):
+class UnknownTypeRefused(RefusedBySecurityPolicy):
     """A message named a type fedlearn's syft does not know; nothing was loaded for it."""
 
 
-class ServerCodeRefused(RefusedBySecurityPolicy, FedlearnError):
+class ServerCodeRefused(RefusedBySecurityPolicy):
     """Something asked this process to run code that arrived in a message."""
 
 

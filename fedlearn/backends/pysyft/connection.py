@@ -23,6 +23,28 @@ class LoginError(FedlearnError, PermissionError):
     """A login failed, or the account is not allowed to do what was asked."""
 
 
+class DatasiteUnreachable(FedlearnError, ConnectionError):
+    """Nothing answers as a Datasite at a URL: no server there, a wrong host or port, or a
+    failed TLS check."""
+
+
+class DatasiteRefused(FedlearnError, ConnectionError):
+    """The server at a Datasite's URL answered with something fedlearn refuses (e.g. a code
+    gadget, or no terms): not a fedlearn Datasite to trust."""
+
+    exit_code = 1  # the other side stopped the run, not the command
+
+
+def unreachable(url: str, exc: BaseException, *, name: str | None = None) -> DatasiteUnreachable:
+    """The one error for a Datasite that cannot be reached, naming the URL and what to check."""
+    kind = ("TLS check failed" if "SSL" in type(exc).__name__ or "SSL" in str(exc)
+            else type(exc).__name__)
+    return DatasiteUnreachable(
+        f"{name + ': ' if name else ''}cannot reach a Datasite at {url} ({kind}); is "
+        "`fedlearn datasite serve` running there, and are the host, the port and (for "
+        "https://) --ca-file and the certificates right?")
+
+
 @dataclass(frozen=True)
 class TLSClientConfig:
     """The CA that signed the Datasites' certificates, and this client's own certificate."""
@@ -128,14 +150,11 @@ def login(url: str, email: str, password: str):
     except (RefusedBySecurityPolicy, sy.SyftException) as exc:
         refused = _refusal_in(exc)
         if refused is not None:  # a hostile or impersonated server
-            raise ConnectionError(f"{url} sent something fedlearn refuses to decode "
+            raise DatasiteRefused(f"{url} sent something fedlearn refuses to decode "
                                   f"({refused}); is it really a Datasite?") from exc
         raise LoginError(f"login to {url} as {email} failed: {exc.public_message}") from exc
     except OSError as exc:  # requests' ConnectionError, SSLError and timeouts are OSErrors
-        kind = "TLS check failed" if "SSL" in type(exc).__name__ or "SSL" in str(exc) else \
-            type(exc).__name__
-        raise ConnectionError(f"cannot reach a Datasite at {url} ({kind}); is the server "
-                              "running, and are the host, port and certificates right?") from exc
+        raise unreachable(url, exc) from exc
 
 
 def _refusal_in(exc: BaseException | None) -> str | None:

@@ -41,6 +41,8 @@ import threading
 import types
 import typing
 
+from fedlearn.errors import FedlearnError
+
 TYPING_ALLOWLIST = frozenset({
     "List", "Dict", "Set", "FrozenSet", "Tuple", "Type", "Optional", "Union", "DefaultDict",
     "OrderedDict", "Deque", "Counter", "ChainMap", "Sequence", "MutableSequence", "Mapping",
@@ -61,7 +63,7 @@ ARRAY_DTYPES = frozenset({
     "float16", "float32", "float64", "complex64", "complex128"})
 
 
-class RefusedBySecurityPolicy(PermissionError):
+class RefusedBySecurityPolicy(FedlearnError, PermissionError):
     """fedlearn refused something PySyft 0.9.5 would have allowed (see docs/security-audit.md)."""
 
     @property

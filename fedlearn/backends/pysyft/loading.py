@@ -6,12 +6,14 @@ runs with :mod:`fedlearn.backends.pysyft.hardening` applied.
 """
 from __future__ import annotations
 
+from fedlearn.errors import FedlearnError
+
 SYFT_VERSION = "0.9.5"
 # the root account every syft 0.9.5 Datasite gets unless told otherwise (published)
 PYSYFT_DEFAULT_EMAIL, PYSYFT_DEFAULT_PASSWORD = "info@openmined.org", "changethis"
 
 
-class SyftUnavailableError(ImportError):
+class SyftUnavailableError(FedlearnError, ImportError):
     """syft 0.9.5 is not installed (or cannot be on this Python)."""
 
 

@@ -43,6 +43,17 @@ class ApprovalRefused(FedlearnError):
     """The owner asked to approve a request that does not pass fedlearn's checks."""
 
 
+class UnknownRequest(FedlearnError, KeyError):
+    """No code request has the id the owner gave."""
+
+    def __str__(self) -> str:  # a KeyError would quote its message
+        return str(self.args[0]) if self.args else ""
+
+
+class SyftRefused(FedlearnError, RuntimeError):
+    """PySyft refused an action (its own reason is in the message)."""
+
+
 def private_syft_root() -> Path:
     """``$TMPDIR/syft``, where syft 0.9.5 puts every Datasite's database and blobs, made 0700:
     its files are 0644, so only a closed folder keeps other local users out."""
@@ -61,7 +72,7 @@ def check_result(result, what: str):
     """PySyft reports many failures as returned SyftError objects: turn them into exceptions."""
     sy = require_syft()
     if isinstance(result, sy.SyftError):
-        raise RuntimeError(f"PySyft: {what} failed: {result.message}")
+        raise SyftRefused(f"PySyft: {what} failed: {result.message}")
     return result
 
 
@@ -222,7 +233,7 @@ class Datasite:
         request_id = str(getattr(request_id, "id", request_id))
         rows = [r for r in self._ask_server("fedlearn.requests") if r["id"] == request_id]
         if not rows:
-            raise KeyError(f"{self.name}: no request with id {request_id}")
+            raise UnknownRequest(f"{self.name}: no request with id {request_id}")
         fields = {k: v for k, v in rows[0].items() if k in RequestReview.__dataclass_fields__}
         return RequestReview(**fields)
 
@@ -232,7 +243,7 @@ class Datasite:
     def request(self, request_id):
         matches = [r for r in self._admin.requests if str(r.id) == str(request_id)]
         if not matches:
-            raise KeyError(f"{self.name}: no request with id {request_id}")
+            raise UnknownRequest(f"{self.name}: no request with id {request_id}")
         return matches[0]
 
     def review(self, request_id) -> str:

@@ -25,7 +25,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _URL = re.compile(r"^https?://[^/:\s]+:\d{1,5}/?$")
 
 
-class ApprovalError(RuntimeError):
+class ApprovalError(FedlearnError, RuntimeError):
     """An owner rejected the code request, or did not approve it in time."""
 
 
@@ -119,7 +119,11 @@ def connect_datasites(addresses, *, email: str, password: str, model: str, max_c
     Each owner's terms (:mod:`.owner_limits`) are read first: a ``plan`` or a choice of
     ``dp`` they would refuse is refused here, before anything is submitted.
     """
-    from fedlearn.backends.pysyft.connection import LoginError
+    from fedlearn.backends.pysyft.connection import (
+        DatasiteRefused,
+        DatasiteUnreachable,
+        LoginError,
+    )
     from fedlearn.backends.pysyft.hardening import RefusedBySecurityPolicy
     from fedlearn.backends.pysyft.owner_limits import run_refusal
     from fedlearn.backends.pysyft.scientist import SyftWorker
@@ -129,14 +133,15 @@ def connect_datasites(addresses, *, email: str, password: str, model: str, max_c
         try:
             worker = SyftWorker.connect(address.name, address.url, email=email,
                                         password=password)
-        except (LoginError, ConnectionError):
+        except (LoginError, ConnectionError):  # DatasiteUnreachable, DatasiteRefused
             raise
         except RefusedBySecurityPolicy as exc:  # e.g. a Datasite answering with a code gadget
-            raise ConnectionError(f"{address.name}: {address.url} sent something fedlearn "
+            raise DatasiteRefused(f"{address.name}: {address.url} sent something fedlearn "
                                   f"refuses to decode ({exc}); is it really a Datasite?") from exc
         except Exception as exc:  # a server that is not a Datasite
-            raise ConnectionError(f"{address.name}: cannot reach a Datasite at {address.url} "
-                                  f"({type(exc).__name__}: {exc})") from exc
+            what = " ".join(str(exc).split())[:200]
+            raise DatasiteUnreachable(f"{address.name}: cannot reach a Datasite at "
+                                      f"{address.url} ({type(exc).__name__}: {what})") from exc
         refused = run_refusal(worker.terms(), plan or TrainPlan(),
                               dp.noise_multiplier if dp else None)
         if refused is not None:

@@ -24,11 +24,11 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from fedlearn.backends.pysyft.connection import LoginError, login, role_of
+from fedlearn.backends.pysyft.connection import DatasiteRefused, LoginError, login, role_of
 from fedlearn.backends.pysyft.console import quiet_syft
 from fedlearn.backends.pysyft.dp_training_code import load_dp_training_function
 from fedlearn.backends.pysyft.loading import require_syft
-from fedlearn.backends.pysyft.owner import Datasite, ask_fedlearn, check_result
+from fedlearn.backends.pysyft.owner import Datasite, SyftRefused, ask_fedlearn, check_result
 from fedlearn.backends.pysyft.owner_limits import OwnerLimits
 from fedlearn.backends.pysyft.review import request_status
 from fedlearn.backends.pysyft.training_code import (
@@ -39,6 +39,7 @@ from fedlearn.backends.pysyft.training_code import (
     nonce_proof,
 )
 from fedlearn.config import DPSGDConfig, ModelSpec, TrainPlan
+from fedlearn.errors import FedlearnError
 from fedlearn.training import num_batches
 from fedlearn.updates import Update, detached_cpu_state
 from fedlearn.workers.base import Worker
@@ -48,11 +49,11 @@ from fedlearn.workers.base import Worker
 _EXISTING = re.compile(r"Request ([0-9a-f]{32}) already exists for this UserCode")
 
 
-class StaleResultError(RuntimeError):
+class StaleResultError(FedlearnError, RuntimeError):
     """A Datasite returned a result that was not computed for this call."""
 
 
-class InputRefusedError(RuntimeError):
+class InputRefusedError(FedlearnError, RuntimeError):
     """The approved code refused its inputs (out of bounds, wrong keys or shapes)."""
 
 
@@ -114,7 +115,7 @@ class SyftWorker(Worker):
         """The owner's limits on this Datasite: lr and batch bounds, a privacy budget."""
         refused, terms = ask_fedlearn(self._client, "fedlearn.terms")
         if refused is not None:  # e.g. a Datasite not served by fedlearn
-            raise ConnectionError(f"{self.name}: the Datasite does not say its terms ({refused})")
+            raise DatasiteRefused(f"{self.name}: the Datasite does not say its terms ({refused})")
         return OwnerLimits(**terms)
 
     def submit(self, model, *, max_calls: int, run: str = TUTORIAL_RUN,
@@ -196,7 +197,7 @@ class SyftWorker(Worker):
                 what = f"{what} ({chatter.syft_error()})"
             return check_result(result, what)
         except sy.SyftException as exc:  # e.g. the request is not approved (yet)
-            raise RuntimeError(f"PySyft: {what} failed: {exc}") from exc
+            raise SyftRefused(f"PySyft: {what} failed: {exc}") from exc
 
     def fit(self, weights: Mapping[str, torch.Tensor], plan: TrainPlan, *, seed: int,
             batches: tuple[int, int] | None = None) -> Update:

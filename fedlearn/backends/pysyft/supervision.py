@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from fedlearn.config import ConfigError
+from fedlearn.errors import FedlearnError
 
 MIB = 1024 * 1024
 DEFAULT_MAX_MEMORY_MB = 8192
@@ -35,8 +36,11 @@ MIN_MAX_MEMORY_MB = 1024  # the child holds ~1 GB of writable memory before any 
 LOG_NAME = "server.log"
 
 
-class ServerDied(RuntimeError):
-    """The served Datasite's server process ended while ``serve`` was serving."""
+class ServerDied(FedlearnError, RuntimeError):
+    """The served Datasite's server process ended while ``serve`` was serving: the message
+    says how (a signal, an exit code, a probable out-of-memory kill) and where the log is."""
+
+    exit_code = 1  # serving started and was stopped
 
 
 def reserve_port(host: str, port: int) -> socket.socket:

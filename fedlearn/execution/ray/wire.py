@@ -15,13 +15,16 @@ from fedlearn.updates import Update
 
 
 def to_wire(state) -> dict:
-    return {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor)
+    """Tensors as numpy arrays, in nested dicts too (a compressed update's payload)."""
+    return {k: to_wire(v) if isinstance(v, dict)
+            else v.detach().cpu().numpy() if isinstance(v, torch.Tensor)
             and v.dtype != torch.bfloat16 else v for k, v in state.items()}
 
 
 def from_wire(state: dict) -> dict:
     # a copy: Ray's arrays are read-only views of its object store
-    return {k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v
+    return {k: from_wire(v) if isinstance(v, dict)
+            else torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v
             for k, v in state.items()}
 
 
@@ -30,14 +33,15 @@ def update_to_wire(update):
     if isinstance(update, Update) and isinstance(update.delta, dict) and all(
             isinstance(v, torch.Tensor) for v in update.delta.values()):
         return ("update", update.worker, to_wire(update.delta), update.num_examples,
-                update.metrics)
+                update.metrics, update.encoding, to_wire(update.payload))
     return update
 
 
 def update_from_wire(reply):
-    if isinstance(reply, tuple) and len(reply) == 5 and reply[0] == "update":
-        _, worker, delta, num_examples, metrics = reply
-        return Update(worker, from_wire(delta), num_examples, metrics)
+    if isinstance(reply, tuple) and len(reply) == 7 and reply[0] == "update":
+        _, worker, delta, num_examples, metrics, encoding, payload = reply
+        return Update(worker, from_wire(delta), num_examples, metrics, encoding,
+                      from_wire(payload))
     return reply
 
 

@@ -1,0 +1,62 @@
+"""A worker with the client's side of the round done where the worker runs.
+
+:class:`ClientSideWorker` wraps any in-process worker: its ``fit`` trains as the inner worker
+does, then clips, compresses and masks the update (:mod:`fedlearn.updates.client_side`)
+before returning it, so whatever executor runs the worker — this process, a Ray actor —
+runs those steps there too, and what comes back is what crosses the wire. Its state (the top-k
+residual, the round's private key) is the client's own: it travels with the worker's state,
+as a DP-SGD worker's ledger does, and never into the server's.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from fedlearn.config import ExperimentConfig
+from fedlearn.updates import Update
+from fedlearn.updates.client_side import ClientSide, RoundOrders
+from fedlearn.workers.base import DelegatingWorker, Worker
+
+
+class ClientSideWorker(DelegatingWorker):
+    """``ClientSideWorker(worker, config)``: ``worker`` with ``config``'s clip, compression and
+    masking applied on its side. The server relays its orders (:meth:`configure`) and, under
+    secure aggregation, its public key (:meth:`public_key`) and its masks with a client that
+    dropped out (:meth:`reveal`)."""
+
+    def __init__(self, inner: Worker, config: ExperimentConfig):
+        super().__init__(inner)
+        self.client = ClientSide(inner.name, config)
+        self.orders: RoundOrders | None = None
+
+    def public_key(self, round_: int) -> bytes:
+        return self.client.public_key(round_)
+
+    def configure(self, orders: RoundOrders) -> None:
+        """This round's orders; they go with the worker's state to wherever it trains."""
+        self.orders = orders
+
+    def fit(self, weights, plan, *, seed, batches=None) -> Update:
+        return self.upload(self.inner.fit(weights, plan, seed=seed, batches=batches))
+
+    def upload(self, update: Update) -> Update:
+        """An update trained elsewhere (several clients batched together) as it leaves here."""
+        if self.orders is None:
+            raise RuntimeError(f"worker {self.name!r}: no orders for this round")
+        return self.client.encode(update, self.orders)
+
+    def reveal(self, dropped: str, dropped_key: bytes, size: int, round_: int) -> np.ndarray:
+        return self.client.reveal(dropped, dropped_key, size, round_)
+
+    def state_dict(self) -> dict:
+        # plain data only: a checkpoint is loaded with torch.load(weights_only=True)
+        return {"worker": self.inner.state_dict(), "client_side": self.client.state_dict(),
+                "orders": dataclasses.asdict(self.orders) if self.orders else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("worker") is not None:
+            self.inner.load_state_dict(state["worker"])
+        self.client.load_state_dict(state.get("client_side", {}))
+        orders = state.get("orders")
+        self.orders = RoundOrders(**orders) if orders else None
