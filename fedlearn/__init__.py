@@ -5,12 +5,16 @@ The data's path through the package:
 - :mod:`fedlearn.data` — load MNIST (or bring your own tensors) and split it between workers;
 - :mod:`fedlearn.models`, :mod:`fedlearn.training` — plain PyTorch, no federation inside;
 - :mod:`fedlearn.workers` — the data owners: in-process, DP-SGD, faulty, personalized;
+- :mod:`fedlearn.execution` — how a round's clients run: sequential, together, on Ray;
 - :mod:`fedlearn.server` — the loop (select → train → aggregate → evaluate), strategies,
   server optimizers, availability, checkpoints; :mod:`fedlearn.aggregation` — FedAvg and
   robust rules; :mod:`fedlearn.updates` — clip, compress, mask, noise;
 - :mod:`fedlearn.backends.pysyft` — Bob and Alice as PySyft 0.9.5 Datasites (imported only
   when used);
 - :mod:`fedlearn.experiment` — one call from a config to files on disk; :mod:`fedlearn.cli`.
+
+No package imports one that sits above it (config, data ... workers, execution, server, then
+experiment, cli and backends) and no two import each other: tests/test_layers.py.
 
 The names below are imported on first use, so ``import fedlearn.server`` (a worker
 process, a 1,000-client simulation) does not pay for matplotlib and friends.
