@@ -47,7 +47,7 @@ from fedlearn.server.strategies import make_strategy
 from fedlearn.training import check_compute, evaluate
 from fedlearn.updates import detached_cpu_state, state_nbytes
 from fedlearn.workers.base import Worker
-from fedlearn.workers.client_side import ClientSideWorker
+from fedlearn.workers.client_side import with_client_sides
 
 
 class RoundFailedError(FedlearnError, RuntimeError):
@@ -125,10 +125,8 @@ class FederatedServer:
                               "with other DP-SGD settings or none: build them as DPSGDWorker("
                               "..., dp=config.dp_sgd) (run_experiment does), or set dp_sgd to "
                               "what they do")
-        if (config.dp is not None or config.secure_aggregation
-                or config.compression.method != "none"):
-            # the client's side of the round (clip, compress, mask) runs where each worker runs
-            self.workers = [ClientSideWorker(w, config) for w in self.workers]
+        # the client's side of the round (clip, compress, mask) runs where each worker runs
+        self.workers = with_client_sides(self.workers, config)
         self.device = resolve_device(config.federation.device)
         self.test_x, self.test_y = test_x.to(self.device), test_y.to(self.device)
         initial = weights or initial_weights(config, self.device)
@@ -315,7 +313,8 @@ def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Te
     from ``config.execution`` by :func:`fedlearn.execution.make_executor`, closed at the end;
     one passed in is the caller's to close).
     """
-    workers = list(workers)
+    # wrapped here, before the executor takes them, so the client's side runs where they run
+    workers = with_client_sides(workers, config)
     made = executor is None  # the run is composed here: it makes its executor, and closes it
     if executor is None:
         device = resolve_device(config.federation.device)

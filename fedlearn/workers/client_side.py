@@ -19,6 +19,17 @@ from fedlearn.updates.client_side import ClientSide, RoundOrders
 from fedlearn.workers.base import DelegatingWorker, Worker
 
 
+def with_client_sides(workers, config: ExperimentConfig) -> list:
+    """``workers``, each wrapped in a :class:`ClientSideWorker` where ``config`` has a client
+    side (DP-FedAvg's clipping, compression, secure aggregation); one already wrapped, or not a
+    :class:`Worker` (the server refuses it with the reason), stays as it is."""
+    if config.dp is None and not config.secure_aggregation and \
+            config.compression.method == "none":
+        return list(workers)
+    return [ClientSideWorker(w, config) if isinstance(w, Worker)
+            and not isinstance(w, ClientSideWorker) else w for w in workers]
+
+
 class ClientSideWorker(DelegatingWorker):
     """``ClientSideWorker(worker, config)``: ``worker`` with ``config``'s clip, compression and
     masking applied on its side. The server relays its orders (:meth:`configure`) and, under

@@ -159,6 +159,19 @@ def test_clients_trained_together_inside_each_actor(cluster, data, one_thread):
         [h["selected"] for h in together.history]
 
 
+def test_the_client_side_runs_on_the_actors_when_the_run_makes_its_executor(cluster, data,
+                                                                          one_thread):
+    """run_federation wraps the workers in their client side (clip, compress) before it makes
+    the Ray executor, so those steps run on the actors; the weights are in-process ones."""
+    cfg = config(dp=DPConfig(clip_norm=0.5, noise_multiplier=0.3),
+                 compression=CompressionConfig(method="topk", topk_fraction=0.1))
+    reference = run(data, dataclasses.replace(
+        cfg, execution=ExecutionConfig(executor="sequential")))
+    on_ray = run(data, cfg)
+    assert same_weights(reference.weights, on_ray.weights)
+    assert on_ray.history[-1]["compute"]["clients"] == "ray"
+
+
 def test_a_free_actor_takes_a_client_whose_data_it_holds():
     from fedlearn.execution.ray.schedule import chunks, pick
 

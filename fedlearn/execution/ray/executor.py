@@ -37,6 +37,7 @@ from fedlearn.execution.ray.schedule import Task, again, pick, tasks_for
 from fedlearn.execution.ray.wire import ActorAnswer, ActorCall, to_wire, update_from_wire
 from fedlearn.updates import state_nbytes
 from fedlearn.workers.base import Worker
+from fedlearn.workers.client_side import ClientSideWorker
 
 
 class RayExecutor(ClientExecutor):
@@ -117,7 +118,12 @@ class RayExecutor(ClientExecutor):
             plan: TrainPlan, robust: RobustnessConfig, round_: int | None = None
             ) -> list[WorkerReply]:
         names = [worker.name for worker, _ in jobs]
-        if strangers := [n for (w, _), n in zip(jobs, names) if self._workers.get(n) is not w]:
+        # a job's worker is one this executor was made with, or a client side wrapped around
+        # one afterwards (the server's): the actor trains the inner worker, and the client's
+        # side (clip, compress, mask) is then done here, as Together does after its batch
+        trained: list = [self._workers.get(n) for n in names]
+        if strangers := [n for (w, _), t, n in zip(jobs, trained, names)
+                         if t is not w and not (isinstance(w, ClientSideWorker) and w.inner is t)]:
             raise ValueError(f"RayExecutor.fit: {strangers} are not the workers this executor "
                              "was made with (its actors train copies of those)")
         ray, pool = self._ray, self.pool
@@ -159,7 +165,7 @@ class RayExecutor(ClientExecutor):
                 task = queue[i]
                 del queue[i]
                 calls = [ActorCall(c.client, [self._shards[c.client][0]],
-                                   self._shards[c.client][1], jobs[c.job][0].state_dict(),
+                                   self._shards[c.client][1], trained[c.job].state_dict(),
                                    c.seed) for c in task]
                 pool.hold(actor, held | {c.client for c in task})
                 ref = actor.fit.remote(calls, round_, weights_ref, plan, self.together,
@@ -201,13 +207,10 @@ class RayExecutor(ClientExecutor):
                 self._count("shards_fetched", answer.fetched)
                 self._count("trained_together", answer.trained_together)
                 for call, reply in zip(task, answer.replies):
-                    worker = jobs[call.job][0]
                     if reply.state is not None:  # e.g. a DP-SGD ledger: the driver's copy
-                        worker.load_state_dict(reply.state)
-                    replies[call.job] = (
-                        checked(worker, update_from_wire(reply.payload), weights, plan, robust,
-                                down=down) if reply.ok
-                        else WorkerReply(None, down, failed=reply.payload))
+                        trained[call.job].load_state_dict(reply.state)
+                    replies[call.job] = self._reply(jobs[call.job][0], trained[call.job],
+                                                    reply, weights, plan, robust, down)
             if robust.round_timeout is not None:
                 now = time.monotonic()
                 expired = [ref for ref, (_, _, t0) in running.items()
@@ -224,6 +227,17 @@ class RayExecutor(ClientExecutor):
             self._events["reruns"] = self._events.get("reruns", []) + reruns
         return [r if r is not None else WorkerReply(None, down, failed="no reply")
                 for r in replies]  # every call ends with a reply above; typed as such
+
+    def _reply(self, worker, trained, reply, weights, plan, robust, down) -> WorkerReply:
+        if not reply.ok:
+            return WorkerReply(None, down, failed=reply.payload)
+        update = update_from_wire(reply.payload)
+        if worker is not trained:  # its client side, here
+            try:
+                update = worker.upload(update)
+            except Exception as exc:  # the client's failure, as in-process
+                return WorkerReply(None, down, failed=f"{type(exc).__name__}: {exc}")
+        return checked(worker, update, weights, plan, robust, down=down)
 
     def close(self) -> None:
         """Remove this run's actors; shut Ray down if this run started it."""
