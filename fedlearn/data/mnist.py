@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from fedlearn.config import ConfigError, DataConfig
+from fedlearn.data.normalisation import MNIST_NORMALISATION, normalise
 from fedlearn.errors import FedlearnError
 from fedlearn.files import atomic_write
 
@@ -29,7 +30,7 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+MNIST_MEAN, MNIST_STD = MNIST_NORMALISATION.mean[0], MNIST_NORMALISATION.std[0]
 HOW_TO_PROVIDE = (
     "Provide MNIST in one of these ways: (1) run once with internet access so torchvision "
     "can download it; or (2) put the four files train-images-idx3-ubyte, "
@@ -135,8 +136,8 @@ _LOADED: dict[str, MnistTensors] = {}
 
 
 def _normalise(images: torch.Tensor) -> torch.Tensor:
-    # (N, 28, 28) uint8 -> (N, 1, 28, 28) float32, normalised once, not per sample
-    return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1).contiguous()
+    # (N, 28, 28) uint8 -> (N, 1, 28, 28) float32: MNIST's declared normalisation
+    return normalise(images, MNIST_NORMALISATION)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
