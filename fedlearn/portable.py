@@ -39,9 +39,9 @@ def normalise(x: torch.Tensor, divide_by: float, mean: tuple, std: tuple) -> tor
         x = x.unsqueeze(1)
     values = [divide_by, *mean, *std]
     if len(mean) != len(std) or len(mean) not in (1, x.shape[1]):
-        raise ValueError(f"the normalisation has {len(mean)} mean(s) and {len(std)} std(s); "
-                         f"the data has {x.shape[1]} channels or features: give 1 or "
-                         f"{x.shape[1]} of each")
+        raise ValueError(f"the normalisation has {len(mean)} mean(s) and {len(std)} std(s), "
+                         f"the data {x.shape[1]} channel(s) or feature(s): give one mean and "
+                         "one std, or one of each per channel")
     if not all(math.isfinite(v) for v in values) or min([divide_by, *std]) <= 0:
         raise ValueError("the normalisation's divide_by and stds must be finite and > 0, its "
                          "means finite")
