@@ -122,7 +122,7 @@ _EXPORTS = {
                         "FederationConfig",
                         "PartitionConfig", "RobustnessConfig", "ServerOptimizerConfig",
                         "TrainPlan", "WarmStartConfig"],
-    "fedlearn.data": ["load_mnist", "partition"],
+    "fedlearn.data": ["MnistTensors", "Normalisation", "load_mnist", "normalise", "partition"],
     "fedlearn.errors": ["FedlearnError"],
     "fedlearn.experiment": ["run_experiment"],
     "fedlearn.models": ["build_model"],

@@ -282,6 +282,8 @@ def format_request(r: dict, *, code: bool) -> str:
         same = (f"equals fedlearn's generated function for {r['matches']}" if r["matches"]
                 else "does NOT equal fedlearn's generated function")
         lines.append(f"  source SHA-256: {r['sha256']} ({same}), run {r.get('run')}")
+        if r.get("normalisation"):
+            lines.append(f"  normalises your data as: {r['normalisation']}")
         lines += [f"  PROBLEM: {p}" for p in r["problems"]]
         if r.get("terms"):
             lines.append(f"  {r['terms']}")
