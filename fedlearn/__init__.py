@@ -67,7 +67,16 @@ if TYPE_CHECKING:  # what a type checker sees: the real names, not __getattr__'s
         WarmStartConfig as WarmStartConfig,
     )
     from fedlearn.data import (
+        MnistTensors as MnistTensors,
+    )
+    from fedlearn.data import (
+        Normalisation as Normalisation,
+    )
+    from fedlearn.data import (
         load_mnist as load_mnist,
+    )
+    from fedlearn.data import (
+        normalise as normalise,
     )
     from fedlearn.data import (
         partition as partition,
