@@ -71,7 +71,16 @@ if TYPE_CHECKING:  # what a type checker sees: the real names, not __getattr__'s
         WarmStartConfig as WarmStartConfig,
     )
     from fedlearn.data import (
+        MnistTensors as MnistTensors,
+    )
+    from fedlearn.data import (
+        Normalisation as Normalisation,
+    )
+    from fedlearn.data import (
         load_mnist as load_mnist,
+    )
+    from fedlearn.data import (
+        normalise as normalise,
     )
     from fedlearn.data import (
         partition as partition,
@@ -126,7 +135,7 @@ _EXPORTS = {
                         "FederationConfig",
                         "PartitionConfig", "RobustnessConfig", "ServerOptimizerConfig",
                         "TrainPlan", "WarmStartConfig"],
-    "fedlearn.data": ["load_mnist", "partition"],
+    "fedlearn.data": ["MnistTensors", "Normalisation", "load_mnist", "normalise", "partition"],
     "fedlearn.errors": ["FedlearnError"],
     "fedlearn.experiment": ["run_experiment"],
     "fedlearn.models": ["build_model"],

@@ -1,7 +1,8 @@
 """One call from a config to a finished run with its files on disk.
 
-``run_experiment`` loads MNIST, gives each worker its shard, runs the federation
-loop with a checkpoint after every round, and writes ``history.json``,
+``run_experiment`` loads MNIST (or takes your own tensors, ``data=``), gives each worker
+its shard, runs the federation loop with a checkpoint after every round, and writes
+``history.json``,
 ``model.pt`` (a state dict), ``learning_curve.png`` and ``config.json``. The CLI
 is a thin layer over it; practitioners call it from Python.
 """
@@ -18,6 +19,7 @@ import torch
 
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.data import load_mnist
+from fedlearn.data.mnist import check_tensors, subset
 from fedlearn.files import atomic_write
 from fedlearn.plots import learning_curve, save_figure
 from fedlearn.server.federation import FederationResult, resolve_device, run_federation
@@ -67,8 +69,14 @@ def write_outputs(out: Path, config: ExperimentConfig, result: FederationResult)
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False,
                    progress: bool = False, workers=None,
-                   personalize_steps: int = 0) -> ExperimentResult:
+                   personalize_steps: int = 0, data=None) -> ExperimentResult:
     """Run ``config`` and write its outputs to ``out_dir``.
+
+    ``data``: your own data set instead of MNIST, as (train_x, train_y, test_x, test_y)
+    or :class:`fedlearn.data.MnistTensors` — float inputs already normalised
+    (:func:`fedlearn.data.normalise`), integer class labels; ``config.data.train_size``
+    and ``test_size`` still take seeded subsets. ``config.federation.model`` must fit
+    its inputs (a ready-made name for 28x28 images, or your own ``nn.Module`` class).
 
     ``workers`` defaults to in-process workers holding ``config.partition``'s
     shards; pass others (e.g. PySyft Datasites) and only the test set is used here.
@@ -83,9 +91,14 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     if personalize_steps and config.partition.holdout <= 0:
         raise ConfigError("partition.holdout", "personalization measures accuracy on each worker's "
                           "held-out share: set holdout > 0 (e.g. 0.2)")
+    if data is not None and config.data.data_dir is not None:
+        raise ConfigError("data.data_dir", "names an MNIST folder, but data= gives the data: "
+                          "leave data_dir unset")
+    own = None if data is None else subset(check_tensors(data), config.data, config.seed,
+                                           "data=")
     out = prepare_output_dir(out_dir, resume=resume)
     device = resolve_device(config.federation.device)
-    data = load_mnist(config.data, seed=config.seed)
+    data = own if own is not None else load_mnist(config.data, seed=config.seed)
     fed, warm = config.federation, config.warm_start
     weights = None
     if warm.size:  # the proxy set is split off before the clients get theirs

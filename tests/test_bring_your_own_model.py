@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fedlearn.config import ConfigError, ExperimentConfig, FederationConfig, TrainPlan
-from fedlearn.data.mnist import _normalise
+from fedlearn.data import MNIST_NORMALISATION, normalise
 from fedlearn.errors import FedlearnError
 from fedlearn.models import build_model
 from fedlearn.server import run_federation
@@ -62,7 +62,7 @@ def config(rounds=2):
 
 
 def in_process_run(images, labels, cfg):
-    x = _normalise(images)
+    x = normalise(images, MNIST_NORMALISATION)
     workers, parts = make_virtual_workers(x, labels, cfg)
     return run_federation(workers, cfg, x, labels), parts
 
@@ -115,7 +115,7 @@ def test_your_own_model_through_pysyft_datasites_equals_the_in_process_oracle():
                                          cfg.partition.workers, model=TinyMLP, max_calls=4,
                                          force_approval=True, on_review=reviews.append)
     try:
-        got = run_federation(workers, cfg, _normalise(images), labels)
+        got = run_federation(workers, cfg, normalise(images, MNIST_NORMALISATION), labels)
     finally:
         for site in sites:
             site.land()

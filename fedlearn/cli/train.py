@@ -10,9 +10,10 @@ import argparse
 import signal
 import sys
 
-from fedlearn.cli.datasite import add_datasite_parser, add_pysyft_train_flags
+from fedlearn.cli.datasite import add_datasite_parser
 from fedlearn.cli.errors import Parser, add_debug_flag, interrupted, report
 from fedlearn.cli.flags import add_config_flags, config_from_flags, given_fields
+from fedlearn.cli.pysyft_train import add_pysyft_train_flags
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.errors import FedlearnError
 
@@ -102,7 +103,7 @@ def train(args) -> int:
         from fedlearn.backends.pysyft.console import set_verbose
 
         set_verbose(args.verbose)
-        from fedlearn.cli.datasite import pysyft_workers
+        from fedlearn.cli.pysyft_train import pysyft_workers
 
         prepare_output_dir(args.out, resume=args.resume)  # fail before anyone is asked
         workers, cleanup = pysyft_workers(args, config, load_mnist(config.data, seed=config.seed))

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from fedlearn.config import ConfigError, DataConfig
+from fedlearn.data.normalisation import MNIST_NORMALISATION, normalise
 from fedlearn.errors import FedlearnError
 from fedlearn.files import atomic_write
 
@@ -29,7 +30,7 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+MNIST_MEAN, MNIST_STD = MNIST_NORMALISATION.mean[0], MNIST_NORMALISATION.std[0]
 HOW_TO_PROVIDE = (
     "Provide MNIST in one of these ways: (1) run once with internet access so torchvision "
     "can download it; or (2) put the four files train-images-idx3-ubyte, "
@@ -45,12 +46,49 @@ class DataError(FedlearnError, RuntimeError):
 
 @dataclass(frozen=True)
 class MnistTensors:
-    """Train and test images as float tensors (N, 1, 28, 28), labels as int64 (N,)."""
+    """Train and test inputs as float tensors (MNIST: (N, 1, 28, 28)), labels as int64 (N,).
+
+    Your own data set takes the same shape (:func:`check_tensors`): any float inputs with
+    one row per example, normalised (:func:`fedlearn.data.normalise`), and class labels.
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+
+
+def check_tensors(data) -> MnistTensors:
+    """``data`` — an :class:`MnistTensors` or a tuple (train_x, train_y, test_x, test_y) —
+    checked: float inputs, int64-able class labels (N,), as many labels as inputs."""
+    if isinstance(data, MnistTensors):
+        data = (data.train_x, data.train_y, data.test_x, data.test_y)
+    if not isinstance(data, (tuple, list)) or len(data) != 4:
+        raise ConfigError("data", "must be (train_x, train_y, test_x, test_y) or MnistTensors")
+    tensors = []
+    for name, x, y in (("train", data[0], data[1]), ("test", data[2], data[3])):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
+            raise ConfigError("data", f"{name}_x must be a float tensor (N, ...): normalise raw "
+                              "pixels first with fedlearn.data.normalise(x, Normalisation(...))")
+        if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x) or \
+                y.is_floating_point() or y.dtype == torch.bool:
+            raise ConfigError("data", f"{name}_y must be {len(x)} integer class labels (N,)")
+        if len(y) == 0 or y.min() < 0:
+            raise ConfigError("data", f"{name}_y must be non-empty class indices >= 0")
+        tensors += [x, y.long()]
+    if tensors[0].shape[1:] != tensors[2].shape[1:]:
+        raise ConfigError("data", f"train_x {tuple(tensors[0].shape[1:])} and test_x "
+                          f"{tuple(tensors[2].shape[1:])} differ in shape per example")
+    return MnistTensors(*tensors)
+
+
+def subset(data: MnistTensors, config: DataConfig, seed: int, what: str) -> MnistTensors:
+    """``config.train_size``/``test_size`` seeded random examples of ``data`` (None: all)."""
+    train_x, train_y = _subset(data.train_x, data.train_y, config.train_size, seed,
+                               "data.train_size", what)
+    test_x, test_y = _subset(data.test_x, data.test_y, config.test_size, seed + 1,
+                             "data.test_size", what)
+    return MnistTensors(train_x, train_y, test_x, test_y)
 
 
 def cache_dir() -> Path:
@@ -135,8 +173,8 @@ _LOADED: dict[str, MnistTensors] = {}
 
 
 def _normalise(images: torch.Tensor) -> torch.Tensor:
-    # (N, 28, 28) uint8 -> (N, 1, 28, 28) float32, normalised once, not per sample
-    return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1).contiguous()
+    # (N, 28, 28) uint8 -> (N, 1, 28, 28) float32: MNIST's declared normalisation
+    return normalise(images, MNIST_NORMALISATION)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -161,19 +199,14 @@ def load_mnist(config: DataConfig | None = None, *, seed: int = 0) -> MnistTenso
         train, test = (MNIST(str(root), train=t, download=False) for t in (True, False))
         _LOADED[key] = MnistTensors(_normalise(train.data), train.targets.long(),
                                     _normalise(test.data), test.targets.long())
-    full = _LOADED[key]
-    train_x, train_y = _subset(full.train_x, full.train_y, config.train_size, seed,
-                               "data.train_size")
-    test_x, test_y = _subset(full.test_x, full.test_y, config.test_size, seed + 1,
-                             "data.test_size")
-    return MnistTensors(train_x, train_y, test_x, test_y)
+    return subset(_LOADED[key], config, seed, "MNIST")
 
 
-def _subset(x, y, size, seed, argument):
+def _subset(x, y, size, seed, argument, what):
     if size is None or size == len(y):
         return x, y
     if size > len(y):
-        raise ConfigError(argument, f"asked for {size} images but MNIST has only {len(y)}")
+        raise ConfigError(argument, f"asked for {size} examples but {what} has only {len(y)}")
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(y), generator=g)[:size].sort().values
     return x[idx], y[idx]

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from fedlearn.config import DataConfig, ExperimentConfig, FederationConfig, TrainPlan
 from fedlearn.data.partition import partition
@@ -67,6 +68,85 @@ def test_one_round_matches_in_process_workers(mnist_small, port):
     assert got.history[0]["test_accuracy"] == pytest.approx(expected.history[0]["test_accuracy"])
     assert [w.num_examples for w in workers] == [500, 500]
     assert all(0 <= m["accuracy"] <= 1 and m["examples"] == 500 for m in local)
+
+
+@needs_syft
+@pytest.mark.pysyft
+@pytest.mark.slow
+def test_batchnorm_and_dropout_give_the_same_weights_through_datasites():
+    """bn_cnn (BatchNorm + Dropout), 2 rounds, 2 owners, one seed: the Datasites' weights are
+    torch.equal to the in-process ones — dropout masks come from the call's seed, the
+    normalisation is the same function, and num_batches_tracked stays int64 both ways."""
+    from fedlearn.backends.pysyft import launch_syft_workers
+    from fedlearn.data import MNIST_NORMALISATION, normalise
+    from fedlearn.workers import make_virtual_workers
+
+    images, labels = uint8_digits(240)
+    x, y = normalise(torch.as_tensor(images), MNIST_NORMALISATION), torch.as_tensor(labels)
+    cfg = ExperimentConfig(plan=TrainPlan(batch_size=32),
+                           federation=FederationConfig(model="bn_cnn", rounds=2, device="cpu"))
+    virtual, parts = make_virtual_workers(x, y, cfg)
+    expected = run_federation(virtual, cfg, x[:100], y[:100])
+    reviews = []
+    sites, workers = launch_syft_workers(images, labels, parts, cfg.partition.workers,
+                                         model="bn_cnn", max_calls=6, on_review=reviews.append)
+    try:
+        got = run_federation(workers, cfg, x[:100], y[:100])
+    finally:
+        for site in sites:
+            site.land()
+    assert [r.matches for r in reviews] == ["bn_cnn", "bn_cnn"]
+    assert all(r.normalisation == MNIST_NORMALISATION.describe() for r in reviews)
+    assert set(got.weights) == set(expected.weights)
+    for key, value in expected.weights.items():
+        assert got.weights[key].dtype == value.dtype, key
+        assert torch.equal(got.weights[key], value), key
+    for key in ("bn1.num_batches_tracked", "bn2.num_batches_tracked"):
+        assert got.weights[key].dtype == torch.int64 and got.weights[key].item() > 0
+    assert got.history[-1]["test_accuracy"] == expected.history[-1]["test_accuracy"]
+
+
+class Tabular(torch.nn.Module):
+    """A practitioner's model for 6 float features (self-contained: PySyft execs its source)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(6, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+
+
+@needs_syft
+@pytest.mark.pysyft
+@pytest.mark.slow
+def test_float_features_with_a_declared_normalisation_go_through_datasites():
+    from fedlearn.backends.pysyft import launch_syft_workers
+    from fedlearn.data import Normalisation, normalise
+    from fedlearn.workers import make_virtual_workers
+
+    rng = np.random.default_rng(4)
+    features = (rng.standard_normal((120, 6)) * 4 + 2).astype(np.float32)
+    labels = rng.integers(0, 3, 120)
+    declared = Normalisation(mean=(2.0,) * 6, std=(4.0,) * 6)
+    x, y = normalise(torch.as_tensor(features), declared), torch.as_tensor(labels)
+    cfg = ExperimentConfig(plan=TrainPlan(batch_size=16),
+                           federation=FederationConfig(model=Tabular, rounds=1, device="cpu"))
+    virtual, parts = make_virtual_workers(x, y, cfg)
+    expected = run_federation(virtual, cfg, x, y)
+    reviews = []
+    sites, workers = launch_syft_workers(features, labels, parts, cfg.partition.workers,
+                                         model=Tabular, max_calls=3, force_approval=True,
+                                         on_review=reviews.append, normalisation=declared)
+    try:
+        assert workers[0].mock()[0].dtype == np.float32
+        got = run_federation(workers, cfg, x, y)
+    finally:
+        for site in sites:
+            site.land()
+    assert all("x / 1, then minus mean (2, 2, 2, 2, 2, 2)" in r.normalisation for r in reviews)
+    assert all(torch.equal(got.weights[k], expected.weights[k]) for k in expected.weights)
 
 
 @needs_syft

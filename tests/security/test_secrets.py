@@ -2,7 +2,7 @@
 searches its own process for the admin and scientist passwords and finds neither.
 
 The server child is a fork of ``serve``, which held both passwords (the frames of
-``datasite_main`` and ``serve``, ``Server.__init__``'s defaults ...). Before the fix
+``serve_command`` and ``serve``, ``Server.__init__``'s defaults ...). Before the fix
 the probe found both in the child's frames and in objects the garbage collector tracks.
 """
 from __future__ import annotations

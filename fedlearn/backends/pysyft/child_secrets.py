@@ -2,7 +2,7 @@
 
 ``serve``'s HTTP server is a *fork* (syft's ``multiprocessing.Process``): it starts as
 a copy of everything ``serve`` held at that moment, the admin and scientist
-passwords included — in the frames of ``datasite_main``, ``serve`` and
+passwords included — in the frames of ``serve_command``, ``serve`` and
 ``Datasite.serve`` still on the stack, in ``Server.__init__``'s defaults, in the
 arguments of the functions that forked. Code the owner approves runs in that child
 and could read them there (reproduced: ``tests/security/test_secrets.py``).

@@ -4,7 +4,7 @@ Why: the plain function returns an exact weight change, and whoever chooses the 
 can make that change spell out each training image ("trap weights": Fowl et al. 2022,
 "Robbing the Fed"; Boenisch et al. 2023, "When the curious abandon honesty: federated
 learning is not private"). This variant is the same function — the same inlined model,
-normalisation and input checks (:func:`training_code.assemble`) — whose body trains as
+declared normalisation and input checks (:func:`training_code.assemble`) — whose body trains as
 :class:`fedlearn.workers.dp_sgd.DPSGDWorker` does (Abadi et al. 2016, "Deep Learning with
 Differential Privacy", through Opacus): per-sample gradients clipped to ``MAX_GRAD_NORM``,
 Gaussian noise of std ``NOISE_MULTIPLIER * MAX_GRAD_NORM`` added to their sum, batches
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from fedlearn.backends.pysyft import training_code
 from fedlearn.config import MODELS
 from fedlearn.config.fields import number
+from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
 
 _DOC_START = '    """fedlearn: one federated round'
 _DOC_END = '\n    """\n'
@@ -49,7 +50,7 @@ _DP_LINE = ("    NOISE_MULTIPLIER, MAX_GRAD_NORM = {noise!r}, {clip!r}  # DP-SGD
             "review reads these\n")
 _DP_LINE_RE = re.compile(r"^    NOISE_MULTIPLIER, MAX_GRAD_NORM = (\S+), (\S+)  # ", re.MULTILINE)
 
-_DP_DOC = '''    """fedlearn: one DP-SGD federated round on this Datasite's private MNIST shard.
+_DP_DOC = '''    """fedlearn: one DP-SGD federated round on this Datasite's private shard.
 
     mode == "fit": load the global `weights` into a {model} and train it with
     DP-SGD (Abadi et al. 2016, Opacus) as `plan` says (epochs, batch_size, lr,
@@ -75,7 +76,10 @@ _DP_BODY = '''
     import warnings
     from opacus import PrivacyEngine
 
-    x = _normalise(torch.as_tensor(images))
+    try:
+        x = normalise(images, *NORMALISATION)
+    except ValueError as refusal:  # the declaration does not fit the data's channels
+        return {"refused": str(refusal)}
     y = torch.as_tensor(labels).long()
     model.load_state_dict(weights)
     plan = TrainPlan(**plan)
@@ -116,6 +120,7 @@ class DPCode:
     max_grad_norm: float
     run: str
     model_source: str = ""  # the class's source, for the scientist's own model
+    normalisation: Normalisation = MNIST_NORMALISATION  # what the source declares
 
 
 def _checked(noise: float, clip: float) -> tuple[float, float]:
@@ -132,11 +137,11 @@ def _once(source: str, anchor: str) -> int:
     return at
 
 
-def dp_assemble(model_source: str, model_name: str, run: str, noise: float,
-                clip: float) -> str:
+def dp_assemble(model_source: str, model_name: str, run: str, noise: float, clip: float,
+                normalisation: Normalisation = MNIST_NORMALISATION) -> str:
     """The plain generated function (:func:`training_code.assemble`) with the DP-SGD body."""
     noise, clip = _checked(noise, clip)
-    plain = training_code.assemble(model_source, model_name, run)
+    plain = training_code.assemble(model_source, model_name, run, normalisation)
     start = _once(plain, _DOC_START)
     end = plain.index(_DOC_END, start) + len(_DOC_END) - 1
     source = plain[:start] + _DP_DOC.format(model=model_name) + plain[end:]
@@ -148,10 +153,12 @@ def dp_assemble(model_source: str, model_name: str, run: str, noise: float,
 
 
 def dp_training_function_source(model, noise: float, clip: float,
-                                 run: str = training_code.TUTORIAL_RUN) -> str:
+                                 run: str = training_code.TUTORIAL_RUN,
+                                 normalisation: Normalisation = MNIST_NORMALISATION) -> str:
     """The DP-SGD function's source for a ready-made name or your model class."""
     cls = training_code.model_class(model)
-    return dp_assemble(training_code.check_self_contained(cls), cls.__name__, run, noise, clip)
+    return dp_assemble(training_code.check_self_contained(cls), cls.__name__, run, noise, clip,
+                       normalisation)
 
 
 def dp_variant_in(source: str) -> DPCode | None:
@@ -161,7 +168,8 @@ def dp_variant_in(source: str) -> DPCode | None:
     them and compared, so nothing else in it can differ.
     """
     constants, run = _DP_LINE_RE.search(source), training_code.run_of(source)
-    if constants is None or run is None:
+    normalisation = training_code.normalisation_of(source)
+    if constants is None or run is None or normalisation is None:
         return None
     try:
         noise, clip = _checked(float(constants[1]), float(constants[2]))
@@ -174,18 +182,21 @@ def dp_variant_in(source: str) -> DPCode | None:
     name = classes[0].name
     for model in MODELS:  # a ready-made model
         if training_code.model_class(model).__name__ == name and \
-                dp_training_function_source(model, noise, clip, run).strip() == source.strip():
-            return DPCode(model, True, noise, clip, run)
+                dp_training_function_source(model, noise, clip, run,
+                                            normalisation).strip() == source.strip():
+            return DPCode(model, True, noise, clip, run, normalisation=normalisation)
     # whole lines: a class's last line may end in a comment, which its AST node leaves out
     lines = source.splitlines()[classes[0].lineno - 1:classes[0].end_lineno]
     model_source = textwrap.dedent("\n".join(lines)) + "\n"
-    if dp_assemble(model_source, name, run, noise, clip).strip() != source.strip():
+    if dp_assemble(model_source, name, run, noise, clip, normalisation).strip() != \
+            source.strip():
         return None
-    return DPCode(name, False, noise, clip, run, model_source)
+    return DPCode(name, False, noise, clip, run, model_source, normalisation)
 
 
 def load_dp_training_function(model, noise: float, clip: float,
-                              run: str = training_code.TUTORIAL_RUN):
+                              run: str = training_code.TUTORIAL_RUN,
+                              normalisation: Normalisation = MNIST_NORMALISATION):
     """Import the DP-SGD function from a real file (PySyft reads its source)."""
-    return training_code.load_source(dp_training_function_source(model, noise, clip, run),
-                                     "fedlearn_round_dp")
+    return training_code.load_source(
+        dp_training_function_source(model, noise, clip, run, normalisation), "fedlearn_round_dp")

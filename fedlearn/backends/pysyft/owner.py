@@ -33,6 +33,7 @@ from fedlearn.backends.pysyft.loading import (
 from fedlearn.backends.pysyft.owner_limits import current, terms
 from fedlearn.backends.pysyft.review import RequestReview
 from fedlearn.backends.pysyft.server_process import install_child_hooks
+from fedlearn.backends.pysyft.shards import mocks, shard_problem
 from fedlearn.backends.pysyft.training_code import DATASET
 from fedlearn.errors import FedlearnError
 
@@ -178,25 +179,33 @@ class Datasite:
 
     def upload_mnist(self, images: np.ndarray, labels: np.ndarray, *, mock_size: int = 16,
                      seed: int = 0) -> None:
-        """Upload a shard as private assets ``images`` (N, 28, 28) uint8 and ``labels`` (N,).
+        """Upload a shard of MNIST: ``images`` (N, 28, 28) uint8 and ``labels`` (N,)."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 3:
+            raise ValueError(f"{self.name}: need uint8 images (N, 28, 28), got {images.dtype} "
+                             f"{images.shape}")
+        self.upload(images, labels, mock_size=mock_size, seed=seed, what="MNIST shard")
 
-        The mocks are seeded random noise of the same dtype and shape per sample:
-        enough for a data scientist to write code against, nothing about the data.
-        """
+    def upload(self, images: np.ndarray, labels: np.ndarray, *, mock_size: int = 16,
+               seed: int = 0, what: str = "shard") -> None:
+        """Upload a shard as private assets ``images`` and ``labels`` (N,) int64.
+
+        ``images``: uint8 images (N, H, W) or (N, C, H, W), or float32 images or features
+        (N, F), finite (:mod:`.shards`); the approved code normalises them as the request
+        declares (the review shows how). The mocks are seeded noise of the same dtype and
+        shape per sample (:func:`.shards.mocks`)."""
         sy = require_syft()
-        images, labels = np.asarray(images), np.asarray(labels).astype(np.int64)
-        if images.dtype != np.uint8 or images.ndim != 3 or len(images) != len(labels):
-            raise ValueError(f"{self.name}: need uint8 images (N, 28, 28) and N labels, got "
-                             f"{images.dtype} {images.shape} and {labels.shape}")
-        rng = np.random.default_rng(seed)
-        description = f"{self.name}'s private MNIST shard. {terms(current())}"
-        dataset = sy.Dataset(name=DATASET, description=description,
-                             asset_list=[
+        images, labels = np.asarray(images), np.asarray(labels)
+        problem = shard_problem(images, labels)
+        if problem is not None:
+            raise ValueError(f"{self.name}: {problem}")
+        labels = labels.astype(np.int64)
+        mock_images, mock_labels = mocks(images, labels, mock_size, seed)
+        description = f"{self.name}'s private {what}. {terms(current())}"
+        dataset = sy.Dataset(name=DATASET, description=description, asset_list=[
             # shape is set explicitly: PySyft would infer it from the mock
-            sy.Asset(name="images", data=images, shape=images.shape,
-                     mock=rng.integers(0, 256, (mock_size, *images.shape[1:]), dtype=np.uint8)),
-            sy.Asset(name="labels", data=labels, shape=labels.shape,
-                     mock=rng.integers(0, 10, mock_size).astype(np.int64))])
+            sy.Asset(name="images", data=images, shape=images.shape, mock=mock_images),
+            sy.Asset(name="labels", data=labels, shape=labels.shape, mock=mock_labels)])
         with quiet_syft():
             result = self._admin.upload_dataset(dataset)
         check_result(result, f"upload to {self.name}")

@@ -113,12 +113,18 @@ def run_id_for(out: Path, *, resume: bool) -> str:
 
 def connect_datasites(addresses, *, email: str, password: str, model: str, max_calls: int,
                       approval_timeout: float, run: str, plan: TrainPlan | None = None,
-                      dp: DPSGDConfig | None = None, on_wait=None, poll: float = 2.0) -> list:
+                      dp: DPSGDConfig | None = None, on_wait=None, poll: float = 2.0,
+                      normalisation=None) -> list:
     """Log in to every Datasite, submit the code, wait for approvals; return the workers.
 
     Each owner's terms (:mod:`.owner_limits`) are read first: a ``plan`` or a choice of
     ``dp`` they would refuse is refused here, before anything is submitted.
+    ``normalisation`` (a :class:`fedlearn.data.Normalisation`; default MNIST's) is declared
+    in the code request: what the approved code does to each owner's data.
     """
+    from fedlearn.data.normalisation import MNIST_NORMALISATION, check_normalisation
+
+    normalisation = check_normalisation(normalisation or MNIST_NORMALISATION)
     from fedlearn.backends.pysyft.connection import (
         DatasiteRefused,
         DatasiteUnreachable,
@@ -148,6 +154,6 @@ def connect_datasites(addresses, *, email: str, password: str, model: str, max_c
             raise ConfigError(refused[0], f"{address.name}: {refused[1]}")
         workers.append(worker)
     for worker in workers:
-        worker.submit(model, max_calls=max_calls, run=run, dp=dp)
+        worker.submit(model, max_calls=max_calls, run=run, dp=dp, normalisation=normalisation)
     wait_for_approval(workers, timeout=approval_timeout, on_wait=on_wait, poll=poll)
     return workers

@@ -15,8 +15,9 @@ stored it:
 - the input policy: each input bound to an asset (which one) or user-owned (which
   type); the output policy and its limit;
 - the SHA-256 of the source and whether it equals fedlearn's generated function for
-  the run it names, and whether the code that will be executed is exactly syft's
-  wrapping of that source.
+  the run and the normalisation it declares (the normalisation is shown in words: it
+  decides what the approved code does to the owner's data before training), and
+  whether the code that will be executed is exactly syft's wrapping of that source.
 
 :func:`review_request` works on plain views (:class:`SiteView`), so the same review
 runs in the owner's client (``fedlearn datasite requests``) and on the server itself,
@@ -32,6 +33,7 @@ from fedlearn.backends.pysyft import owner_limits
 from fedlearn.backends.pysyft.code_checks import input_problems, runs_what_it_shows
 from fedlearn.backends.pysyft.training_code import (
     custom_model_in,
+    normalisation_of,
     ready_made_in,
     run_of,
     self_contained_problem,
@@ -69,6 +71,8 @@ class RequestReview:
     run: str | None = None  # the fedlearn run the request is for
     max_calls: int | None = None  # what the scientist asked for (the output policy's limit)
     terms: str = ""  # the owner's limits and budget, or a plain warning that there is none
+    # what the code does to the data first, in words ("x / 255, then minus mean ..."), or None
+    normalisation: str | None = None
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -163,10 +167,12 @@ def review_request(request, code, site: SiteView) -> RequestReview:
     output_policy, limit = _output_policy(code, problems)
     matches = _source_matches(code.raw_code, problems)
     runs_what_it_shows(code, problems)
+    normalisation = normalisation_of(code.raw_code)
     limits = owner_limits.current()  # on the server: the terms it was served with
     problems += owner_limits.review_problems(limits, code.raw_code)
     return RequestReview(**base, function=str(code.service_func_name), inputs=inputs,
                          output_policy=output_policy, code=code.raw_code,
                          sha256=source_digest(code.raw_code), matches=matches,
                          run=run_of(code.raw_code), max_calls=limit, problems=problems,
-                         terms=owner_limits.terms(limits))
+                         terms=owner_limits.terms(limits),
+                         normalisation=normalisation.describe() if normalisation else None)

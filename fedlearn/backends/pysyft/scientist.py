@@ -39,6 +39,7 @@ from fedlearn.backends.pysyft.training_code import (
     nonce_proof,
 )
 from fedlearn.config import DPSGDConfig, ModelSpec, TrainPlan
+from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
 from fedlearn.errors import FedlearnError
 from fedlearn.training import num_batches
 from fedlearn.updates import Update, detached_cpu_state
@@ -119,7 +120,8 @@ class SyftWorker(Worker):
         return OwnerLimits(**terms)
 
     def submit(self, model, *, max_calls: int, run: str = TUTORIAL_RUN,
-               dp: DPSGDConfig | None = None) -> str:
+               dp: DPSGDConfig | None = None,
+               normalisation: Normalisation = MNIST_NORMALISATION) -> str:
         """Submit the training code as one code request for the whole run; return its id.
 
         The code names the ``run``: a new run is a new request the owner must approve.
@@ -128,15 +130,18 @@ class SyftWorker(Worker):
         The owner's server allows at most ``max_calls`` calls of it. With ``dp`` the code
         is fedlearn's DP-SGD function with that noise multiplier and clipping bound (what
         a Datasite with a privacy budget runs); the owner sees both at review.
+        ``normalisation`` is what the code does to the owner's data before training
+        (default: MNIST's, for uint8 pixels); it is written into the code, so the owner
+        reads it at review and a different one is a different request.
         """
         sy = require_syft()
         from syft.service.policy.policy import OutputPolicyExecuteCount
 
         if dp is None:
-            function = load_training_function(model, run)
+            function = load_training_function(model, run, normalisation)
         else:
             function = load_dp_training_function(model, dp.noise_multiplier, dp.max_grad_norm,
-                                                 run)
+                                                 run, normalisation)
         self.dp_sgd = dp  # the server checks every worker trains as the run is configured
         policy = sy.MixedInputPolicy(client=self._client, images=self._images,
                                      labels=self._labels, weights=dict, plan=dict, seed=int,
@@ -224,7 +229,8 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
                         max_calls: int, port: int | str | None = None,
                         scientist: tuple[str, str] | None = None, seed: int = 0,
                         force_approval: bool = False, on_review=None,
-                        dp: DPSGDConfig | None = None
+                        dp: DPSGDConfig | None = None,
+                        normalisation: Normalisation = MNIST_NORMALISATION
                         ) -> tuple[list[Datasite], list[SyftWorker]]:
     """Every step of the tutorial at once, for tests and benchmarks.
 
@@ -235,7 +241,9 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
     fedlearn's checks on it (``force_approval``: approve despite them, e.g. for a
     model class of your own, which the owner must read; ``on_review`` sees each
     review). ``model`` is a ready-made name or your ``nn.Module`` class; ``dp``: the
-    DP-SGD function with these settings instead of plain training. Returns
+    DP-SGD function with these settings instead of plain training. ``images`` are what
+    :meth:`Datasite.upload` takes (uint8 or float32), normalised on the Datasite as
+    ``normalisation`` declares. Returns
     the Datasites (call ``land()`` on each) and the workers.
     """
     scientist = scientist or ("scientist@fedlearn.example", secrets.token_urlsafe(18))
@@ -244,11 +252,12 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
         for i, (name, part) in enumerate(zip(names, parts)):
             site = Datasite.launch(name, port=port)  # a random admin password
             sites.append(site)
-            site.upload_mnist(images[part], labels[part], seed=seed + i)
+            site.upload(images[part], labels[part], seed=seed + i)
             site.register_scientist(*scientist)
             worker = SyftWorker.connect(name, site.url or site.handle, email=scientist[0],
                                         password=scientist[1])
-            review = site.approve(worker.submit(model, max_calls=max_calls, dp=dp),
+            review = site.approve(worker.submit(model, max_calls=max_calls, dp=dp,
+                                                normalisation=normalisation),
                                   force=force_approval, warn=lambda message: None)
             if on_review is not None:
                 on_review(review)

@@ -93,7 +93,7 @@ def _take_lock(path: Path) -> int:
 def shard_digest(images: np.ndarray, labels: np.ndarray) -> str:
     """SHA-256 of the shard exactly as uploaded (dtype, shape and bytes of both arrays)."""
     digest = hashlib.sha256()
-    for array in (np.ascontiguousarray(images, np.uint8),
+    for array in (np.ascontiguousarray(images),  # uint8 pixels or float32 features, as given
                   np.ascontiguousarray(labels, np.int64)):
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array.tobytes())

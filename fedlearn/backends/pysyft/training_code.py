@@ -2,11 +2,14 @@
 
 PySyft ships a code request as the source of one function and runs it with a
 plain ``exec`` inside the data owner's server: no closures, no module globals.
-So the function is generated: the model class, the normalisation and the
-training/evaluation functions are inlined from ``fedlearn.models``,
-``fedlearn.data`` and ``fedlearn.training`` into its body. The owner reviews
-exactly the code that runs, and it is the same code the in-process workers run,
-which is why the two backends give the same weights.
+So the function is generated: :mod:`fedlearn.portable` (normalisation, training,
+evaluation: plain torch, self-contained) and the model class are inlined into its
+body, after a header that declares the run, the bounds and the scientist's
+:class:`~fedlearn.data.Normalisation` (written as a literal the owner reads and the
+review parses back). The owner reviews exactly the code that runs, and it is the
+same code the in-process workers import, which is why the backends give the same
+weights. Nothing else of fedlearn's is copied in: an edit anywhere but in
+``portable.py``, the model class or this template leaves the request unchanged.
 
 The function distrusts its caller: every input is checked against stated
 bounds (:data:`LIMITS`) before any private data is touched (a refusal comes
@@ -21,20 +24,22 @@ The generated file is written to a cache directory and imported, so that
 from __future__ import annotations
 
 import ast
-import builtins
 import hashlib
 import importlib.util
-import inspect
 import re
 import textwrap
 from pathlib import Path
 from typing import Any
 
-import torch.nn as nn
-
-from fedlearn import models, training
+from fedlearn.backends.pysyft.model_source import (  # noqa: F401 (re-exported)
+    check_self_contained,
+    model_class,
+    portable_source,
+    self_contained_problem,
+)
 from fedlearn.config import MODELS
-from fedlearn.data import cache_dir, mnist
+from fedlearn.data import cache_dir
+from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation, check_normalisation
 from fedlearn.errors import FedlearnError
 from fedlearn.files import atomic_write
 
@@ -51,27 +56,26 @@ LIMITS: dict[str, Any] = {"epochs": (1, 50), "batch_size": (1, 8192), "lr": (0.0
           "seed": (0, 2**63 - 1), "nonce_length": 32}
 TUTORIAL_RUN = "0" * 32  # the run id of code requests made by hand (the tutorial's)
 _RUN_LINE = re.compile(r"^    RUN = '([0-9a-f]{32})'", re.MULTILINE)
+_NORMALISATION_LINE = re.compile(r"^    NORMALISATION = (\(.*\))  # ", re.MULTILINE)
 
 _HEADER = '''def {name}(images, labels, weights, plan, seed, nonce, mode):
-    """fedlearn: one federated round on this Datasite's private MNIST shard.
+    """fedlearn: one federated round on this Datasite's private shard.
 
     mode == "fit": load the global `weights` into a {model} and train it with SGD
     as `plan` says (epochs, batch_size, lr, momentum, weight_decay, prox_mu),
     shuffling with `seed`; return ONLY the weight change, the number of examples
     used and the mean training loss. mode == "evaluate": return only the loss and
-    accuracy of `weights` on the local data. Every input is checked first (bounds
-    below); no input and no image or label is ever returned. `proof`, a SHA-256 of
-    the 32-hex-digit `nonce`, shows the data scientist the result is fresh (PySyft
-    issue #9391) without echoing anything they sent.
+    accuracy of `weights` on the local data. The data is first normalised as
+    NORMALISATION (divide_by, mean, std) declares: (x / divide_by - mean) / std per
+    channel. Every input is checked first (bounds below); no input and no image or
+    label is ever returned. `proof`, a SHA-256 of the 32-hex-digit `nonce`, shows the
+    data scientist the result is fresh (PySyft issue #9391) without echoing anything
+    they sent.
     """
-    import contextlib
     import hashlib
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
     from types import SimpleNamespace as TrainPlan
 
-    MNIST_MEAN, MNIST_STD = {mean!r}, {std!r}
+    NORMALISATION = {normalisation!r}  # (divide_by, mean, std): the scientist's declaration
     LIMITS = {limits!r}
     RUN = {run!r}  # one code request per fedlearn run: a new run needs a new approval
 '''
@@ -128,7 +132,10 @@ _CHECKS = '''
 '''
 
 _BODY = '''
-    x = _normalise(torch.as_tensor(images))
+    try:
+        x = normalise(images, *NORMALISATION)
+    except ValueError as refusal:  # the declaration does not fit the data's channels
+        return {{"refused": str(refusal)}}
     y = torch.as_tensor(labels).long()
     model.load_state_dict(weights)
     if mode == "evaluate":
@@ -160,69 +167,6 @@ def nonce_proof(nonce: str) -> str:
     return hashlib.sha256(("fedlearn-round:" + nonce).encode()).hexdigest()
 
 
-# what a model class may use besides its own names: exec on the Datasite provides these
-_FORBIDDEN_BUILTINS = {"open", "exec", "eval", "compile", "__import__", "getattr", "setattr",
-                       "delattr", "globals", "locals", "vars", "input", "breakpoint", "memoryview"}
-_ALLOWED_NAMES = frozenset({"torch", "nn", "F"} | set(dir(builtins)) - _FORBIDDEN_BUILTINS)
-_TEMPLATE_NAMES = frozenset({"TrainPlan", "_normalise", "make_optimizer", "num_batches",
-                             "train_epochs", "predict", "evaluate", "hashlib", "LIMITS"})
-
-
-def model_class(model) -> type:
-    """The ``nn.Module`` class whose source is shipped: a ready-made name, or your own class."""
-    if isinstance(model, str):
-        return type(models.build_model(model))
-    if isinstance(model, type) and issubclass(model, nn.Module):
-        return model
-    raise FedlearnError("the PySyft backend ships the model as the source of its class: pass "
-                        f"the nn.Module class itself (got {model!r})")
-
-
-def _bound_names(tree: ast.AST) -> set[str]:
-    bound = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            bound.add(node.id)
-    return bound
-
-
-def self_contained_problem(source: str, name: str) -> str | None:
-    """What in a model class's source could not run on the Datasite, or None.
-
-    PySyft runs the code request with a plain ``exec``: a model that reaches for a
-    module global, an import or another class of yours would fail there.
-    """
-    tree = ast.parse(source)
-    imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
-    loaded = {n.id for n in ast.walk(tree)
-              if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    uses = sorted(loaded - _bound_names(tree) - _ALLOWED_NAMES)
-    uses += ["import statements"] if imports else []
-    uses += [f"the reserved name {name}"] if name in _TEMPLATE_NAMES else []
-    if not uses:
-        return None
-    return (f"model class {name} is not self-contained: it uses {', '.join(uses)}. The PySyft "
-            "code request runs with a plain exec on the Datasite, so the class may use only "
-            "torch, torch.nn as nn, torch.nn.functional as F and Python builtins")
-
-
-def check_self_contained(cls: type) -> str:
-    """The class's source, if it can run with only torch, nn, F and builtins; else a clear error."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError) as exc:
-        raise FedlearnError(f"cannot read the source of model class {cls.__name__} ({exc}); "
-                            "define it in a .py file or a notebook cell") from exc
-    problem = self_contained_problem(source, cls.__name__)
-    if problem is not None:
-        raise FedlearnError(problem)
-    return source
-
-
 def run_of(source: str) -> str | None:
     """The run id written into a generated function's source, or None."""
     match = _RUN_LINE.search(source)
@@ -235,11 +179,24 @@ def check_run(run: str) -> str:
     return run
 
 
+def normalisation_of(source: str) -> Normalisation | None:
+    """The :class:`Normalisation` declared in a generated function's source, or None (no
+    such line, or one that is not a valid declaration)."""
+    match = _NORMALISATION_LINE.search(source)
+    if match is None:
+        return None
+    try:
+        divide_by, mean, std = ast.literal_eval(match.group(1))
+        return Normalisation(divide_by, mean, std)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
 def custom_model_in(source: str) -> tuple[str, str] | None:
     """(class name, class source) if ``source`` is fedlearn's generated function around a
     model class that is not a ready-made one; None otherwise."""
-    run = run_of(source)
-    if run is None:
+    run, normalisation = run_of(source), normalisation_of(source)
+    if run is None or normalisation is None:
         return None
     try:
         function = ast.parse(source).body[0]
@@ -252,29 +209,28 @@ def custom_model_in(source: str) -> tuple[str, str] | None:
     if segment is None:
         return None
     model_source = textwrap.dedent(segment) + "\n"
-    if assemble(model_source, classes[0].name, run).strip() != source.strip():
+    if assemble(model_source, classes[0].name, run, normalisation).strip() != source.strip():
         return None
     return classes[0].name, model_source
 
 
-def assemble(model_source: str, model_name: str, run: str = TUTORIAL_RUN) -> str:
-    """fedlearn's generated function around the source of one model class, for one run."""
-    parts = [inspect.getsource(mnist._normalise), model_source,
-             *(inspect.getsource(f) for f in (training.make_optimizer, training.num_batches,
-                                              training.train_epochs, training._train,
-                                              training.predict,
-                                              training.evaluate))]
-    inlined = "\n".join(textwrap.indent(p, "    ") for p in parts)
+def assemble(model_source: str, model_name: str, run: str = TUTORIAL_RUN,
+             normalisation: Normalisation = MNIST_NORMALISATION) -> str:
+    """fedlearn's generated function around the source of one model class, for one run and
+    one declared normalisation: the header, :mod:`fedlearn.portable`, the class, the checks
+    and the body."""
+    inlined = "\n".join(textwrap.indent(p, "    ") for p in (portable_source(), model_source))
     header = _HEADER.format(name=FUNCTION_NAME, model=model_name,
-                            mean=mnist.MNIST_MEAN, std=mnist.MNIST_STD, limits=LIMITS,
-                            run=check_run(run))
+                            normalisation=check_normalisation(normalisation).as_literal(),
+                            limits=LIMITS, run=check_run(run))
     return header + "\n" + inlined + _CHECKS.format(model=model_name) + _BODY.format()
 
 
-def training_function_source(model, run: str = TUTORIAL_RUN) -> str:
+def training_function_source(model, run: str = TUTORIAL_RUN,
+                             normalisation: Normalisation = MNIST_NORMALISATION) -> str:
     """The full source of the submitted function for a ready-made name or your model class."""
     cls = model_class(model)
-    return assemble(check_self_contained(cls), cls.__name__, run)
+    return assemble(check_self_contained(cls), cls.__name__, run, normalisation)
 
 
 def source_digest(source: str) -> str:
@@ -282,20 +238,26 @@ def source_digest(source: str) -> str:
     return hashlib.sha256(source.strip().encode()).hexdigest()
 
 
-def known_digests(run: str = TUTORIAL_RUN) -> dict[str, str]:
+def known_digests(run: str = TUTORIAL_RUN,
+                  normalisation: Normalisation = MNIST_NORMALISATION) -> dict[str, str]:
     """SHA-256 of fedlearn's generated function for each ready-made model -> the model name."""
-    return {source_digest(training_function_source(name, run)): name for name in MODELS}
+    return {source_digest(training_function_source(name, run, normalisation)): name
+            for name in MODELS}
 
 
 def ready_made_in(source: str) -> str | None:
-    """The ready-made model whose generated function (for the run it names) ``source`` is."""
-    run = run_of(source)
-    return None if run is None else known_digests(run).get(source_digest(source))
+    """The ready-made model whose generated function (for the run and the normalisation it
+    names) ``source`` is."""
+    run, normalisation = run_of(source), normalisation_of(source)
+    if run is None or normalisation is None:
+        return None
+    return known_digests(run, normalisation).get(source_digest(source))
 
 
-def load_training_function(model, run: str = TUTORIAL_RUN):
+def load_training_function(model, run: str = TUTORIAL_RUN,
+                           normalisation: Normalisation = MNIST_NORMALISATION):
     """Import the generated function from a real file (PySyft reads its source)."""
-    return load_source(training_function_source(model, run), "fedlearn_round")
+    return load_source(training_function_source(model, run, normalisation), "fedlearn_round")
 
 
 def load_source(source: str, prefix: str):
