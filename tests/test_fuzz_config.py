@@ -37,7 +37,7 @@ INVALID = {
     "epochs": [0, 1.5, *JUNK], "fraction": [0, 1.01, -1, *JUNK], "momentum": [1, -0.1, *JUNK],
     "alpha": [0, -1, *JUNK], "min_updates": [0, -1, *JUNK], "round_timeout": [0, -1, "1", math.nan],
     "workers": [[], ["bob", "bob"], ["bob", ""], [" "]], "scheme": ["random", None, 1],
-    "aggregator": ["mean", None], "algorithm": ["sgd", None],
+    "aggregator": ["fedavg", None], "algorithm": ["sgd", None],
 }
 SECTION = {"rounds": "federation", "fraction": "federation", "algorithm": "federation",
            "lr": "plan", "batch_size": "plan", "epochs": "plan", "momentum": "plan",
