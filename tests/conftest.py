@@ -76,3 +76,17 @@ def served(mnist_dir, tmp_path_factory):
     server = start_server(mnist_dir, tmp_path_factory.mktemp("bob"))
     yield server
     server.stop()
+
+
+# The everyday tier, `pytest -m "not slow"`: tests on tensors in this process. What starts a
+# served Datasite, a Ray cluster or network namespaces (tests/security, tests/backends, except
+# the *_unit.py files there) or needs real MNIST or syft is in the slow tier; CI runs both.
+SLOW_FOLDERS = {"security", "backends"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath))
+        if ((path.parent.name in SLOW_FOLDERS and not path.stem.endswith("_unit"))
+                or item.get_closest_marker("pysyft") or item.get_closest_marker("mnist")):
+            item.add_marker(pytest.mark.slow)

@@ -7,6 +7,9 @@ import sys
 import pytest
 from conftest import REPO
 
+# the benchmark scripts at small size: the slow tier
+pytestmark = pytest.mark.slow
+
 
 def test_mcmahan_quick_fedavg_beats_fedsgd_per_round(mnist_dir, tmp_path):
     out = tmp_path / "quick.json"

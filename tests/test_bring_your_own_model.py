@@ -103,6 +103,7 @@ def test_the_code_request_is_generated_from_your_class_and_checked_for_self_cont
         training_function_source(lambda: TinyMLP())
 
 
+@pytest.mark.pysyft
 @pytest.mark.skipif(not HAVE_SYFT, reason="syft 0.9.5 not installed")
 def test_your_own_model_through_pysyft_datasites_equals_the_in_process_oracle():
     from fedlearn.backends.pysyft import launch_syft_workers

@@ -7,7 +7,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
+
+# a real training subprocess killed and resumed: the slow tier
+pytestmark = pytest.mark.slow
 
 # McMahan's CNN: a checkpoint of several MB, so writing it takes long enough to be hit
 ARGS = ["--train-size", "1200", "--test-size", "300", "--model", "mcmahan_cnn", "--rounds", "4",

@@ -7,6 +7,9 @@ import pytest
 from conftest import REPO
 from notebook_runner import execute_notebook, inject_parameters  # tools/
 
+# each test starts a notebook kernel: the slow tier
+pytestmark = pytest.mark.slow
+
 CORE = REPO / "Federated_Learning.ipynb"
 ADVANCED = sorted((REPO / "notebooks").glob("*.ipynb"))
 ALL = [CORE, *ADVANCED]

@@ -3,6 +3,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+# thousands of clients and memory probes in subprocesses: the slow tier
+pytestmark = pytest.mark.slow
+
 SCRIPT = """
 import json, resource, sys, torch
 from fedlearn.config import (ExecutionConfig, ExperimentConfig, FederationConfig,

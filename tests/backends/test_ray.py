@@ -159,17 +159,37 @@ def test_clients_trained_together_inside_each_actor(cluster, data, one_thread):
         [h["selected"] for h in together.history]
 
 
+@pytest.mark.parametrize("sections", [
+    {"dp": DPConfig(clip_norm=0.5, noise_multiplier=0.3),
+     "compression": CompressionConfig(method="topk", topk_fraction=0.1)},
+    {"secure_aggregation": True, "compression": CompressionConfig(method="quantize", bits=8)}],
+    ids=["dp+topk", "secagg+quantize"])
 def test_the_client_side_runs_on_the_actors_when_the_run_makes_its_executor(cluster, data,
-                                                                          one_thread):
-    """run_federation wraps the workers in their client side (clip, compress) before it makes
-    the Ray executor, so those steps run on the actors; the weights are in-process ones."""
-    cfg = config(dp=DPConfig(clip_norm=0.5, noise_multiplier=0.3),
-                 compression=CompressionConfig(method="topk", topk_fraction=0.1))
+                                                                          one_thread, sections):
+    """run_federation wraps the workers in their client side (clip, compress, mask) before it
+    makes the Ray executor, so those steps run on the actors; the weights are in-process ones
+    (under secure aggregation the actors send masked vectors and the sum is still exact)."""
+    cfg = config(**sections)
     reference = run(data, dataclasses.replace(
         cfg, execution=ExecutionConfig(executor="sequential")))
     on_ray = run(data, cfg)
     assert same_weights(reference.weights, on_ray.weights)
     assert on_ray.history[-1]["compute"]["clients"] == "ray"
+
+
+def test_batchnorm_and_dropout_give_the_in_process_weights(cluster, data, one_thread):
+    """A model with BatchNorm and Dropout (bn_cnn): on Ray the weights are the in-process
+    ones bit for bit — dropout draws from the call's seed, not from a process's global
+    generator — and BatchNorm's counter stays an exact int64 (tests/backends/test_pysyft.py
+    checks the same model through Datasites)."""
+    cfg = dataclasses.replace(config(), federation=FederationConfig(model="bn_cnn", rounds=2,
+                                                                     fraction=0.5))
+    reference = run(data, dataclasses.replace(
+        cfg, execution=ExecutionConfig(executor="sequential")))
+    on_ray = run(data, cfg)
+    assert same_weights(reference.weights, on_ray.weights)
+    counters = [k for k in on_ray.weights if k.endswith("num_batches_tracked")]
+    assert counters and all(on_ray.weights[k].dtype == torch.int64 for k in counters)
 
 
 def test_a_free_actor_takes_a_client_whose_data_it_holds():
