@@ -129,6 +129,18 @@ def _train(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, 
 
 
 @torch.no_grad()
+def clip_change(delta: dict, max_norm: float) -> dict:
+    """``delta`` scaled so that the L2 norm of its floating tensors is at most ``max_norm``:
+    DP-FedAvg's per-client clipping (McMahan et al. 2018, "Learning Differentially Private
+    Recurrent Language Models"). Integer buffers (counters) pass unchanged, outside the norm."""
+    norm = math.sqrt(sum(float(v.to(torch.float64).pow(2).sum()) for v in delta.values()
+                         if v.is_floating_point() or v.is_complex()))
+    factor = min(1.0, max_norm / norm) if norm > 0 else 1.0
+    return {k: v * factor if v.is_floating_point() or v.is_complex() else v
+            for k, v in delta.items()}
+
+
+@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Logits for every row of ``x``, computed in batches."""
     model.eval()

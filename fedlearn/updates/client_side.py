@@ -49,8 +49,9 @@ class ClientSide:
     """One client's clip → compress → mask, with the state it keeps between rounds: its top-k
     residual and the private key of the round in progress (neither ever leaves the client)."""
 
-    def __init__(self, name: str, config: ExperimentConfig):
-        self.name, self.config = name, config
+    def __init__(self, name: str, config: ExperimentConfig, *, clip: bool = True):
+        """``clip=False``: the update arrives clipped already (where it was trained)."""
+        self.name, self.config, self.clip = name, config, clip
         self.compressor = (UpdateCompressor(config.compression)
                            if config.compression.method != "none" else None)
         self._round_key: tuple[int, bytes] | None = None  # (round, raw X25519 private key)
@@ -73,7 +74,7 @@ class ClientSide:
     def encode(self, update: Update, orders: RoundOrders) -> Update:
         """``update`` as it leaves the client: clipped, compressed, masked as configured."""
         delta: State = update.delta
-        if self.config.dp is not None:
+        if self.config.dp is not None and self.clip:
             delta, _ = clip_update(delta, self.config.dp.clip_norm)
         if self.compressor is not None:
             payload = self.compressor.encode(delta, torch.Generator().manual_seed(

@@ -19,18 +19,18 @@ from typing import cast
 import torch
 
 from fedlearn.config import DPConfig
+from fedlearn.portable import clip_change
 from fedlearn.updates.update import State, cast_like, is_counter
 from fedlearn.updates.update import update_norm as global_norm
 
 
 def clip_update(update: State, max_norm: float) -> tuple[dict[str, torch.Tensor], float]:
     """Scale ``update`` so that its global L2 norm is at most ``max_norm``; return it and the old
-    norm. Counters (integer buffers) pass unchanged and outside the norm."""
+    norm. Counters (integer buffers) pass unchanged and outside the norm. The clipping itself is
+    :func:`fedlearn.portable.clip_change`, the code a Datasite's approved function runs too."""
     if not max_norm > 0:
         raise ValueError(f"clip_norm: must be > 0 (got {max_norm!r})")
-    norm = global_norm(update)
-    factor = min(1.0, max_norm / norm) if norm > 0 else 1.0
-    return {k: v if is_counter(v) else v * factor for k, v in update.items()}, norm
+    return clip_change(dict(update), max_norm), global_norm(update)
 
 
 def add_gaussian_noise(update: State, std: float,

@@ -51,6 +51,12 @@ class Worker:
     def set_round(self, round_: int) -> None:
         """Called before each round; a device whose local data grows uses it. Default: none."""
 
+    def clip_where_trained(self, max_norm: float) -> bool:
+        """Clip every update to L2 norm ``max_norm`` where the worker trains, before it leaves
+        (a Datasite's approved code does). False: this worker cannot, so its client side clips
+        it (:mod:`fedlearn.workers.client_side`) — the default."""
+        return False
+
     def state_dict(self) -> dict | None:
         """The worker's own state to checkpoint (e.g. a privacy ledger); None: it has none."""
         return None
@@ -87,6 +93,9 @@ class DelegatingWorker(Worker):
 
     def set_round(self, round_: int) -> None:
         self.inner.set_round(round_)
+
+    def clip_where_trained(self, max_norm: float) -> bool:
+        return self.inner.clip_where_trained(max_norm)
 
     def state_dict(self) -> dict | None:
         return self.inner.state_dict()

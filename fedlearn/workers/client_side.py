@@ -38,7 +38,9 @@ class ClientSideWorker(DelegatingWorker):
 
     def __init__(self, inner: Worker, config: ExperimentConfig):
         super().__init__(inner)
-        self.client = ClientSide(inner.name, config)
+        # clip where the worker trains if it can (a Datasite's approved code), else here
+        there = config.dp is not None and inner.clip_where_trained(config.dp.clip_norm)
+        self.client = ClientSide(inner.name, config, clip=not there)
         self.orders: RoundOrders | None = None
 
     def public_key(self, round_: int) -> bytes:

@@ -106,6 +106,41 @@ def test_batchnorm_and_dropout_give_the_same_weights_through_datasites():
     assert got.history[-1]["test_accuracy"] == expected.history[-1]["test_accuracy"]
 
 
+@needs_syft
+@pytest.mark.pysyft
+@pytest.mark.slow
+def test_dp_fedavg_updates_leave_the_datasite_clipped():
+    """DP-FedAvg over Datasites: the approved code clips each update (plan["clip_norm"]) before
+    it leaves, with the same function in-process clients use, so the weights are the
+    in-process ones; what arrives is within the bound before anyone else touches it."""
+    from fedlearn.backends.pysyft import launch_syft_workers
+    from fedlearn.config import DPConfig
+    from fedlearn.data import MNIST_NORMALISATION, normalise
+    from fedlearn.updates.update import update_norm
+    from fedlearn.workers import make_virtual_workers
+
+    images, labels = uint8_digits(200)
+    x, y = normalise(torch.as_tensor(images), MNIST_NORMALISATION), torch.as_tensor(labels)
+    cfg = ExperimentConfig(plan=TrainPlan(batch_size=32), seed=5,
+                           federation=FederationConfig(model="mlp2nn", rounds=1, device="cpu"),
+                           dp=DPConfig(clip_norm=0.05, noise_multiplier=0.5))
+    virtual, parts = make_virtual_workers(x, y, cfg)
+    expected = run_federation(virtual, cfg, x[:100], y[:100])
+    sites, workers = launch_syft_workers(images, labels, parts, cfg.partition.workers,
+                                         model="mlp2nn", max_calls=4)
+    try:
+        got = run_federation(workers, cfg, x[:100], y[:100])
+        assert all(w.clip_norm == 0.05 for w in workers)  # the approved code clips
+        weights = {k: v.clone() for k, v in got.weights.items()}
+        arrived = workers[0].fit(weights, cfg.plan, seed=1)  # as it leaves the Datasite
+    finally:
+        for site in sites:
+            site.land()
+    assert update_norm(arrived.delta) <= 0.05 * (1 + 1e-6)
+    for key, value in expected.weights.items():
+        assert torch.allclose(got.weights[key], value, atol=1e-7), key
+
+
 class Tabular(torch.nn.Module):
     """A practitioner's model for 6 float features (self-contained: PySyft execs its source)."""
 

@@ -70,6 +70,7 @@ class SyftWorker(Worker):
         self._images, self._labels = assets["images"], assets["labels"]
         self._request_id: str | None = None
         self.calls = 0
+        self.clip_norm: float | None = None  # DP-FedAvg's bound, applied by the approved code
 
     @classmethod
     def connect(cls, name: str, server, *, email: str, password: str) -> SyftWorker:
@@ -210,7 +211,10 @@ class SyftWorker(Worker):
             raise NotImplementedError(
                 "the PySyft backend runs FedAvg only: per-batch model hopping would "
                 "be one code execution (~1-3 s) per minibatch")
-        out = self._call(weights, "fit", dataclasses.asdict(plan), seed)
+        asked = dataclasses.asdict(plan)
+        if self.clip_norm is not None:  # the update leaves the Datasite already clipped
+            asked["clip_norm"] = float(self.clip_norm)
+        out = self._call(weights, "fit", asked, seed)
         delta = {k: v.to(next(iter(weights.values())).device) for k, v in out["delta"].items()}
         examples = int(out["num_examples"])
         # the Datasite returns only the loss and the count; the steps follow from the plan
@@ -218,6 +222,13 @@ class SyftWorker(Worker):
                    "steps": plan.epochs * num_batches(self.num_examples, plan.batch_size),
                    "examples": examples}
         return Update(self.name, delta, examples, metrics)
+
+    def clip_where_trained(self, max_norm: float) -> bool:
+        """The plain function clips on the Datasite (plan["clip_norm"]); DP-SGD's cannot."""
+        if self.dp_sgd is not None:
+            return False
+        self.clip_norm = max_norm
+        return True
 
     def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
         out = self._call(weights, "evaluate", {}, 0)

@@ -53,7 +53,7 @@ USER_INPUTS = {"weights": dict, "plan": dict, "seed": int, "nonce": str, "mode":
 # that an approved request cannot be turned into a resource sink
 LIMITS: dict[str, Any] = {"epochs": (1, 50), "batch_size": (1, 8192), "lr": (0.0, 10.0),
           "momentum": (0.0, 1.0), "weight_decay": (0.0, 1.0), "prox_mu": (0.0, 100.0),
-          "seed": (0, 2**63 - 1), "nonce_length": 32}
+          "clip_norm": (0.0, 1e6), "seed": (0, 2**63 - 1), "nonce_length": 32}
 TUTORIAL_RUN = "0" * 32  # the run id of code requests made by hand (the tutorial's)
 _RUN_LINE = re.compile(r"^    RUN = '([0-9a-f]{32})'", re.MULTILINE)
 _NORMALISATION_LINE = re.compile(r"^    NORMALISATION = (\(.*\))  # ", re.MULTILINE)
@@ -63,7 +63,8 @@ _HEADER = '''def {name}(images, labels, weights, plan, seed, nonce, mode):
 
     mode == "fit": load the global `weights` into a {model} and train it with SGD
     as `plan` says (epochs, batch_size, lr, momentum, weight_decay, prox_mu),
-    shuffling with `seed`; return ONLY the weight change, the number of examples
+    shuffling with `seed`; return ONLY the weight change (clipped here to L2 norm
+    plan["clip_norm"] when the plan has one above 0: DP-FedAvg), the number of examples
     used and the mean training loss. mode == "evaluate": return only the loss and
     accuracy of `weights` on the local data. The data is first normalised as
     NORMALISATION (divide_by, mean, std) declares: (x / divide_by - mean) / std per
@@ -102,14 +103,16 @@ _CHECKS = '''
                      "precision", "channels_last")
         if mode == "evaluate":
             plan_keys = ()
-        if sorted(plan) != sorted(plan_keys):
-            raise ValueError(f"plan must have exactly the keys {{sorted(plan_keys)}}")
+        if sorted(set(plan) - {{"clip_norm"}}) != sorted(plan_keys) or (
+                mode == "evaluate" and plan):
+            raise ValueError(f"plan must have exactly the keys {{sorted(plan_keys)}} "
+                             "(and clip_norm, optionally, to train)")
         if plan and (plan["precision"] != "fp32" or plan["channels_last"] is not False):
             raise ValueError("this code trains in fp32 with the default memory format")
         for key in ("epochs", "batch_size"):
             if key in plan:
                 _bounded(key, plan[key], int)
-        for key in ("lr", "momentum", "weight_decay", "prox_mu"):
+        for key in ("lr", "momentum", "weight_decay", "prox_mu", "clip_norm"):
             if key in plan:
                 _bounded(key, plan[key], float)
         model = {model}()
@@ -145,6 +148,8 @@ _BODY = '''
     plan = TrainPlan(**plan)
     metrics = train_epochs(model, make_optimizer(model, plan), x, y, plan, seed=seed)
     delta = {{k: v.detach() - weights[k] for k, v in model.state_dict().items()}}
+    if getattr(plan, "clip_norm", 0) > 0:  # the owner's update leaves already clipped
+        delta = clip_change(delta, plan.clip_norm)
     return {{"proof": proof, "delta": delta, "num_examples": int(metrics["examples"]),
             "loss": float(metrics["loss"])}}
 '''
