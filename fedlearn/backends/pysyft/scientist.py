@@ -62,6 +62,7 @@ class SyftWorker(Worker):
     """The data scientist's handle on one Datasite, with the fedlearn worker interface."""
 
     remote = True  # work that would have to run inside the approved code is refused
+    clip_norm: float | None = None  # DP-FedAvg's bound, applied by the approved code
 
     def __init__(self, name: str, client):
         self.name = name
@@ -70,7 +71,6 @@ class SyftWorker(Worker):
         self._images, self._labels = assets["images"], assets["labels"]
         self._request_id: str | None = None
         self.calls = 0
-        self.clip_norm: float | None = None  # DP-FedAvg's bound, applied by the approved code
 
     @classmethod
     def connect(cls, name: str, server, *, email: str, password: str) -> SyftWorker:
