@@ -10,6 +10,7 @@ import pytest
 from fedlearn.aggregation import AGGREGATION_RULES
 from fedlearn.config import (
     Aggregator,
+    Algorithm,
     ConfigError,
     ModelName,
     RobustnessConfig,
@@ -17,15 +18,19 @@ from fedlearn.config import (
     ServerOptimizerConfig,
     ServerOptimizerName,
 )
+from fedlearn.config.execution import ExecutorName
 from fedlearn.data.partition import PARTITIONERS
+from fedlearn.execution.choose import EXECUTOR_MAKERS
 from fedlearn.models import _REGISTRY as MODEL_REGISTRY
 from fedlearn.server.optimizers import SERVER_OPTIMIZERS
+from fedlearn.server.strategies import STRATEGIES
 
 
 @pytest.mark.parametrize("names, registry", [
     (Aggregator, AGGREGATION_RULES), (ServerOptimizerName, SERVER_OPTIMIZERS),
-    (Scheme, PARTITIONERS), (ModelName, MODEL_REGISTRY)],
-    ids=["aggregators", "server optimizers", "partitions", "models"])
+    (Scheme, PARTITIONERS), (ModelName, MODEL_REGISTRY), (ExecutorName, EXECUTOR_MAKERS),
+    (Algorithm, STRATEGIES)],
+    ids=["aggregators", "server optimizers", "partitions", "models", "executors", "algorithms"])
 def test_config_names_are_the_registry(names, registry):
     assert typing.get_args(names) == tuple(registry)
 

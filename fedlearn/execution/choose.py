@@ -5,42 +5,61 @@ already refused it), never a silent default.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from fedlearn.config import ConfigError, ExperimentConfig
+from fedlearn.config import ConfigError, ExperimentConfig, registered
 from fedlearn.execution.base import ClientExecutor
 from fedlearn.execution.sequential import Sequential
 from fedlearn.execution.together import Together, together_refusals
 from fedlearn.workers.base import Worker
 
 
-def make_executor(config: ExperimentConfig, workers: Sequence[Worker], model: torch.nn.Module,
-                  device: torch.device) -> ClientExecutor:
-    """``config.execution.executor``; ``auto`` trains clients together on a GPU when they can
-    be (on a CPU sequential measures faster: benchmarks/hardware_speed.py). ``ray`` starts or
-    joins a Ray runtime (:mod:`fedlearn.execution.ray`), whose actors choose the same way
-    (``config.execution.ray_actor_clients``). The caller closes what it gets."""
-    execution = config.execution
-    wanted = execution.executor
-    if wanted == "sequential":
-        return Sequential()
-    if wanted == "ray":
-        from fedlearn.execution.ray import RayExecutor
+def _sequential(config, workers, model, device) -> ClientExecutor:
+    return Sequential()
 
-        if device.type == "cuda" and execution.ray_client_gpus == 0:
-            raise ConfigError("execution.ray_client_gpus", "the run trains on cuda but a Ray "
-                              "client gets no GPU: give --ray-client-gpus (a fraction shares "
-                              "one)")
-        together = _together(execution.ray_actor_clients, "execution.ray_actor_clients",
-                             together_refusals(config, workers, model), device)
-        return RayExecutor(execution, workers, together=together, device=device.type,
-                           per_round=config.workers_per_round(len(workers)))
+
+def _in_process(config, workers, model, device) -> ClientExecutor:
+    """``together`` (refused with the reasons if the clients cannot be), or ``auto``: together
+    on a GPU when they can be, sequential on a CPU (where that measures faster:
+    benchmarks/hardware_speed.py)."""
+    wanted = config.execution.executor
     if _together(wanted, "execution.executor", together_refusals(config, workers, model),
                  device):
         return Together()
     return Sequential()
+
+
+def _ray(config, workers, model, device) -> ClientExecutor:
+    from fedlearn.execution.ray import RayExecutor
+
+    execution = config.execution
+    if device.type == "cuda" and execution.ray_client_gpus == 0:
+        raise ConfigError("execution.ray_client_gpus", "the run trains on cuda but a Ray "
+                          "client gets no GPU: give --ray-client-gpus (a fraction shares one)")
+    together = _together(execution.ray_actor_clients, "execution.ray_actor_clients",
+                         together_refusals(config, workers, model), device)
+    return RayExecutor(execution, workers, together=together, device=device.type,
+                       per_round=config.workers_per_round(len(workers)))
+
+
+Maker = Callable[[ExperimentConfig, Sequence[Worker], torch.nn.Module, torch.device],
+                 ClientExecutor]
+
+# The registry of executors, by the name execution.executor takes (its Literal,
+# fedlearn.config.ExecutorName, lists the same names: tests/test_registries.py).
+EXECUTOR_MAKERS: dict[str, Maker] = {"auto": _in_process, "sequential": _sequential,
+                                     "together": _in_process, "ray": _ray}
+
+
+def make_executor(config: ExperimentConfig, workers: Sequence[Worker], model: torch.nn.Module,
+                  device: torch.device) -> ClientExecutor:
+    """The executor ``config.execution.executor`` names; ``ray`` starts or joins a Ray
+    runtime (:mod:`fedlearn.execution.ray`), whose actors choose as ``auto`` does
+    (``config.execution.ray_actor_clients``). The caller closes what it gets."""
+    make = registered(EXECUTOR_MAKERS, config.execution.executor, "executor")
+    return make(config, workers, model, device)
 
 
 def _together(wanted: str, field: str, reasons: list[str], device: torch.device) -> bool:
