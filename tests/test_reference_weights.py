@@ -31,6 +31,7 @@ def test_every_reference_run_is_listed():
 
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_weights_as_before(name):
-    # 1e-5 absolute on sums over ~200k weights: another CPU's last bits pass, a changed step
-    # (a rounding, an order of clients, a seed) does not
-    assert fingerprint(run(name)) == pytest.approx(BEFORE[name], abs=1e-5, rel=0)
+    # 1e-3 absolute on sums over ~200k weights: another CPU's last bits (about 1e-8 a weight)
+    # pass; a changed step moves these sums by more (a seed, a sample of clients: 0.1; even
+    # FedProx's mu = 0.1 against plain FedAvg: 7e-3). tools/reference_weights.py checks bits
+    assert fingerprint(run(name)) == pytest.approx(BEFORE[name], abs=1e-3, rel=0)
