@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from fedlearn.config import ConfigError, TrainPlan
-from fedlearn.portable import _train, evaluate, make_optimizer, num_batches, predict, train_epochs
+from fedlearn.portable import evaluate, make_optimizer, num_batches, predict, train_epochs
 
 
 def derive_seed(seed: int, round_: int, worker: int) -> int:
@@ -24,7 +24,7 @@ def derive_seed(seed: int, round_: int, worker: int) -> int:
     return int(np.random.SeedSequence([seed, round_, worker]).generate_state(1)[0])
 
 
-__all__ = ["_train", "check_compute", "derive_seed", "evaluate", "make_optimizer",
+__all__ = ["check_compute", "derive_seed", "evaluate", "make_optimizer",
            "native_bf16", "num_batches", "predict", "train_epochs"]
 
 

@@ -60,10 +60,12 @@ def report(exc: FedlearnError, parser: argparse.ArgumentParser, args) -> int:
 
 def interrupted(args) -> int:
     """Ctrl-C: say what was kept and how to continue; exit 130."""
+    from fedlearn.experiment import CHECKPOINT
+
     out = getattr(args, "out", None)
     if args.command != "train" or out is None:
         print("fedlearn: interrupted", file=sys.stderr)
-    elif (Path(out).expanduser() / "checkpoint.pt").is_file():
+    elif (Path(out).expanduser() / CHECKPOINT).is_file():
         print(f"fedlearn: interrupted; the last finished round is saved: rerun with "
               f"fedlearn train --out {out} --resume to continue", file=sys.stderr)
     else:

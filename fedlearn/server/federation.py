@@ -137,9 +137,15 @@ class FederatedServer:
         check_compute(config.plan, self._model, self.device)
         # an executor the server makes is the server's to close; one passed in, the caller's
         self._owns_executor = executor is None
+        # made from the workers already wrapped: the client's side runs where they run
         executor = executor or make_executor(config, self.workers, self._model, self.device)
-        self.strategy = make_strategy(config, self.weights, executor,
-                                      num_workers=len(self.workers))
+        try:
+            self.strategy = make_strategy(config, self.weights, executor,
+                                          num_workers=len(self.workers))
+        except BaseException:
+            if self._owns_executor:  # a Ray runtime started for this server ends with it
+                executor.close()
+            raise
         self.retired: list[str] = []  # e.g. personalized clients, out of the training pool
         self.profiles = (client_profiles(len(self.workers), config.availability, config.seed)
                          if config.availability is not None else None)
@@ -310,28 +316,13 @@ def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Te
     ``resume=True`` continues from it (it must come from the same configuration
     and workers). Stops early once ``target_accuracy`` is reached. Returns the
     final weights and the per-round history. ``executor``: how the clients run (default: made
-    from ``config.execution`` by :func:`fedlearn.execution.make_executor`, closed at the end;
+    from ``config.execution`` by :func:`fedlearn.execution.make_executor` after the workers
+    get their client side, closed at the end;
     one passed in is the caller's to close).
     """
-    # wrapped here, before the executor takes them, so the client's side runs where they run
-    workers = with_client_sides(workers, config)
-    made = executor is None  # the run is composed here: it makes its executor, and closes it
-    if executor is None:
-        device = resolve_device(config.federation.device)
-        executor = make_executor(config, workers,
-                                 build_model(config.federation.model, seed=0).to(device), device)
-    try:
-        return _run(FederatedServer(workers, config, test_x, test_y, weights=weights,
-                                    progress=progress, executor=executor),
-                    config, checkpoint, resume, progress)
-    finally:
-        if made:  # Ray's processes end with the run, however it ends (Ctrl-C too)
-            executor.close()
-
-
-def _run(server: FederatedServer, config: ExperimentConfig, checkpoint: str | Path | None,
-         resume: bool, progress: bool) -> FederationResult:
-    with server:
+    server = FederatedServer(workers, config, test_x, test_y, weights=weights, progress=progress,
+                             executor=executor)
+    with server:  # an executor the server made ends with the run (Ray's processes, Ctrl-C too)
         if resume:
             if checkpoint is None:
                 raise ConfigError("resume", "needs a checkpoint to resume from")

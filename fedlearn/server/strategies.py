@@ -29,7 +29,8 @@ from fedlearn.config import ExperimentConfig, registered
 from fedlearn.execution import ClientExecutor, Sequential
 from fedlearn.server.optimizers import ServerOptimizer
 from fedlearn.server.record import TrainingReport, WorkerReply
-from fedlearn.server.rounds import aggregate, derive_seed, model_hopping_round
+from fedlearn.server.rounds import aggregate, model_hopping_round
+from fedlearn.training import derive_seed
 from fedlearn.updates import State, detached_cpu_state, trained
 from fedlearn.updates.client_side import RoundOrders, decode, wire_nbytes
 from fedlearn.workers.base import Worker
