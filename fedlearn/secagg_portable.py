@@ -154,13 +154,14 @@ def secagg_prg(key: bytes, length: int, ring_bits: int) -> np.ndarray:
     key, counter and nonce zero, read as little-endian words. Every key here is used once."""
     if len(key) != 32:
         raise ValueError(f"secagg: a PRG key is 32 bytes, got {len(key)}")
-    dtype = _sa_ring_dtype(ring_bits)
+    dtype = secagg_ring_dtype(ring_bits)
     encryptor = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
     stream = encryptor.update(bytes(length * ring_bits // 8))
     return np.frombuffer(stream, dtype=f"<u{ring_bits // 8}").astype(dtype)
 
 
-def _sa_ring_dtype(ring_bits: int) -> type:
+def secagg_ring_dtype(ring_bits: int) -> type:
+    """The numpy type of Z_{2^ring_bits}: uint16, uint32 or uint64; no other ring."""
     dtypes = {16: np.uint16, 32: np.uint32, 64: np.uint64}
     if ring_bits not in dtypes:
         raise ValueError(f"secagg: ring_bits must be 16, 32 or 64, got {ring_bits!r}")
@@ -185,7 +186,7 @@ def secagg_pair_mask(own_s_sk: bytes, other_s_pk: str, context: str, adder: str,
 
 
 def _sa_check_capacity(value_range: float, scale: float, owners: int, ring_bits: int) -> bool:
-    _sa_ring_dtype(ring_bits)
+    secagg_ring_dtype(ring_bits)
     if not (math.isfinite(value_range) and value_range > 0 and math.isfinite(scale)
             and scale > 0 and owners >= 1):
         raise ValueError(f"secagg: need value_range > 0, scale > 0 and owners >= 1, got "
@@ -211,6 +212,9 @@ def secagg_quantize(vector: np.ndarray, value_range: float, scale: float,
                     ring_bits: int) -> np.ndarray:
     """round(value·scale) (half to even) in Z_{2^ring_bits}, two's complement. Refuses, naming
     the first offender, a value that is not finite or outside [-value_range, value_range]."""
+    if not _sa_check_capacity(value_range, scale, 1, ring_bits):
+        raise ValueError(f"secagg: {value_range} at scale {scale} overflows a {ring_bits}-bit "
+                         f"ring")
     values = np.asarray(vector, dtype=np.float64)
     if values.ndim != 1:
         raise ValueError(f"secagg: masks a 1-D vector, got shape {values.shape}")
@@ -220,7 +224,7 @@ def secagg_quantize(vector: np.ndarray, value_range: float, scale: float,
         raise ValueError(f"secagg: value {values[i]!r} at index {i} is outside the declared "
                          f"range [-{value_range}, {value_range}]; refusing, not clipping")
     q = np.rint(values * scale).astype(np.int64)
-    return q.view(np.uint64).astype(_sa_ring_dtype(ring_bits))
+    return q.view(np.uint64).astype(secagg_ring_dtype(ring_bits))
 
 
 def secagg_decode(ring_values: np.ndarray, scale: float) -> np.ndarray:
@@ -237,7 +241,8 @@ def secagg_mask(master: bytes, context: str, me: str, roster_u2: dict[str, dict[
     ``roster_u2``: the public keys of the owners whose ShareKeys arrived (U2, ``me``
     included); its size bounds the sum, which the ring must hold at this scale.
     """
-    _sa_check_roster(roster_u2, me)
+    if len(_sa_check_roster(roster_u2, me)) < 2:
+        raise ValueError("secagg: masking needs at least 2 owners in U2")
     if not _sa_check_capacity(value_range, scale, len(roster_u2), ring_bits):
         raise ValueError(f"secagg: {len(roster_u2)} values in [-{value_range}, {value_range}] "
                          f"at scale {scale} overflow a {ring_bits}-bit ring; see secagg_scale")

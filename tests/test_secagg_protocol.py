@@ -231,6 +231,11 @@ def test_a_value_out_of_range_is_refused_not_clipped(three, bad, shown):
     with pytest.raises(ValueError, match="overflow a 16-bit ring"):
         secagg_mask(masters["bob"], CTX, "bob", roster, np.zeros(3), value_range=1.0,
                     scale=2.0 ** 14, ring_bits=16)
+    with pytest.raises(ValueError, match="value_range > 0"):   # NaN would disable the check
+        secagg_quantize(np.zeros(3), float("nan"), 1.0, 32)
+    with pytest.raises(ValueError, match="at least 2 owners in U2"):
+        secagg_mask(masters["bob"], CTX, "bob", {"bob": roster["bob"]}, np.zeros(3),
+                    value_range=1.0, scale=1.0, ring_bits=32)
 
 
 @pytest.mark.parametrize("threshold", [0, 1, 4, 2.5, True])   # n = 3: only t = 2 or 3
@@ -313,6 +318,10 @@ def test_the_server_refuses_too_few_shares_and_mixed_answers(three):
     with pytest.raises(ValueError, match="never both"):
         unmask_sum(CTX, roster, masked, mixed, 2, 32, 4.0)
     fine = {u: answer(u, everyone, []) for u in ["alice", "bob"]}
+    with pytest.raises(ValueError, match="not a majority"):
+        unmask_sum(CTX, roster, masked, fine, 1, 32, 4.0)
+    with pytest.raises(ValueError, match="must be uint64 of one length"):
+        unmask_sum(CTX, roster, masked, fine, 2, 64, 4.0)
     assert np.array_equal(unmask_sum(CTX, roster, masked, fine, 2, 32, 4.0), np.zeros(4))
 
 

@@ -17,6 +17,7 @@ from fedlearn.secagg_portable import (
     secagg_lagrange_zero,
     secagg_pair_mask,
     secagg_prg,
+    secagg_ring_dtype,
 )
 
 
@@ -52,6 +53,10 @@ def unmask_sum(context: str, roster_u2: Mapping[str, Mapping[str, str]],
     ``threshold`` shares, or a rebuilt key that does not match its advertised public key.
     """
     survivors, dropped = sorted(masked), sorted(set(roster_u2) - set(masked))
+    # t > |U1|/2 >= |U2|/2 (U2 is part of U1): a smaller t was never accepted at ShareKeys
+    if not len(roster_u2) / 2 < threshold:
+        raise ValueError(f"secagg: threshold {threshold} is not a majority of U2's "
+                         f"{len(roster_u2)} owners")
     if not survivors or not set(survivors) <= set(roster_u2):
         raise ValueError(f"secagg: the masked vectors must come from U2 {sorted(roster_u2)}, "
                          f"got {survivors}")
@@ -64,11 +69,13 @@ def unmask_sum(context: str, roster_u2: Mapping[str, Mapping[str, str]],
             raise ValueError(f"secagg: {responder!r} answered with the wrong kind of share for "
                              f"{sorted(both) or 'a drop-out'}: an owner is either masked "
                              f"(its b) or dropped (its s_sk), never both")
+    dtype = secagg_ring_dtype(ring_bits)
     lengths = {len(masked[u]) for u in survivors}
-    if len(lengths) != 1:
-        raise ValueError(f"secagg: masked vectors of different lengths {sorted(lengths)}")
+    if len(lengths) != 1 or any(np.asarray(masked[u]).dtype != dtype for u in survivors):
+        raise ValueError(f"secagg: the masked vectors must be {np.dtype(dtype)} of one length, "
+                         f"got lengths {sorted(lengths)}")
     (length,) = lengths
-    total = np.zeros_like(np.asarray(masked[survivors[0]]))
+    total: np.ndarray = np.zeros(length, dtype=dtype)
     for u in survivors:
         total = total + masked[u]
     for u in survivors:
