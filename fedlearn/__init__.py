@@ -62,6 +62,9 @@ if TYPE_CHECKING:  # what a type checker sees: the real names, not __getattr__'s
         RobustnessConfig as RobustnessConfig,
     )
     from fedlearn.config import (
+        SecAggConfig as SecAggConfig,
+    )
+    from fedlearn.config import (
         ServerOptimizerConfig as ServerOptimizerConfig,
     )
     from fedlearn.config import (
@@ -132,7 +135,7 @@ _EXPORTS = {
     "fedlearn.aggregation": ["fedavg"],
     "fedlearn.config": ["AvailabilityConfig", "CompressionConfig", "ConfigError", "DataConfig",
                         "DPConfig", "DPSGDConfig", "ExecutionConfig", "ExperimentConfig",
-                        "FederationConfig",
+                        "FederationConfig", "SecAggConfig",
                         "PartitionConfig", "RobustnessConfig", "ServerOptimizerConfig",
                         "TrainPlan", "WarmStartConfig"],
     "fedlearn.data": ["MnistTensors", "Normalisation", "load_mnist", "normalise", "partition"],

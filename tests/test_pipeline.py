@@ -45,9 +45,10 @@ def test_secure_aggregation_equals_plain_fedavg(synthetic):
     plain = run_federation(workers(synthetic), cfg(rounds=2), x, y)
     secure = run_federation(workers(synthetic), cfg(rounds=2, secure_aggregation=True), x, y)
     assert max_diff(plain.weights, secure.weights) <= 1e-6
-    assert secure.history[0]["secure_aggregation"] == {"masked_updates": 3, "dropped": []}
+    assert secure.history[0]["secure_aggregation"] == {"masked_updates": 3, "dropped": [],
+                                                       "threshold": 2, "ring_bits": 32}
     n = sum(p.numel() for p in plain.weights.values())
-    assert secure.history[0]["bytes_up"]["a"] == 8 * n + 8
+    assert secure.history[0]["bytes_up"]["a"] == 4 * n + 4  # [w*delta, w] in a 32-bit ring
 
 
 def test_secure_aggregation_recovers_a_dropout(synthetic):

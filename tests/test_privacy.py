@@ -92,7 +92,7 @@ def test_dp_fedavg_adds_noise_of_std_z_times_c_over_m(z, clip, sampled):
     reference = {"w": torch.zeros(200_000)}
     arrived = [Update(n, {"w": torch.zeros(200_000)}, 10) for n in names]
     aggregate, report = server_side.combine(arrived, names, reference, 1,
-                                            torch.Generator().manual_seed(0), reveal=None)
+                                            torch.Generator().manual_seed(0), unmask=None)
     noise = aggregate["w"]
     assert noise.std().item() == pytest.approx(z * clip / sampled, rel=0.02)
     assert abs(noise.mean().item()) < 0.01 * z * clip / sampled + 1e-3

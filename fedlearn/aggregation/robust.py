@@ -120,8 +120,9 @@ def validate_upload(update: object, reference: State, *, max_examples: int | Non
         size = sum(v.numel() for v in reference.values()) + 1
         masked = update.payload.get("masked") if isinstance(update.payload, Mapping) else None
         if (set(update.payload) != {"masked"} or not isinstance(masked, torch.Tensor)
-                or masked.dtype != torch.int64 or tuple(masked.shape) != (size,)):
-            return f"masked payload: expected one int64 vector of {size} values"
+                or masked.dtype not in (torch.int16, torch.int32, torch.int64)
+                or tuple(masked.shape) != (size,)):
+            return f"masked payload: expected one vector of {size} ring elements"
         delta = dict(reference)  # its form is right; its values are the masks' secret
         max_norm = None
     else:

@@ -15,24 +15,22 @@ import torch
 
 from fedlearn.aggregation import fedavg
 from fedlearn.config import ExperimentConfig
+from fedlearn.updates.client_side import masked_vector
 from fedlearn.updates.privacy import CentralPrivacy, dp_average
-from fedlearn.updates.secagg import decode_fixed, remove_revealed, sum_masked, unflatten
+from fedlearn.updates.secagg import unflatten
 from fedlearn.updates.update import Update
 
-# reveal(survivor, dropped) -> the survivor's pairwise mask with the client that dropped out
-Reveal = Callable[[str, str], np.ndarray]
+# unmask(masked vectors by client) -> (their plain sum, what the round's record says of it):
+# secure aggregation's last stage (fedlearn.server.secure_rounds.unmask_round)
+Unmask = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, dict]]
 
 
-def secure_sum(masked: Sequence[Update], revealed: Sequence[np.ndarray],
-               reference: Mapping[str, torch.Tensor],
-               fixed_denominator: int | None = None) -> dict[str, torch.Tensor]:
-    """The aggregate behind masked vectors [w·Δ, w]: their sum modulo 2^64, less the masks
-    the survivors revealed for the clients that dropped out, divided by the summed weight (or by
-    ``fixed_denominator``, DP-FedAvg's number of clients sampled)."""
-    total = sum_masked([u.payload["masked"].numpy().view(np.uint64) for u in masked])
-    plain = decode_fixed(remove_revealed(total, revealed))
-    denominator = fixed_denominator if fixed_denominator is not None else plain[-1]
-    return unflatten(plain[:-1] / denominator, reference)
+def secure_mean(total: np.ndarray, reference: Mapping[str, torch.Tensor],
+                fixed_denominator: int | None = None) -> dict[str, torch.Tensor]:
+    """The aggregate behind the unmasked sum of vectors [w·Δ, w]: divided by the summed weight
+    (its last slot), or by ``fixed_denominator`` (DP-FedAvg's number of clients sampled)."""
+    denominator = fixed_denominator if fixed_denominator is not None else total[-1]
+    return unflatten(total[:-1] / denominator, reference)
 
 
 class ServerSide:
@@ -47,23 +45,18 @@ class ServerSide:
 
     def combine(self, arrived: Sequence[Update], selected: Sequence[str],
                 reference: Mapping[str, torch.Tensor], round_: int, generator: torch.Generator,
-                reveal: Reveal | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+                unmask: Unmask | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The aggregate of ``arrived`` out of ``selected``, and what the round's record says
         of it (the privacy spent, the masking)."""
         report: dict[str, Any] = {}
         dp = self.privacy is not None
         if self.config.secure_aggregation:
-            names = {u.worker for u in arrived}
-            dropped = [n for n in selected if n not in names]
-            revealed = []
-            if dropped:
-                if reveal is None:
-                    raise ValueError(f"secure aggregation: {dropped} dropped out and nobody "
-                                     "can reveal their masks")
-                revealed = [reveal(u.worker, d) for d in dropped for u in arrived]
-            aggregate = secure_sum(arrived, revealed, reference,
-                                   len(selected) if dp else None)
-            report["secure_aggregation"] = {"masked_updates": len(arrived), "dropped": dropped}
+            if unmask is None:
+                raise ValueError("secure aggregation: nobody to unmask the round's inputs")
+            bits = self.config.secagg.ring_bits
+            total, report["secure_aggregation"] = unmask(
+                {u.worker: masked_vector(u, bits) for u in arrived})
+            aggregate = secure_mean(total, reference, len(selected) if dp else None)
         elif dp:
             aggregate = dp_average([u.delta for u in arrived], len(selected))
         else:

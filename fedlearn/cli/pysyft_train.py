@@ -57,8 +57,10 @@ def pysyft_workers(args, config, data):
     fed = config.federation
     check_plan(config.plan)
     names = list(config.partition.workers)
-    config.check_workers(len(names), remote=names)  # refused before anyone is asked
-    max_calls = fed.rounds * (config.robustness.max_retries + 1) + 10
+    secure = config.secure_aggregation  # the owners' side runs in their approved code
+    config.check_workers(len(names), remote=names, masking=names if secure else ())
+    # a securely aggregated round is four calls: keys, shares, the masked fit, unmasking
+    max_calls = fed.rounds * (config.robustness.max_retries + 1) * (4 if secure else 1) + 10
     if not args.datasite:  # the tutorial's setting: Bob and Alice launched in this process
         for flag in ("ca_file", "client_cert", "client_key"):
             if getattr(args, flag):
@@ -72,7 +74,7 @@ def pysyft_workers(args, config, data):
         sites, workers = launch_syft_workers(
             to_uint8(data.train_x).numpy(), data.train_y.numpy(), parts,
             config.partition.workers, model=fed.model, max_calls=max_calls, seed=config.seed,
-            dp=config.dp_sgd)
+            dp=config.dp_sgd, secure=secure)
         print(f"Datasites up in this process: {', '.join(w.name for w in workers)}; each owner "
               "reviewed and approved the code request", file=sys.stderr, flush=True)
         return workers, lambda: [site.land() for site in sites]
@@ -95,7 +97,8 @@ def pysyft_workers(args, config, data):
     run = run_id_for(Path(args.out), resume=args.resume)
     workers = connect_datasites(addresses, email=args.email, password=password, model=fed.model,
                                 max_calls=max_calls, approval_timeout=args.approval_timeout,
-                                run=run, plan=config.plan, dp=config.dp_sgd, on_wait=waiting)
+                                run=run, plan=config.plan, dp=config.dp_sgd, on_wait=waiting,
+                                secure=secure)
     print(f"logged in to {', '.join(f'{a.name} ({a.url})' for a in addresses)} as a data "
           "scientist; every owner approved the code request", file=sys.stderr, flush=True)
     return workers, lambda: None

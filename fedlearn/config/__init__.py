@@ -55,6 +55,7 @@ from fedlearn.config.privacy import (
     CompressionMethod,
     DPConfig,
     DPSGDConfig,
+    SecAggConfig,
 )
 
 __all__ = [
@@ -63,9 +64,9 @@ __all__ = [
     "OPTIONAL_SECTIONS", "PARTITIONS", "PRECISIONS", "QUANTIZE_BITS", "SECTIONS",
     "SERVER_LR_DEFAULTS", "SERVER_OPTIMIZERS", "AvailabilityConfig", "CompressionConfig",
     "ConfigError", "DPConfig", "DPSGDConfig", "DataConfig", "ExecutionConfig", "ExperimentConfig",
-    "FederationConfig", "ModelSpec", "PartitionConfig", "RobustnessConfig", "Section",
-    "ServerOptimizerConfig", "TrainPlan", "WarmStartConfig", "choice", "model_label", "number",
-    "option", "positive_int", "registered", "renamed", "require",
+    "FederationConfig", "ModelSpec", "PartitionConfig", "RobustnessConfig", "SecAggConfig",
+    "Section", "ServerOptimizerConfig", "TrainPlan", "WarmStartConfig", "choice", "model_label",
+    "number", "option", "positive_int", "registered", "renamed", "require",
     # the choices as types: a typo in a script is caught by a type checker too
     "ActorClients", "Aggregator", "Algorithm", "CompressionMethod", "Device", "ExecutorName",
     "ModelName", "OnTooFew", "Precision", "Scheme", "ServerOptimizerName",

@@ -21,15 +21,15 @@ from fedlearn.config.federation import (
 )
 from fedlearn.config.fields import ConfigError, Section, option, positive_int, require
 from fedlearn.config.plan import TrainPlan
-from fedlearn.config.privacy import CompressionConfig, DPConfig, DPSGDConfig
+from fedlearn.config.privacy import CompressionConfig, DPConfig, DPSGDConfig, SecAggConfig
 
 # ExperimentConfig's field -> the section's dataclass; the optional ones are off when None
 SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig, "partition": PartitionConfig, "plan": TrainPlan,
     "federation": FederationConfig, "robustness": RobustnessConfig,
     "server": ServerOptimizerConfig, "warm_start": WarmStartConfig, "dp": DPConfig,
-    "dp_sgd": DPSGDConfig, "compression": CompressionConfig, "availability": AvailabilityConfig,
-    "execution": ExecutionConfig}
+    "dp_sgd": DPSGDConfig, "compression": CompressionConfig, "secagg": SecAggConfig,
+    "availability": AvailabilityConfig, "execution": ExecutionConfig}
 OPTIONAL_SECTIONS = ("dp", "dp_sgd", "availability")
 
 
@@ -57,6 +57,8 @@ class ExperimentConfig(Section):
                                             help="upload encoding")
     secure_aggregation: bool = option(False, help="pairwise masking (Bonawitz et al. 2017): "
                                                   "the server learns only the sum")
+    secagg: SecAggConfig = option(default_factory=SecAggConfig,
+                                  help="secure aggregation's threshold and ring")
     availability: AvailabilityConfig | None = option(
         None, flag="--availability", help="simulate devices that come and go (default: off)")
     execution: ExecutionConfig = option(default_factory=ExecutionConfig,
@@ -72,6 +74,11 @@ class ExperimentConfig(Section):
         require(isinstance(self.secure_aggregation, bool), "secure_aggregation",
                 f"must be True or False (got {self.secure_aggregation!r})")
         positive_int(self.seed, "seed", minimum=0)
+        if not self.secure_aggregation and self.secagg != SecAggConfig():
+            changed = [f.name for f in dataclasses.fields(SecAggConfig)
+                       if getattr(self.secagg, f.name) != getattr(SecAggConfig(), f.name)]
+            raise ConfigError(f"secagg.{changed[0]}", "sets secure aggregation's parameters, "
+                              "but secure_aggregation is off (--secure-aggregation)")
         fed, robust = self.federation, self.robustness
         if fed.algorithm == "model_hopping" and self.server.optimizer != "sgd":
             raise ConfigError("server.optimizer", "model hopping keeps its own server momentum; "
@@ -106,10 +113,11 @@ class ExperimentConfig(Section):
         """max(1, round(C * K)): how many of ``num_workers`` are asked each round."""
         return workers_per_round(num_workers, self.federation.fraction)
 
-    def check_workers(self, num_workers: int, remote: Sequence[str] = ()) -> None:
+    def check_workers(self, num_workers: int, remote: Sequence[str] = (),
+                      masking: Sequence[str] = ()) -> None:
         """The checks that need the federation's size, and the options that would have to
-        run inside a Datasite's approved code (which does plain local SGD only): refused,
-        never silently dropped."""
+        run inside a Datasite's approved code (which does plain local SGD, and secure
+        aggregation's owner side for the ``masking`` ones): refused, never silently dropped."""
         per_round = self.workers_per_round(num_workers)
         robust = self.robustness
         if robust.min_updates > per_round:
@@ -119,8 +127,15 @@ class ExperimentConfig(Section):
         if self.secure_aggregation and per_round < 2:
             raise ConfigError("secure_aggregation", "needs at least 2 workers per round: with "
                               f"one, the sum is that worker's update ({per_round} asked)")
+        threshold = self.secagg.threshold
+        if self.secure_aggregation and threshold is not None and not (
+                per_round // 2 < threshold <= per_round):
+            raise ConfigError("secagg.threshold", f"must be more than half of the {per_round} "
+                              f"workers asked each round and at most all of them, i.e. "
+                              f"{per_round // 2 + 1}..{per_round} (got {threshold}): fewer "
+                              "would let a minority unmask a client")
         if remote:
-            self._refuse_for_remote(list(remote))
+            self._refuse_for_remote(list(remote), set(masking))
         if remote and self.execution.executor == "ray":
             raise ConfigError("execution.executor", f"workers {', '.join(remote)} train inside "
                               "their owners' Datasites: Ray can run in-process clients only")
@@ -130,9 +145,13 @@ class ExperimentConfig(Section):
                               f"{2 * robust.krum_byzantine + 3} workers per round; "
                               f"{per_round} are asked")
 
-    def _refuse_for_remote(self, remote: list[str]) -> None:
+    def _refuse_for_remote(self, remote: list[str], masking: set[str]) -> None:
         part = self.partition
-        inside = [("secure_aggregation", self.secure_aggregation),
+        if self.secure_aggregation and self.dp_sgd is not None:
+            raise ConfigError("secure_aggregation", "secure aggregation and DP-SGD inside "
+                              "Datasites are not combined yet (DP-FedAvg's clipping is)")
+        inside = [("secure_aggregation",
+                   self.secure_aggregation and not set(remote) <= masking),
                   ("compression.method", self.compression.method != "none"),
                   ("federation.algorithm", self.federation.algorithm != "fedavg"),
                   ("plan.precision", self.plan.precision != "fp32"),

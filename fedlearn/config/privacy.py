@@ -4,11 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from fedlearn.config.fields import Section, choice, number, option, require
+from fedlearn.config.fields import Section, choice, number, option, positive_int, require
 
 CompressionMethod = Literal["none", "quantize", "topk"]
 COMPRESSIONS: tuple[str, ...] = get_args(CompressionMethod)
 QUANTIZE_BITS = (1, 2, 4, 8)
+SECAGG_RING_BITS = (16, 32, 64)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,3 +79,33 @@ class CompressionConfig(Section):
                 f"unsupported bit width {self.bits!r}; "
                 f"allowed: {', '.join(map(str, QUANTIZE_BITS))}")
         number(self.topk_fraction, "topk_fraction", 0, 1, low_open=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecAggConfig(Section):
+    """Secure aggregation's parameters (Bonawitz et al. 2017), used with
+    ``secure_aggregation=True``: the Shamir threshold t (any t of a round's clients recover a
+    client that dropped out; fewer learn nothing), and the ring the masked vectors live in.
+    Each client's ``[w*delta, w]`` is refused, never clipped, when a coordinate's magnitude
+    exceeds ``value_range``; the fixed-point scale is the largest power of two at which the
+    sum of a round's clients still fits the ring (:func:`fedlearn.secagg_portable.secagg_scale`)."""
+
+    SECTION = "secagg"
+    TITLE = "secure aggregation (with --secure-aggregation)"
+
+    threshold: int | None = option(None, flag="--secagg-threshold", metavar="T",
+                                   help="shares needed to recover a dropped client (default: "
+                                        "a majority of the round's clients, n // 2 + 1)")
+    ring_bits: int = option(32, flag="--secagg-ring-bits", metavar="BITS",
+                            help="masked vectors live modulo 2^BITS: 16, 32 or 64")
+    value_range: float = option(32768.0, flag="--secagg-range", metavar="R",
+                                help="largest |w*delta| a client may mask (w: its example "
+                                     "count, or 1 under DP); beyond it the update is refused")
+
+    def validate(self) -> None:
+        if self.threshold is not None:
+            positive_int(self.threshold, "threshold", minimum=2)
+        require(self.ring_bits in SECAGG_RING_BITS and not isinstance(self.ring_bits, bool),
+                "ring_bits", f"unsupported ring {self.ring_bits!r}; allowed: "
+                f"{', '.join(map(str, SECAGG_RING_BITS))}")
+        number(self.value_range, "value_range", 0, low_open=True)

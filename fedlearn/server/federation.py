@@ -109,7 +109,8 @@ class FederatedServer:
             raise ConfigError("workers", f"{type(strangers[0]).__name__} is not a "
                               "fedlearn.workers.Worker: subclass it (it declares the whole "
                               "contract, with defaults for what a worker does not do)")
-        config.check_workers(len(self.workers), remote=[w.name for w in self.workers if w.remote])
+        config.check_workers(len(self.workers), remote=[w.name for w in self.workers if w.remote],
+                             masking=[w.name for w in self.workers if w.masks_where_trained()])
         other = [w.name for w in self.workers
                  if w.model is not None and w.model != config.federation.model]
         if other:

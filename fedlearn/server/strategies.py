@@ -19,9 +19,9 @@ new weights. An executor (:mod:`fedlearn.execution`) runs the calls in between.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from fedlearn.aggregation.server_side import ServerSide
@@ -30,6 +30,7 @@ from fedlearn.execution import ClientExecutor, Sequential
 from fedlearn.server.optimizers import ServerOptimizer
 from fedlearn.server.record import TrainingReport, WorkerReply
 from fedlearn.server.rounds import aggregate, model_hopping_round
+from fedlearn.server.secure_rounds import SecAggFailed, SecureRound, setup_round, unmask_round
 from fedlearn.training import derive_seed
 from fedlearn.updates import State, detached_cpu_state, trained
 from fedlearn.updates.client_side import RoundOrders, decode, wire_nbytes
@@ -71,27 +72,54 @@ class FedAvg(Strategy):
         self.server_side = (ServerSide(config, num_workers=num_workers,
                                        per_round=config.workers_per_round(num_workers))
                             if extras else None)
+        self.secure: SecureRound | None = None  # the round in progress, under secure aggregation
+        self.left_out: dict[str, str] = {}  # clients secure aggregation's setup dropped, and why
 
     def configure_fit(self, round_: int, chosen: Chosen) -> list[tuple[Worker, int]]:
         """Each client's call: its seed from (seed, round, index); a client side gets its
-        orders (and, under secure aggregation, every selected client's public key, which the
-        clients made)."""
+        orders. Under secure aggregation the protocol's first two stages run here
+        (:func:`~fedlearn.server.secure_rounds.setup_round`): only the clients that finished
+        them are called, and :attr:`left_out` says why the others are not."""
         seed = self.config.seed
-        sides = [w for _, w in chosen if isinstance(w, ClientSideWorker)]
-        peers = ({w.name: w.public_key(round_) for w in sides}
-                 if self.config.secure_aggregation else None)
+        masking = self._setup_secure(round_, chosen) if self.config.secure_aggregation else None
+        jobs = []
         for i, worker in chosen:
+            if worker.name in self.left_out:
+                continue
             if isinstance(worker, ClientSideWorker):
                 worker.configure(RoundOrders(round_, derive_seed(seed, round_, 10_000 + i),
-                                             peers))
-        return [(worker, derive_seed(seed, round_, i)) for i, worker in chosen]
+                                             masking))
+            jobs.append((worker, derive_seed(seed, round_, i)))
+        return jobs
 
-    def aggregate_fit(self, round_: int, chosen: Chosen, replies: Sequence[WorkerReply],
+    def _setup_secure(self, round_: int, chosen: Chosen):
+        participants = [w for _, w in chosen if isinstance(w, ClientSideWorker)]
+        if len(participants) != len(chosen):
+            raise ValueError("secure aggregation: every client needs its client side "
+                             "(fedlearn.workers.with_client_sides)")
+        runs = {getattr(w, "secagg_run", "fedlearn") for w in participants}
+        if len(runs) != 1:
+            raise ValueError(f"secure aggregation: the clients belong to different runs {runs}")
+        # a fresh round id per attempt: a client masks one input per id (a retried round,
+        # or a resumed one, is a new id; the masks never change the sum)
+        context = f"{runs.pop()}|{round_}|{secrets.token_hex(8)}"
+        try:
+            self.secure = setup_round(participants, context, self.config.secagg)
+        except SecAggFailed as exc:
+            self.secure = None
+            self.left_out = {w.name: exc.dropped.get(w.name, str(exc)) for w in participants}
+            return None
+        self.left_out = dict(self.secure.dropped)
+        return self.secure.orders
+
+    def aggregate_fit(self, round_: int, chosen: Chosen, replies: Sequence[WorkerReply | None],
                       weights: State) -> tuple[State | None, TrainingReport]:
         """The new weights from the valid replies, and the round's report."""
         cfg, report = self.config, TrainingReport()
         arrived = []
         for (_, worker), reply in zip(chosen, replies):
+            if reply is None:  # never called: dropped by secure aggregation's setup
+                reply = WorkerReply(None, 0, failed=self.left_out[worker.name])
             report.count(worker.name, reply)
             if reply.update is None:
                 continue
@@ -108,25 +136,29 @@ class FedAvg(Strategy):
             return None, report
         if self.server_side is None:
             return self.optimizer.step(weights, aggregate(arrived, cfg.robustness)), report
-        by_name = {w.name: w for _, w in chosen}
-        size = sum(v.numel() for v in weights.values()) + 1
+        secure, survivors = self.secure, [w for _, w in chosen]
 
-        def reveal(survivor: str, dropped: str) -> np.ndarray:
-            client, gone = by_name[survivor], by_name[dropped]
-            assert isinstance(client, ClientSideWorker) and isinstance(gone, ClientSideWorker)
-            assert gone.orders is not None and gone.orders.peers is not None
-            return client.reveal(dropped, gone.orders.peers[dropped], size, round_)
+        def unmask(masked):
+            if secure is None:
+                raise SecAggFailed("secure aggregation: the round's setup failed")
+            return unmask_round(secure, survivors, masked)
 
         noise = torch.Generator().manual_seed(derive_seed(cfg.seed, round_, 2 ** 31))
-        delta, extra = self.server_side.combine(arrived, [w.name for _, w in chosen], weights,
-                                                round_, noise, reveal)
+        try:
+            delta, extra = self.server_side.combine(arrived, [w.name for _, w in chosen],
+                                                    weights, round_, noise, unmask)
+        except SecAggFailed as exc:  # too few clients left to unmask: no aggregate this round
+            report.secure_aggregation = {"failed": str(exc), "dropped": exc.dropped}
+            return None, report
         return self.optimizer.step(weights, delta), dataclasses.replace(report, **extra)
 
     def round(self, chosen, weights, round_, progress=False):
         jobs = self.configure_fit(round_, chosen)
-        replies = self.executor.fit(jobs, weights, self.config.plan, self.config.robustness,
-                                    round_)
-        return self.aggregate_fit(round_, chosen, replies, weights)
+        replies = iter(self.executor.fit(jobs, weights, self.config.plan,
+                                         self.config.robustness, round_) if jobs else [])
+        called = {w.name for w, _ in jobs}
+        return self.aggregate_fit(round_, chosen, [next(replies) if w.name in called else None
+                                                  for _, w in chosen], weights)
 
     def state_dict(self) -> dict:
         state: dict = {"server_state": self.optimizer.state_dict()}

@@ -6,10 +6,11 @@ Where the client runs (its process, its Ray actor), its update goes through, in 
    client's contribution exceeds the bound the server's noise is calibrated to;
 2. **compress** (:mod:`fedlearn.updates.compression`): stochastic quantization, or top-k with
    the residual kept here, on the client, for the next round (Stich et al. 2018);
-3. **mask** (:mod:`fedlearn.updates.secagg`, after Bonawitz et al. 2017): the client makes
-   its own key pair for the round, the server only relays the public keys, and what leaves
-   the client is ``encode([w·Δ, w]) + masks`` modulo 2^64 (w = its example count, or 1 under
-   DP's fixed denominator).
+3. **mask** (Bonawitz et al. 2017; :mod:`fedlearn.secagg_portable`): the client's round
+   secrets are derived from a long-term key it alone holds; the server relays public keys and
+   encrypted Shamir shares (:mod:`fedlearn.server.secure_rounds`), and what leaves the client
+   is ``[w·Δ, w]`` quantized into the ring plus its self mask and pairwise masks (w = its
+   example count, or 1 under DP's fixed denominator).
 
 What crosses the wire is then an :class:`~fedlearn.updates.Update` whose ``encoding`` says
 what it holds — ``"delta"`` (a plain weight change), ``"compressed"`` (the payload, decoded by
@@ -19,60 +20,78 @@ the server with :func:`decode`) or ``"masked"`` (a vector the server can only ad
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedlearn.config import ExperimentConfig
+from fedlearn.secagg_portable import (
+    secagg_mask,
+    secagg_public_keys,
+    secagg_share_keys,
+    secagg_unmask_shares,
+)
 from fedlearn.updates.compression import UpdateCompressor, payload_nbytes
 from fedlearn.updates.privacy import clip_update
-from fedlearn.updates.secagg import MaskingClient, flatten
+from fedlearn.updates.secagg import MaskingOrders, SecAggLedger, flatten
 from fedlearn.updates.update import State, Update, state_nbytes
+
+_SIGNED = {16: np.int16, 32: np.int32, 64: np.int64}  # torch has no unsigned 32/64-bit tensors
 
 
 @dataclass(frozen=True)
 class RoundOrders:
     """What the server asks of one client this round, beside the weights and the seed (after
     Flower's ``FitIns.config``): the seed of its stochastic rounding, and under secure
-    aggregation the public keys of every client selected with it."""
+    aggregation what it needs to mask its input."""
 
     round: int
     wire_seed: int
-    peers: Mapping[str, bytes] | None = None
+    secagg: MaskingOrders | None = None
 
 
 class ClientSide:
     """One client's clip → compress → mask, with the state it keeps between rounds: its top-k
-    residual and the private key of the round in progress (neither ever leaves the client)."""
+    residual, its secure-aggregation key and ledger (none of which ever leaves the client)."""
 
     def __init__(self, name: str, config: ExperimentConfig, *, clip: bool = True):
         """``clip=False``: the update arrives clipped already (where it was trained)."""
         self.name, self.config, self.clip = name, config, clip
         self.compressor = (UpdateCompressor(config.compression)
                            if config.compression.method != "none" else None)
-        self._round_key: tuple[int, bytes] | None = None  # (round, raw X25519 private key)
+        # the long-term secret every round's keys, seeds and shares are derived from
+        self._master = secrets.token_bytes(32) if config.secure_aggregation else None
+        self.ledger = SecAggLedger()
 
-    def public_key(self, round_: int) -> bytes:
-        """A fresh key pair for ``round_`` (made here); its public half, for the server to relay."""
-        key = X25519PrivateKey.generate()
-        raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
-        self._round_key = (round_, raw)
-        return key.public_key().public_bytes(serialization.Encoding.Raw,
-                                             serialization.PublicFormat.Raw)
+    def _key(self) -> bytes:
+        if self._master is None:
+            raise RuntimeError(f"client {self.name!r}: secure aggregation is off")
+        return self._master
 
-    def _masker(self, round_: int) -> MaskingClient:
-        if self._round_key is None or self._round_key[0] != round_:
-            raise RuntimeError(f"client {self.name!r}: no key pair for round {round_} (the "
-                               "server must collect public keys before the masked round)")
-        return MaskingClient(self.name, X25519PrivateKey.from_private_bytes(self._round_key[1]))
+    def secagg_keys(self, context: str) -> dict[str, str]:
+        """Stage 0: this round's public keys, derived here from the client's own secret."""
+        return secagg_public_keys(self._key(), context)
+
+    def secagg_share(self, context: str, roster: Mapping[str, Mapping[str, str]],
+                     threshold: int) -> dict[str, str]:
+        """Stage 1: this client's shares for each peer, encrypted to that peer."""
+        return secagg_share_keys(self._key(), context, self.name, _plain(roster), threshold)
+
+    def secagg_reveal(self, context: str, roster: Mapping[str, Mapping[str, str]],
+                      ciphertexts: Mapping[str, str], survivors: Sequence[str],
+                      dropped: Sequence[str], threshold: int) -> dict:
+        """Stage 3: one kind of share per peer, never both (the ledger remembers)."""
+        self.ledger.record_reveal(context, self.name, survivors, dropped)
+        return secagg_unmask_shares(self._key(), context, self.name, _plain(roster),
+                                    dict(ciphertexts), list(survivors), list(dropped), threshold)
 
     def encode(self, update: Update, orders: RoundOrders) -> Update:
         """``update`` as it leaves the client: clipped, compressed, masked as configured."""
+        if update.encoding == "masked":  # masked where it was trained (a Datasite's code)
+            return update
         delta: State = update.delta
         if self.config.dp is not None and self.clip:
             delta, _ = clip_update(delta, self.config.dp.clip_norm)
@@ -85,27 +104,40 @@ class ClientSide:
             delta = UpdateCompressor.decode(payload, delta)  # what it would have sent
         if not self.config.secure_aggregation:
             return dataclasses.replace(update, delta=dict(delta))
-        if orders.peers is None:
+        if orders.secagg is None:
             raise RuntimeError(f"client {self.name!r}: secure aggregation without the round's "
                                "public keys")
         weight = 1.0 if self.config.dp is not None else float(update.num_examples)
         vector = np.append(flatten(delta) * weight, weight)  # the last slot carries the weight
-        masked = self._masker(orders.round).mask(vector, orders.peers, orders.round)
+        sa = orders.secagg
+        self.ledger.record_mask(sa.context, list(sa.roster))
+        masked = secagg_mask(self._key(), sa.context, self.name, _plain(sa.roster), vector,
+                             value_range=sa.value_range, scale=sa.scale, ring_bits=sa.ring_bits)
+        signed = masked.view(_SIGNED[sa.ring_bits])
         return dataclasses.replace(update, delta={}, encoding="masked",
-                                   payload={"masked": torch.from_numpy(masked.view(np.int64))})
-
-    def reveal(self, dropped: str, dropped_key: bytes, size: int, round_: int) -> np.ndarray:
-        """This client's pairwise mask with a client that dropped out of ``round_``."""
-        return self._masker(round_).reveal(dropped, dropped_key, size, round_)
+                                   payload={"masked": torch.from_numpy(signed.copy())})
 
     def state_dict(self) -> dict:
         return {"residual": self.compressor.state_dict() if self.compressor else {},
-                "round_key": self._round_key}
+                "secagg_key": self._master.hex() if self._master is not None else None,
+                "secagg_ledger": self.ledger.state()}
 
     def load_state_dict(self, state: dict) -> None:
         if self.compressor is not None:
             self.compressor.load_state_dict(state.get("residual", {}))
-        self._round_key = state.get("round_key")
+        if state.get("secagg_key"):
+            self._master = bytes.fromhex(state["secagg_key"])
+        self.ledger = SecAggLedger(state.get("secagg_ledger"))
+
+
+def _plain(roster: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    return {name: dict(keys) for name, keys in roster.items()}
+
+
+def masked_vector(update: Update, ring_bits: int) -> np.ndarray:
+    """The unsigned ring elements of a masked upload (as :meth:`ClientSide.encode` sent them)."""
+    unsigned = {16: np.uint16, 32: np.uint32, 64: np.uint64}[ring_bits]
+    return update.payload["masked"].numpy().view(unsigned)
 
 
 def decode(update: Update, reference: State) -> Update:

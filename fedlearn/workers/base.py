@@ -57,6 +57,12 @@ class Worker:
         it (:mod:`fedlearn.workers.client_side`) — the default."""
         return False
 
+    def masks_where_trained(self) -> bool:
+        """True if the worker answers secure aggregation's stages itself and masks its update
+        where it trains (a Datasite's approved code); False — the default — and its client side
+        does (:mod:`fedlearn.workers.client_side`)."""
+        return False
+
     def state_dict(self) -> dict | None:
         """The worker's own state to checkpoint (e.g. a privacy ledger); None: it has none."""
         return None
@@ -96,6 +102,9 @@ class DelegatingWorker(Worker):
 
     def clip_where_trained(self, max_norm: float) -> bool:
         return self.inner.clip_where_trained(max_norm)
+
+    def masks_where_trained(self) -> bool:
+        return self.inner.masks_where_trained()
 
     def state_dict(self) -> dict | None:
         return self.inner.state_dict()

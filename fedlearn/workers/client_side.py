@@ -4,18 +4,17 @@
 does, then clips, compresses and masks the update (:mod:`fedlearn.updates.client_side`)
 before returning it, so whatever executor runs the worker — this process, a Ray actor —
 runs those steps there too, and what comes back is what crosses the wire. Its state (the top-k
-residual, the round's private key) is the client's own: it travels with the worker's state,
-as a DP-SGD worker's ledger does, and never into the server's.
+residual, its secure-aggregation key and ledger) is the client's own: it travels with the
+worker's state, as a DP-SGD worker's ledger does, and never into the server's.
 """
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from fedlearn.config import ExperimentConfig
 from fedlearn.updates import Update
 from fedlearn.updates.client_side import ClientSide, RoundOrders
+from fedlearn.updates.secagg import MaskingOrders
 from fedlearn.workers.base import DelegatingWorker, Worker
 
 
@@ -33,8 +32,9 @@ def with_client_sides(workers, config: ExperimentConfig) -> list:
 class ClientSideWorker(DelegatingWorker):
     """``ClientSideWorker(worker, config)``: ``worker`` with ``config``'s clip, compression and
     masking applied on its side. The server relays its orders (:meth:`configure`) and, under
-    secure aggregation, its public key (:meth:`public_key`) and its masks with a client that
-    dropped out (:meth:`reveal`)."""
+    secure aggregation, the protocol's other stages (``secagg_keys``, ``secagg_share``,
+    ``secagg_reveal``: :mod:`fedlearn.server.secure_rounds`). A worker that masks where it
+    trains (a Datasite's approved code) answers those stages itself."""
 
     def __init__(self, inner: Worker, config: ExperimentConfig):
         super().__init__(inner)
@@ -43,14 +43,35 @@ class ClientSideWorker(DelegatingWorker):
         self.client = ClientSide(inner.name, config, clip=not there)
         self.orders: RoundOrders | None = None
 
-    def public_key(self, round_: int) -> bytes:
-        return self.client.public_key(round_)
+    @property
+    def _masker(self):
+        """Who answers secure aggregation's stages: the inner worker if it masks where it
+        trains, else this client side."""
+        return self.inner if self.inner.masks_where_trained() else self.client
+
+    @property
+    def secagg_run(self) -> str:
+        """The run a secure round's context names: the Datasite code's own, where it masks."""
+        return getattr(self.inner, "secagg_run", "fedlearn") if self._masker is self.inner \
+            else "fedlearn"
+
+    def secagg_keys(self, context):
+        return self._masker.secagg_keys(context)
+
+    def secagg_share(self, context, roster, threshold):
+        return self._masker.secagg_share(context, roster, threshold)
+
+    def secagg_reveal(self, context, roster, ciphertexts, survivors, dropped, threshold):
+        return self._masker.secagg_reveal(context, roster, ciphertexts, survivors, dropped,
+                                          threshold)
 
     def configure(self, orders: RoundOrders) -> None:
         """This round's orders; they go with the worker's state to wherever it trains."""
         self.orders = orders
 
     def fit(self, weights, plan, *, seed, batches=None) -> Update:
+        if self._masker is self.inner:  # it masks where it trains: hand it the orders
+            self.inner.configure(self.orders)  # type: ignore[attr-defined]
         return self.upload(self.inner.fit(weights, plan, seed=seed, batches=batches))
 
     def upload(self, update: Update) -> Update:
@@ -58,9 +79,6 @@ class ClientSideWorker(DelegatingWorker):
         if self.orders is None:
             raise RuntimeError(f"worker {self.name!r}: no orders for this round")
         return self.client.encode(update, self.orders)
-
-    def reveal(self, dropped: str, dropped_key: bytes, size: int, round_: int) -> np.ndarray:
-        return self.client.reveal(dropped, dropped_key, size, round_)
 
     def state_dict(self) -> dict:
         # plain data only: a checkpoint is loaded with torch.load(weights_only=True)
@@ -72,4 +90,6 @@ class ClientSideWorker(DelegatingWorker):
             self.inner.load_state_dict(state["worker"])
         self.client.load_state_dict(state.get("client_side", {}))
         orders = state.get("orders")
+        if orders and orders.get("secagg"):
+            orders = {**orders, "secagg": MaskingOrders(**orders["secagg"])}
         self.orders = RoundOrders(**orders) if orders else None

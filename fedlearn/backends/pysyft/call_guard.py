@@ -15,19 +15,27 @@ Runs inside the Datasite's server process, behind :mod:`.service_policy`:
   after review runs), the call is counted durably before it runs and refused past the
   approved number (syft 0.9.5 does not enforce it, PySyft issue #9391), and the
   owner's limits and privacy budget are applied (:mod:`.owner_limits`).
+- **Secure aggregation**: a call of the approved secure-aggregation function that masks an
+  input or reveals shares is checked against, and recorded in, the scientist's
+  :class:`~fedlearn.updates.secagg.SecAggLedger` in the state, durably, before it runs: one
+  masked input per round id, one kind of share per peer and round, the same weights never
+  masked with another set of owners (:mod:`.secure_training_code`).
 - Requests, approvals, refusals, executions and result fetches go to the state's
   hash-chained audit log.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
 from fedlearn.backends.pysyft import owner_limits
 from fedlearn.backends.pysyft.code_checks import fingerprint
 from fedlearn.backends.pysyft.review import SiteView, change_problems, review_request
+from fedlearn.backends.pysyft.secure_training_code import FUNCTION_NAME as SECURE_FUNCTION
 from fedlearn.backends.pysyft.state import CallsExhausted, DatasiteState
-from fedlearn.backends.pysyft.training_code import DATASET
+from fedlearn.backends.pysyft.training_code import DATASET, run_of
+from fedlearn.updates.secagg import SecAggRefused
 
 REFUSAL = "refused by fedlearn's Datasite policy"
 _state_dir: Path | None = None
@@ -178,6 +186,48 @@ def _check_call(server, credentials, message) -> str | None:
         state.take_call(str(code.id), mode=str(mode))
     except CallsExhausted as exc:
         return f"{REFUSAL}: {exc}"
+    if code.service_func_name == SECURE_FUNCTION and mode in ("fit", "unmask"):
+        reason = _secagg_refusal(server, state, str(credentials), code, message, str(mode))
+        if reason is not None:
+            state.log("refuse", code=str(code.id), why=reason)
+            return f"{REFUSAL}: {reason}"
+    return None
+
+
+def _digest(weights) -> str:
+    """SHA-256 of the global weights a scientist sends (names, shapes, dtypes, values)."""
+    h = hashlib.sha256()
+    for key in sorted(weights):
+        tensor = weights[key].detach().cpu().contiguous()
+        h.update(f"{key}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        h.update(tensor.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _secagg_refusal(server, state, scientist: str, code, message, mode: str) -> str | None:
+    """Check and record, before it runs, a secure-aggregation call that masks or reveals."""
+    msg = _value(server, message.kwargs.get("message"))
+    try:
+        context = f"{run_of(code.raw_code)}|{msg['round']}"
+        roster, me = sorted(msg["roster"]), msg["me"]
+        if not all(isinstance(n, str) for n in roster) or not isinstance(me, str):
+            raise TypeError("names must be strings")
+        if mode == "fit":
+            digest = _digest(_value(server, message.kwargs.get("weights")))
+            detail = {"round": context, "mask": roster}
+            state.record_secagg(scientist, lambda ledger: ledger.record_mask(
+                context, roster, digest), **detail)
+        else:
+            survivors, dropped = list(msg["survivors"]), list(msg["dropped"])
+            if not all(isinstance(n, str) for n in survivors + dropped):
+                raise TypeError("names must be strings")
+            detail = {"round": context, "survivors": survivors, "dropped": dropped}
+            state.record_secagg(scientist, lambda ledger: ledger.record_reveal(
+                context, me, survivors, dropped), **detail)
+    except SecAggRefused as exc:
+        return f"secure aggregation: {exc}"
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        return f"secure aggregation: a message fedlearn cannot check ({type(exc).__name__})"
     return None
 
 

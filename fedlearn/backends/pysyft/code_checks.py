@@ -8,38 +8,55 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
-from fedlearn.backends.pysyft.training_code import (
-    ASSET_INPUTS,
-    DATASET,
-    FUNCTION_NAME,
-    INPUTS,
-    USER_INPUTS,
-)
+from fedlearn.backends.pysyft import secure_training_code as secure
+from fedlearn.backends.pysyft import training_code as plain
+from fedlearn.backends.pysyft.training_code import DATASET
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The function name and inputs one of fedlearn's generated functions has."""
+
+    function: str
+    inputs: tuple[str, ...]
+    asset_inputs: tuple[str, ...]
+    user_inputs: dict
+
+
+PLAIN = Shape(plain.FUNCTION_NAME, plain.INPUTS, plain.ASSET_INPUTS, plain.USER_INPUTS)
+SECURE = Shape(secure.FUNCTION_NAME, secure.INPUTS, secure.ASSET_INPUTS, secure.USER_INPUTS)
+
+
+def expected_shape(code) -> Shape:
+    """The secure-aggregation function's shape for code of that name, else the plain one (and
+    the plain training and DP-SGD functions' sources never take the secret)."""
+    return SECURE if code.service_func_name == secure.FUNCTION_NAME else PLAIN
 
 
 def _name(obj) -> str:
     return getattr(obj, "__name__", None) or type(obj).__name__
 
 
-def _describe_rule(kw: str, rule, site, problems: list[str]) -> str:
+def _describe_rule(kw: str, rule, site, problems: list[str], shape: Shape) -> str:
     from syft.service.policy.policy import Matches, UserOwned
 
     if isinstance(rule, Matches):
         asset = site.assets.get(str(rule.val))
         shown = (f"asset {asset} of dataset {DATASET}" if asset else
                  f"object {rule.val} (not one of this Datasite's assets)")
-        if kw not in ASSET_INPUTS:
+        if kw not in shape.asset_inputs:
             problems.append(f"input {kw!r} is bound to {shown}; it must be "
-                            f"user-owned ({USER_INPUTS.get(kw, object).__name__})")
+                            f"user-owned ({shape.user_inputs.get(kw, object).__name__})")
         elif asset != kw:
             problems.append(f"input {kw!r} is bound to {shown}, not to asset {kw}")
         return shown
     if isinstance(rule, UserOwned):
-        if kw in ASSET_INPUTS:
+        if kw in shape.asset_inputs:
             problems.append(f"input {kw!r} must be bound to asset {kw}, not user-owned")
-        elif USER_INPUTS.get(kw) is not rule.type:
-            expected = USER_INPUTS.get(kw)
+        elif shape.user_inputs.get(kw) is not rule.type:
+            expected = shape.user_inputs.get(kw)
             problems.append(f"input {kw!r} is user-owned {_name(rule.type)}, expected "
                             f"{_name(expected) if expected else 'no such input'}")
         return f"user-owned {_name(rule.type)}"
@@ -53,6 +70,7 @@ def input_problems(code, site, problems: list[str]) -> dict[str, str]:
     from syft.service.policy.policy import MixedInputPolicy
 
     shown: dict[str, str] = {}
+    shape = expected_shape(code)
     if code.input_policy_type is not MixedInputPolicy:
         problems.append(f"input policy is {_name(code.input_policy_type)}, not MixedInputPolicy")
         return shown
@@ -63,9 +81,9 @@ def input_problems(code, site, problems: list[str]) -> dict[str, str]:
         if str(getattr(server, "server_id", "")) != site.server_id:
             problems.append(f"input policy is for another Datasite ({server})")
         for kw, rule in rules.items():
-            shown[kw] = _describe_rule(kw, rule, site, problems)
-    if set(shown) != set(INPUTS):
-        problems.append(f"inputs are {sorted(shown)}, expected {sorted(INPUTS)}")
+            shown[kw] = _describe_rule(kw, rule, site, problems, shape)
+    if set(shown) != set(shape.inputs):
+        problems.append(f"inputs are {sorted(shown)}, expected {sorted(shape.inputs)}")
     return shown
 
 
@@ -73,11 +91,12 @@ def runs_what_it_shows(code, problems: list[str]) -> None:
     """The executed code must be syft's own wrapping of the shown source, nothing more."""
     from syft.service.code.user_code import parse_user_code
 
-    if code.service_func_name != FUNCTION_NAME:
-        problems.append(f"function is {code.service_func_name!r}, expected {FUNCTION_NAME!r}")
-    if list(code.input_kwargs) != list(INPUTS):
+    shape = expected_shape(code)
+    if code.service_func_name != shape.function:
+        problems.append(f"function is {code.service_func_name!r}, expected {shape.function!r}")
+    if list(code.input_kwargs) != list(shape.inputs):
         problems.append(f"function arguments are {list(code.input_kwargs)}, expected "
-                        f"{list(INPUTS)}")
+                        f"{list(shape.inputs)}")
     if code.uses_datasite or code.nested_codes:
         problems.append("the code launches other code on the Datasite")
     if code.worker_pool_name not in (None, "default-pool"):

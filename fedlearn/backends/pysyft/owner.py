@@ -32,12 +32,17 @@ from fedlearn.backends.pysyft.loading import (
 )
 from fedlearn.backends.pysyft.owner_limits import current, terms
 from fedlearn.backends.pysyft.review import RequestReview
+from fedlearn.backends.pysyft.secure_training_code import SECRET_ASSET
 from fedlearn.backends.pysyft.server_process import install_child_hooks
 from fedlearn.backends.pysyft.shards import mocks, shard_problem
 from fedlearn.backends.pysyft.training_code import DATASET
 from fedlearn.errors import FedlearnError
 
 ADMIN_EMAIL = PYSYFT_DEFAULT_EMAIL  # the owner's account keeps syft's e-mail, never the password
+
+
+def _random_bytes() -> np.ndarray:
+    return np.frombuffer(secrets.token_bytes(32), dtype=np.uint8).copy()
 
 
 class ApprovalRefused(FedlearnError):
@@ -188,7 +193,10 @@ class Datasite:
 
     def upload(self, images: np.ndarray, labels: np.ndarray, *, mock_size: int = 16,
                seed: int = 0, what: str = "shard") -> None:
-        """Upload a shard as private assets ``images`` and ``labels`` (N,) int64.
+        """Upload a shard as private assets ``images`` and ``labels`` (N,) int64, and this
+        Datasite's secure-aggregation secret ``secagg_key`` (32 random bytes made here: only
+        fedlearn's approved secure-aggregation function reads it, and never returns it;
+        :mod:`.secure_training_code`).
 
         ``images``: uint8 images (N, H, W) or (N, C, H, W), or float32 images or features
         (N, F), finite (:mod:`.shards`); the approved code normalises them as the request
@@ -205,7 +213,9 @@ class Datasite:
         dataset = sy.Dataset(name=DATASET, description=description, asset_list=[
             # shape is set explicitly: PySyft would infer it from the mock
             sy.Asset(name="images", data=images, shape=images.shape, mock=mock_images),
-            sy.Asset(name="labels", data=labels, shape=labels.shape, mock=mock_labels)])
+            sy.Asset(name="labels", data=labels, shape=labels.shape, mock=mock_labels),
+            sy.Asset(name=SECRET_ASSET, data=_random_bytes(), shape=(32,),
+                     mock=_random_bytes())])
         with quiet_syft():
             result = self._admin.upload_dataset(dataset)
         check_result(result, f"upload to {self.name}")

@@ -114,13 +114,14 @@ def run_id_for(out: Path, *, resume: bool) -> str:
 def connect_datasites(addresses, *, email: str, password: str, model: str, max_calls: int,
                       approval_timeout: float, run: str, plan: TrainPlan | None = None,
                       dp: DPSGDConfig | None = None, on_wait=None, poll: float = 2.0,
-                      normalisation=None) -> list:
+                      normalisation=None, secure: bool = False) -> list:
     """Log in to every Datasite, submit the code, wait for approvals; return the workers.
 
     Each owner's terms (:mod:`.owner_limits`) are read first: a ``plan`` or a choice of
     ``dp`` they would refuse is refused here, before anything is submitted.
     ``normalisation`` (a :class:`fedlearn.data.Normalisation`; default MNIST's) is declared
-    in the code request: what the approved code does to each owner's data.
+    in the code request: what the approved code does to each owner's data. ``secure``: submit
+    the secure-aggregation function (:mod:`.secure_training_code`).
     """
     from fedlearn.data.normalisation import MNIST_NORMALISATION, check_normalisation
 
@@ -154,6 +155,7 @@ def connect_datasites(addresses, *, email: str, password: str, model: str, max_c
             raise ConfigError(refused[0], f"{address.name}: {refused[1]}")
         workers.append(worker)
     for worker in workers:
-        worker.submit(model, max_calls=max_calls, run=run, dp=dp, normalisation=normalisation)
+        worker.submit(model, max_calls=max_calls, run=run, dp=dp, normalisation=normalisation,
+                      secure=secure)
     wait_for_approval(workers, timeout=approval_timeout, on_wait=on_wait, poll=poll)
     return workers

@@ -119,9 +119,22 @@ def _output_policy(code, problems: list[str]) -> tuple[str, int | None]:
     return shown, limit
 
 
-def _source_matches(source: str, problems: list[str]) -> str | None:
+def _source_matches(source: str, problems: list[str], function: str) -> str | None:
+    from fedlearn.backends.pysyft import secure_training_code as secure
     from fedlearn.backends.pysyft.dp_training_code import dp_variant_in
 
+    if function == secure.FUNCTION_NAME:  # the secure-aggregation function, or nothing
+        found = secure.secure_variant_in(source)
+        if found is None:
+            problems.append("the source is not fedlearn's generated secure-aggregation "
+                            "function")
+            return None
+        what = f"{found.model} with secure aggregation (the owner's key never leaves)"
+        if found.ready_made:
+            return what
+        problems.append(self_contained_problem(found.model_source, found.model) or
+                        f"the model class {found.model} is the data scientist's own: read it")
+        return f"the data scientist's model class {what}"
     matches = ready_made_in(source)
     if matches is not None:
         return matches
@@ -165,7 +178,7 @@ def review_request(request, code, site: SiteView) -> RequestReview:
     problems += change_problems(request.changes, code)
     inputs = input_problems(code, site, problems)
     output_policy, limit = _output_policy(code, problems)
-    matches = _source_matches(code.raw_code, problems)
+    matches = _source_matches(code.raw_code, problems, str(code.service_func_name))
     runs_what_it_shows(code, problems)
     normalisation = normalisation_of(code.raw_code)
     limits = owner_limits.current()  # on the server: the terms it was served with

@@ -31,6 +31,11 @@ from fedlearn.backends.pysyft.loading import require_syft
 from fedlearn.backends.pysyft.owner import Datasite, SyftRefused, ask_fedlearn, check_result
 from fedlearn.backends.pysyft.owner_limits import OwnerLimits
 from fedlearn.backends.pysyft.review import request_status
+from fedlearn.backends.pysyft.secure_training_code import FUNCTION_NAME as SECURE_FUNCTION
+from fedlearn.backends.pysyft.secure_training_code import (
+    SECRET_ASSET,
+    load_secure_training_function,
+)
 from fedlearn.backends.pysyft.training_code import (
     DATASET,
     FUNCTION_NAME,
@@ -63,13 +68,17 @@ class SyftWorker(Worker):
 
     remote = True  # work that would have to run inside the approved code is refused
     clip_norm: float | None = None  # DP-FedAvg's bound, applied by the approved code
+    secure = False  # submitted the secure-aggregation function: it masks on the Datasite
+    secagg_run = TUTORIAL_RUN  # the run its code names: secure aggregation's contexts start so
 
     def __init__(self, name: str, client):
         self.name = name
         self._client = client
         assets = check_result(client.datasets[DATASET], f"find dataset on {name}").assets
         self._images, self._labels = assets["images"], assets["labels"]
+        self._secret = assets[SECRET_ASSET] if SECRET_ASSET in assets.keys() else None
         self._request_id: str | None = None
+        self._masking = None  # the round's MaskingOrders, under secure aggregation
         self.calls = 0
 
     @classmethod
@@ -122,7 +131,7 @@ class SyftWorker(Worker):
 
     def submit(self, model, *, max_calls: int, run: str = TUTORIAL_RUN,
                dp: DPSGDConfig | None = None,
-               normalisation: Normalisation = MNIST_NORMALISATION) -> str:
+               normalisation: Normalisation = MNIST_NORMALISATION, secure: bool = False) -> str:
         """Submit the training code as one code request for the whole run; return its id.
 
         The code names the ``run``: a new run is a new request the owner must approve.
@@ -133,20 +142,35 @@ class SyftWorker(Worker):
         a Datasite with a privacy budget runs); the owner sees both at review.
         ``normalisation`` is what the code does to the owner's data before training
         (default: MNIST's, for uint8 pixels); it is written into the code, so the owner
-        reads it at review and a different one is a different request.
+        reads it at review and a different one is a different request. ``secure``: the
+        secure-aggregation function instead (:mod:`.secure_training_code`), which masks the
+        update on the Datasite with the Datasite's own secret; each round then takes four
+        calls (keys, shares, the masked fit, unmasking).
         """
         sy = require_syft()
         from syft.service.policy.policy import OutputPolicyExecuteCount
 
-        if dp is None:
+        if secure and dp is not None:
+            raise FedlearnError("secure aggregation and DP-SGD on a Datasite are not combined "
+                                "yet: use one (DP-FedAvg's clipping does combine)")
+        if secure and self._secret is None:
+            raise FedlearnError(f"{self.name}: this Datasite holds no secure-aggregation secret "
+                                f"(asset {SECRET_ASSET}): it was served by an older fedlearn")
+        inputs: dict = dict(images=self._images, labels=self._labels)
+        if secure:
+            function = load_secure_training_function(model, run, normalisation)
+            inputs[SECRET_ASSET] = self._secret
+        elif dp is None:
             function = load_training_function(model, run, normalisation)
         else:
             function = load_dp_training_function(model, dp.noise_multiplier, dp.max_grad_norm,
                                                  run, normalisation)
         self.dp_sgd = dp  # the server checks every worker trains as the run is configured
-        policy = sy.MixedInputPolicy(client=self._client, images=self._images,
-                                     labels=self._labels, weights=dict, plan=dict, seed=int,
-                                     nonce=str, mode=str)
+        self.secure, self.secagg_run = secure, run
+        users: dict = dict(weights=dict, plan=dict, seed=int, nonce=str, mode=str)
+        if secure:
+            users["message"] = dict
+        policy = sy.MixedInputPolicy(client=self._client, **inputs, **users)
         try:
             with quiet_syft():
                 code = sy.syft_function(input_policy=policy, output_policy=OutputPolicyExecuteCount(
@@ -172,13 +196,15 @@ class SyftWorker(Worker):
         status = request_status(request)
         return status, (str(request.deny_reason) if status == "rejected" else None)
 
-    def _call(self, weights: Mapping[str, torch.Tensor], mode: str, plan: dict, seed: int) -> dict:
+    def _call(self, weights: Mapping[str, torch.Tensor], mode: str, plan: dict, seed: int,
+              message: dict | None = None) -> dict:
         if self._request_id is None:
             raise RuntimeError(f"{self.name}: submit() the training code and have the owner "
                                "approve it before training")
         nonce = uuid.uuid4().hex
+        extra = {"message": message or {}} if self.secure else {}
         out = self._invoke(weights=detached_cpu_state(weights), plan=plan, seed=int(seed),
-                           nonce=nonce, mode=mode)
+                           nonce=nonce, mode=mode, **extra)
         self.calls += 1
         if isinstance(out, dict) and "refused" in out:
             raise InputRefusedError(f"{self.name}: the approved code refused this call: "
@@ -195,9 +221,12 @@ class SyftWorker(Worker):
         sy = require_syft()
         what = f"{kwargs.get('mode')} on {self.name}"
         try:
-            remote = getattr(self._client.code, FUNCTION_NAME)
+            remote = getattr(self._client.code, SECURE_FUNCTION if self.secure else FUNCTION_NAME)
+            assets = {"images": self._images, "labels": self._labels}
+            if self.secure:
+                assets[SECRET_ASSET] = self._secret
             with quiet_syft() as chatter:
-                pointer = remote(images=self._images, labels=self._labels, **kwargs)
+                pointer = remote(**assets, **kwargs)
                 result = pointer if isinstance(pointer, sy.SyftError) else pointer.get()
             if chatter.syft_error() is not None:  # the server's reason, which syft only printed
                 what = f"{what} ({chatter.syft_error()})"
@@ -214,6 +243,8 @@ class SyftWorker(Worker):
         asked = dataclasses.asdict(plan)
         if self.clip_norm is not None:  # the update leaves the Datasite already clipped
             asked["clip_norm"] = float(self.clip_norm)
+        if self.secure:
+            return self._masked_fit(weights, asked, plan, seed)
         out = self._call(weights, "fit", asked, seed)
         delta = {k: v.to(next(iter(weights.values())).device) for k, v in out["delta"].items()}
         examples = int(out["num_examples"])
@@ -222,6 +253,59 @@ class SyftWorker(Worker):
                    "steps": plan.epochs * num_batches(self.num_examples, plan.batch_size),
                    "examples": examples}
         return Update(self.name, delta, examples, metrics)
+
+    # -- secure aggregation: the owner's side runs in the approved code -----------------
+    def masks_where_trained(self) -> bool:
+        return self.secure
+
+    def _round_id(self, context: str) -> str:
+        prefix = f"{self.secagg_run}|"
+        if not context.startswith(prefix):
+            raise FedlearnError(f"{self.name}: a secure-aggregation round of another run "
+                                f"({context!r}; this code is for run {self.secagg_run})")
+        return context[len(prefix):]
+
+    def secagg_keys(self, context: str) -> dict:
+        return self._call({}, "keys", {}, 0, {"round": self._round_id(context)})["keys"]
+
+    def secagg_share(self, context: str, roster, threshold: int) -> dict:
+        return self._call({}, "share", {}, 0, {
+            "round": self._round_id(context), "me": self.name,
+            "roster": {k: dict(v) for k, v in roster.items()},
+            "threshold": int(threshold)})["ciphertexts"]
+
+    def secagg_reveal(self, context: str, roster, ciphertexts, survivors, dropped,
+                      threshold: int) -> dict:
+        return self._call({}, "unmask", {}, 0, {
+            "round": self._round_id(context), "me": self.name,
+            "roster": {k: dict(v) for k, v in roster.items()},
+            "ciphertexts": dict(ciphertexts), "survivors": list(survivors),
+            "dropped": list(dropped), "threshold": int(threshold)})["shares"]
+
+    def configure(self, orders) -> None:
+        """The round's orders (its masking orders, under secure aggregation)."""
+        self._masking = orders.secagg
+
+    def _masked_fit(self, weights, asked: dict, plan: TrainPlan, seed: int) -> Update:
+        sa = self._masking
+        if sa is None:
+            raise RuntimeError(f"{self.name}: a secure round without its masking orders")
+        out = self._call(weights, "fit", asked, seed, {
+            "round": self._round_id(sa.context), "me": self.name,
+            "roster": {k: dict(v) for k, v in sa.roster.items()}, "scale": float(sa.scale),
+            "ring_bits": int(sa.ring_bits), "value_range": float(sa.value_range),
+            "weighted": self.clip_norm is None})  # DP-FedAvg divides by a fixed count
+        masked = np.asarray(out["masked"])
+        unsigned = {16: np.uint16, 32: np.uint32, 64: np.uint64}[sa.ring_bits]
+        if masked.dtype != unsigned or masked.ndim != 1:
+            raise StaleResultError(f"{self.name} returned a masked vector of {masked.dtype} "
+                                   f"{masked.shape}, not {sa.ring_bits}-bit ring elements")
+        signed = masked.view({16: np.int16, 32: np.int32, 64: np.int64}[sa.ring_bits])
+        metrics = {"loss": float(out["loss"]),
+                   "steps": plan.epochs * num_batches(self.num_examples, plan.batch_size),
+                   "examples": int(out["num_examples"])}
+        return Update(self.name, {}, int(out["num_examples"]), metrics, encoding="masked",
+                      payload={"masked": torch.from_numpy(signed.copy())})
 
     def clip_where_trained(self, max_norm: float) -> bool:
         """The plain function clips on the Datasite (plan["clip_norm"]); DP-SGD's cannot."""
@@ -241,7 +325,7 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
                         scientist: tuple[str, str] | None = None, seed: int = 0,
                         force_approval: bool = False, on_review=None,
                         dp: DPSGDConfig | None = None,
-                        normalisation: Normalisation = MNIST_NORMALISATION
+                        normalisation: Normalisation = MNIST_NORMALISATION, secure: bool = False
                         ) -> tuple[list[Datasite], list[SyftWorker]]:
     """Every step of the tutorial at once, for tests and benchmarks.
 
@@ -254,7 +338,7 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
     review). ``model`` is a ready-made name or your ``nn.Module`` class; ``dp``: the
     DP-SGD function with these settings instead of plain training. ``images`` are what
     :meth:`Datasite.upload` takes (uint8 or float32), normalised on the Datasite as
-    ``normalisation`` declares. Returns
+    ``normalisation`` declares; ``secure``: the secure-aggregation function. Returns
     the Datasites (call ``land()`` on each) and the workers.
     """
     scientist = scientist or ("scientist@fedlearn.example", secrets.token_urlsafe(18))
@@ -268,7 +352,7 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
             worker = SyftWorker.connect(name, site.url or site.handle, email=scientist[0],
                                         password=scientist[1])
             review = site.approve(worker.submit(model, max_calls=max_calls, dp=dp,
-                                                normalisation=normalisation),
+                                                normalisation=normalisation, secure=secure),
                                   force=force_approval, warn=lambda message: None)
             if on_review is not None:
                 on_review(review)

@@ -10,6 +10,9 @@ with ``kill -9`` a moment later:
 - ``approvals``: for each request the owner approved, the digest of the code that
   was reviewed, the scientist, how many calls the owner allowed and how many ran;
 - ``ledgers``: per scientist, the DP-SGD steps charged against the owner's budget;
+- ``secagg``: per scientist, what this Datasite masked and revealed in secure aggregation
+  (:class:`fedlearn.updates.secagg.SecAggLedger`): one masked input per round, one kind
+  of share per peer and round, the same weights never masked with another set of owners;
 - ``audit``: an append-only log of every request, approval, refusal, execution and
   result fetch, each entry carrying the SHA-256 of the previous one (a hash chain,
   as in Schneier and Kelsey, "Secure audit logs to support computer forensics",
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedlearn.errors import FedlearnError
+from fedlearn.updates.secagg import SecAggLedger
 
 FILE = "fedlearn-state.sqlite"
 _GENESIS = "0" * 64
@@ -39,6 +43,7 @@ CREATE TABLE IF NOT EXISTS approvals (
     scientist TEXT NOT NULL, max_calls INTEGER NOT NULL, calls INTEGER NOT NULL DEFAULT 0,
     approved_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS ledgers (scientist TEXT PRIMARY KEY, history TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS secagg (scientist TEXT PRIMARY KEY, ledger TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, at REAL NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL,
     previous TEXT NOT NULL, digest TEXT NOT NULL);
@@ -172,3 +177,23 @@ class DatasiteState:
                              (scientist, json.dumps(history)))
             self._append("charge", {"scientist": scientist, **detail})
             self._db.execute("COMMIT")
+
+    # -- secure aggregation ----------------------------------------------------------
+    def secagg_ledger(self, scientist: str) -> SecAggLedger:
+        row = self._db.execute("SELECT ledger FROM secagg WHERE scientist = ?",
+                               (scientist,)).fetchone()
+        return SecAggLedger(json.loads(row[0]) if row else None)
+
+    def record_secagg(self, scientist: str, apply, **detail) -> None:
+        """``apply(ledger)`` (which raises :class:`~fedlearn.updates.secagg.SecAggRefused` to
+        refuse) on the scientist's ledger, stored durably before the call runs."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                ledger = self.secagg_ledger(scientist)
+                apply(ledger)
+                self._db.execute("INSERT OR REPLACE INTO secagg VALUES (?, ?)",
+                                 (scientist, json.dumps(ledger.state(), sort_keys=True)))
+                self._append("secagg", {"scientist": scientist, **detail})
+            finally:
+                self._db.execute("COMMIT")

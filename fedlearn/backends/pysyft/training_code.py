@@ -265,7 +265,7 @@ def load_training_function(model, run: str = TUTORIAL_RUN,
     return load_source(training_function_source(model, run, normalisation), "fedlearn_round")
 
 
-def load_source(source: str, prefix: str):
+def load_source(source: str, prefix: str, function: str = FUNCTION_NAME):
     """The function in ``source``, imported from a file named by its digest (syft reads it)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     path = Path(cache_dir()) / "syft_code" / f"{prefix}_{digest}.py"
@@ -276,4 +276,4 @@ def load_source(source: str, prefix: str):
     assert spec is not None and spec.loader is not None  # a .py file always has both
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return getattr(module, FUNCTION_NAME)
+    return getattr(module, function)
