@@ -189,3 +189,23 @@ def test_what_would_unmask_one_owner_is_refused_by_its_datasite(owners):
     with pytest.raises(InputRefusedError, match="outside the declared range"):
         alice._call(weights, "fit", plan, 1, {**message, "me": "alice", "scale": 1.0,
                                               "value_range": 1e-6})
+
+
+def test_the_cli_trains_bob_and_alice_with_secure_aggregation(mnist_dir, tmp_path):
+    """`fedlearn train --backend pysyft --secure-aggregation`: the owners approve the secure
+    function, each round is masked on their Datasites, the record says so."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "fedlearn", "train", "--backend", "pysyft", "--data-dir",
+         mnist_dir, "--train-size", "300", "--test-size", "100", "--rounds", "1",
+         "--batch-size", "32", "--model", "mlp2nn", "--secure-aggregation", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr
+    history = json.loads((out / "history.json").read_text())
+    assert history[0]["secure_aggregation"] == {"masked_updates": 2, "dropped": [],
+                                                "threshold": 2, "ring_bits": 32}
