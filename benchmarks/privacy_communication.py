@@ -47,12 +47,17 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--dp-rounds", type=int, default=20)
     p.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    p.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                   metavar="ENCODING", help=f"the encodings to run (float32 always): "
+                   f"{', '.join(VARIANTS)}")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     data = load_mnist(DataConfig(), seed=0)
     out = {"command": "python benchmarks/privacy_communication.py " + " ".join(argv or []),
            "compression": {}, "dp": {}}
     for label, extra in VARIANTS.items():
+        if label != "float32" and label not in args.only:
+            continue
         config = ExperimentConfig(federation=FederationConfig(rounds=args.rounds, device="cpu"),
                                   **extra)
         history = run(data, config)
