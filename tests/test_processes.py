@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from fedlearn.config import (
+    AvailabilityConfig,
     CompressionConfig,
     ConfigError,
     DPConfig,
@@ -72,7 +73,7 @@ def executor():
 
 
 def config(rounds=3, executor="processes", **sections) -> ExperimentConfig:
-    return ExperimentConfig(partition=PartitionConfig(workers=NAMES),
+    return ExperimentConfig(partition=sections.pop("partition", PartitionConfig(workers=NAMES)),
                             plan=sections.pop("plan", PLAN),
                             federation=FederationConfig(model="tutorial_cnn", rounds=rounds,
                                                         fraction=0.5),
@@ -154,6 +155,11 @@ VARIANTS = {
     "topk": {"compression": CompressionConfig(method="topk", topk_fraction=0.1)},
     "secure_aggregation": {"secure_aggregation": True},
     "median": {"robustness": RobustnessConfig(aggregator="median")},
+    "availability": {"availability": AvailabilityConfig(mean_availability=0.8,
+                                                        over_selection=1.5)},
+    # data that grows each round (set_round in the process too) and a held-out share
+    "growth": {"partition": PartitionConfig(workers=NAMES, holdout=0.2, initial_share=0.5,
+                                            growth_per_round=0.25)},
 }
 
 

@@ -119,16 +119,20 @@ class ProcessExecutor(ClientExecutor):
             else:
                 fail(task, decision.reason or fault.detail)
 
-        while queue or running:
+        def dispatch() -> None:
+            """A queued client to each free process, one it holds where it can."""
             for slot in [s for s in pool.slots if s.ready and s not in running]:
                 if not queue:
-                    break
+                    return
                 i = pick(queue, [t[0].client for t in queue], slot.held, pool.held_anywhere())
                 task = queue[i]
                 del queue[i]
                 calls = [self._call(slot, jobs[c.job][0], c) for c in task]
                 slot.send(Round(calls, round_, plan, block, layout))
                 running[slot] = (task, time.monotonic())
+
+        while queue or running:
+            dispatch()
             starting = [s for s in pool.slots if not s.ready]
             left = pool.start_timeout
             if timeout is not None and running:
@@ -148,10 +152,12 @@ class ProcessExecutor(ClientExecutor):
                         for task in queue:
                             fail(task, f"worker processes fail as they start: {line}")
                         queue.clear()
-            for slot, (task, _) in list(running.items()):
-                if slot.conn in found:
-                    del running[slot]
-                    self._answer(slot, task, jobs, replies, settle, weights, plan, robust, down)
+            answers = [(task, answer) for slot, (task, _) in list(running.items())
+                       if slot.conn in found
+                       and (answer := self._receive(slot, task, running, settle)) is not None]
+            dispatch()  # the free processes work on while the updates are checked here
+            for task, answer in answers:
+                self._take(task, answer, jobs, replies, weights, plan, robust, down)
             if timeout is not None:
                 now = time.monotonic()
                 for slot, (task, t0) in list(running.items()):
@@ -163,18 +169,24 @@ class ProcessExecutor(ClientExecutor):
         return [r if r is not None else WorkerReply(None, down, failed="no reply")
                 for r in replies]
 
-    def _answer(self, slot, task, jobs, replies, settle, weights, plan, robust, down) -> None:
+    def _receive(self, slot, task, running, settle) -> ChildAnswer | None:
+        """``slot``'s answer to ``task`` (the slot is free again), or None: it died under it."""
+        del running[slot]
         try:
             answer: ChildAnswer = slot.receive()
         except (EOFError, OSError):  # it died under the task (killed, out of memory)
             settle(task, slot, Fault("actor_died", slot.exit_line()))
-            return
+            return None
         if len(answer.replies) != len(task):  # never expected; a reply must not be lost
             settle(task, slot, Fault("short_reply", f"{len(answer.replies)} of {len(task)} "
                                                     "calls"))
-            return
+            return None
         slot.held = set(answer.held)
         self._peak_mb[slot.pid or 0] = answer.peak_mb
+        return answer
+
+    def _take(self, task, answer, jobs, replies, weights, plan, robust, down) -> None:
+        """Each client's reply, checked here as in-process; its state back to its worker."""
         for call, reply in zip(task, answer.replies):
             worker = jobs[call.job][0]
             if reply.state is not None:  # e.g. a DP-SGD ledger: the parent's copy counts
