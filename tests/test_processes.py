@@ -112,7 +112,7 @@ def test_the_round_weights_are_shared_not_copied():
         shared.close()
 
 
-def test_what_cannot_run_in_a_process_is_refused(data):
+def test_what_cannot_run_in_a_process_is_refused(data, monkeypatch):
     with pytest.raises(ConfigError, match="processes.*executor 'processes'"):
         ExecutionConfig(processes=2)
     with pytest.raises(ConfigError, match="model hopping"):
@@ -127,6 +127,9 @@ def test_what_cannot_run_in_a_process_is_refused(data):
     unpicklable.hook = lambda: None  # type: ignore[attr-defined]
     assert "cannot be sent to a process" in process_refusals(cfg, [unpicklable],
                                                              torch.device("cpu"))[0]
+    main_worker = type("MainWorker", (DelegatingWorker,), {"__module__": "__main__"})
+    monkeypatch.setattr(sys.modules["__main__"], "MainWorker", main_worker, raising=False)
+    assert "(__main__)" in process_refusals(cfg, [main_worker(ws[0])], torch.device("cpu"))[0]
     with pytest.raises(ConfigError, match="cannot be trained in worker processes.*sent"):
         make_executor(cfg, [unpicklable, *ws[1:]], build_model("tutorial_cnn"),
                       torch.device("cpu"))
@@ -294,23 +297,22 @@ def test_no_process_outlives_a_run_that_ends_or_fails(data):
     assert worker_processes(os.getpid()) == before
 
 
+# a script without `if __name__ == "__main__"`: the processes must not run it again
 SCRIPT = """
-import sys, torch
+import torch
 from fedlearn.config import *
 from fedlearn.server.federation import run_federation
 from fedlearn.workers import make_virtual_workers
 from fedlearn.workers.faults import FaultInjectingWorker
 
-if __name__ == "__main__":
-    y = torch.arange(60) % 10
-    x = torch.randn(60, 1, 28, 28)
-    cfg = ExperimentConfig(partition=PartitionConfig(workers=("a", "b")),
-                           federation=FederationConfig(model="tutorial_cnn", rounds=1),
-                           execution=ExecutionConfig(executor="processes"))
-    ws = [FaultInjectingWorker(w, "hang", hang_seconds=600)
-          for w in make_virtual_workers(x, y, cfg)[0]]
-    print("started", flush=True)
-    run_federation(ws, cfg, x, y)
+y = torch.arange(60) % 10
+x = torch.randn(60, 1, 28, 28)
+cfg = ExperimentConfig(partition=PartitionConfig(workers=("a", "b")),
+                       federation=FederationConfig(model="tutorial_cnn", rounds=1),
+                       execution=ExecutionConfig(executor="processes"))
+ws = [FaultInjectingWorker(w, "hang", hang_seconds=600)
+      for w in make_virtual_workers(x, y, cfg)[0]]
+run_federation(ws, cfg, x, y)
 """
 
 

@@ -72,10 +72,14 @@ def _unpicklable(workers: Sequence[Worker]) -> list[str]:
             continue
         seen.add(kind)
         try:
-            pickle.dumps(worker, protocol=pickle.HIGHEST_PROTOCOL)
+            pickled = pickle.dumps(worker, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             return [f"worker {worker.name!r} ({type(worker).__name__}) cannot be sent to a "
                     f"process: {type(exc).__name__}: {exc}"]
+        if b"__main__" in pickled:  # the processes never import the script being run
+            return [f"worker {worker.name!r} ({type(worker).__name__}) uses something defined "
+                    "in the script being run (__main__), which worker processes do not import "
+                    "(they would run the script again): move it into a module"]
     return []
 
 

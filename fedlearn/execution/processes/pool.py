@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 
 from fedlearn.config import ConfigError
@@ -24,7 +27,8 @@ class Slot:
         self.conn, child_end = context.Pipe(duplex=True)
         self.process = context.Process(target=serve, args=(child_end, threads), daemon=True,
                                        name="fedlearn-client-process")
-        self.process.start()
+        with _main_hidden():
+            self.process.start()
         child_end.close()  # the child's copy is the only one left: its death closes the pipe
         self.ready = False
         self.held: set[str] = set()
@@ -52,6 +56,26 @@ class Slot:
             self.process.kill()
         self.process.join(timeout=5.0)
         self.conn.close()
+
+
+@contextmanager
+def _main_hidden() -> Iterator[None]:
+    """While a process is spawned, the script being run is not named to it: spawn would run
+    it again in the child as ``__mp_main__``, and a script without ``if __name__ ==
+    '__main__'`` would start the whole run again there. Workers that need it are refused
+    (:func:`.cores.process_refusals`). Spawning reads these names in ``start()`` only."""
+    main = sys.modules["__main__"]
+    saved = {key: main.__dict__[key] for key in ("__file__", "__spec__") if key in main.__dict__}
+    for key in saved:
+        if key == "__spec__":
+            main.__spec__ = None
+        else:
+            delattr(main, key)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
 
 
 class ProcessPool:
