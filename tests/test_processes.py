@@ -335,3 +335,19 @@ def test_ctrl_c_leaves_no_worker_process(tmp_path):
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     alive = {pid for pid in seen if Path(f"/proc/{pid}").exists()}
     assert not alive, f"worker processes {alive} outlived the run"
+
+
+def test_the_flags_and_their_refusal():
+    from fedlearn.cli import build_parser
+    from fedlearn.cli.flags import flag_for
+    from fedlearn.cli.train import config_from_args
+
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(["train", "--executor", "processes",
+                                                 "--processes", "3"]))
+    assert config.execution == ExecutionConfig(executor="processes", processes=3)
+    with pytest.raises(ConfigError, match="is for executor 'processes'") as err:
+        config_from_args(parser.parse_args(["train", "--processes", "3"]))
+    assert flag_for(parser, err.value.path) == "--processes"
+    with pytest.raises(ConfigError, match="integer >= 1"):
+        ExecutionConfig(executor="processes", processes=0)
