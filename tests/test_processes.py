@@ -286,11 +286,16 @@ def worker_processes(pid: int) -> set[int]:
 
 
 @slow
-def test_no_process_outlives_a_run_that_ends_or_fails(data):
-    cfg = config(rounds=1)
+def test_no_process_outlives_a_run_that_ends_or_fails(data, monkeypatch):
+    import fedlearn.execution.processes.cores as cores
+
+    monkeypatch.setattr(cores, "AUTO_MIN_EXAMPLES", 0)  # auto chooses processes for this run
+    monkeypatch.setattr(cores, "physical_cores", lambda: 2)
     before = worker_processes(os.getpid())
-    run(data, cfg)
+    compute = run(data, config(rounds=1, executor="auto")).history[-1]["compute"]
+    assert compute["clients"] == "processes" and compute["chosen"].startswith("auto: 2 cores")
     assert worker_processes(os.getpid()) == before
+    cfg = config(rounds=1)
     with pytest.raises(RuntimeError):  # a test set the model cannot take fails the round
         run_federation(make_virtual_workers(*data, cfg)[0], cfg, torch.zeros(4, 3, 5, 5),
                        data[1][:4])
