@@ -214,6 +214,25 @@ def test_a_killed_process_is_replaced_and_its_client_rerun(data, one_thread, exe
     assert not result.history[0]["failed"]
 
 
+class KillsItsProcessAlways(DelegatingWorker):
+    def fit(self, weights, plan, *, seed, batches=None):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@slow
+def test_reruns_are_bounded(data, executor):
+    """A client that kills every process it runs on fails after two reruns, alone."""
+    ws = make_virtual_workers(*data, config())[0]
+    replies = executor.fit([(KillsItsProcessAlways(ws[0]), 1), (ws[1], 2)],
+                           build_model("tutorial_cnn").state_dict(), PLAN, RobustnessConfig(), 1)
+    assert replies[0].update is None
+    assert replies[0].failed.startswith("its worker process died 3 times: process ")
+    assert "killed by signal 9" in replies[0].failed
+    assert replies[1].update is not None
+    notes = executor.round_notes()
+    assert notes["processes_replaced"] == 3 and notes["reruns"] == [ws[0].name] * 2
+
+
 @slow
 def test_a_client_that_hangs_fails_as_a_timeout_alone(data, executor):
     cfg = config(rounds=1)

@@ -93,9 +93,21 @@ def serve(conn, threads: int) -> None:
             return
         state = weights.get(task.block, task.layout)
         replies = [_fit(call, workers, state, task) for call in task.calls]
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KB
-        conn.send_bytes(pickle.dumps(ChildAnswer(replies, tuple(workers), peak_mb),
+        conn.send_bytes(pickle.dumps(ChildAnswer(replies, tuple(workers), _peak_mb()),
                                      protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory. Not ``ru_maxrss``: across fork and exec it keeps
+    the parent's peak (Linux), so it would report the parent's memory, not this process's."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:  # not Linux
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _fit(call: ChildCall, workers: dict, weights, task: Round) -> ChildReply:

@@ -49,7 +49,7 @@ class Slot:
         code = self.process.exitcode
         how = (f"killed by signal {-code}" if code is not None and code < 0
                else f"exit code {code}" if code is not None else "no exit code")
-        return f"its worker process (pid {self.pid}) died ({how})"
+        return f"process {self.pid}, {how}"
 
     def kill(self) -> None:
         if self.process.is_alive():
