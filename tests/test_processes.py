@@ -375,3 +375,20 @@ def test_the_flags_and_their_refusal():
     assert flag_for(parser, err.value.path) == "--processes"
     with pytest.raises(ConfigError, match="integer >= 1"):
         ExecutionConfig(executor="processes", processes=0)
+
+
+@slow
+def test_a_whole_experiment_with_personalization(data, tmp_path):
+    """run_experiment on processes: outputs, checkpoint, then each owner fine-tunes (here)."""
+    import json
+
+    from fedlearn.experiment import run_experiment
+
+    x, y = data
+    cfg = dataclasses.replace(config(rounds=2),
+                              partition=PartitionConfig(workers=NAMES, holdout=0.25))
+    run_experiment(cfg, tmp_path / "run", data=(x, y, x[:60], y[:60]), personalize_steps=2)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["compute"]["clients"] for h in history] == ["processes", "processes"]
+    personal = json.loads((tmp_path / "run" / "personalization.json").read_text())
+    assert [row["worker"] for row in personal["workers"]] == list(NAMES)
