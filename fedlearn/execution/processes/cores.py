@@ -4,8 +4,9 @@ One process per physical core (a hyper-thread shares its core's arithmetic units
 process on it adds little), never more than the cores this process may run on nor than the
 clients of a round. ``auto`` chooses processes on a CPU with more than one core, for rounds of
 more than one client whose workers can run in a process, and for runs with enough work to pay
-for starting them (each imports torch: a second or two, more on a busy machine) — measured by
-benchmarks/processes.py; otherwise sequential, the reference.
+for starting them (each imports torch: a second or two, more on a busy machine); otherwise
+sequential, the reference. benchmarks/processes.py times both; AUTO_MIN_EXAMPLES is the one
+number to move if a quiet machine's figures say otherwise.
 """
 from __future__ import annotations
 
