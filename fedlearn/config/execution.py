@@ -1,7 +1,8 @@
 """How a round's selected clients run (:mod:`fedlearn.execution`).
 
 The Ray fields are one group, every name prefixed ``ray_`` (flags ``--ray-...``), so a flag
-says which executor it belongs to; they are refused unless the executor is ``ray``.
+says which executor it belongs to; they are refused unless the executor is ``ray``, as
+``processes`` (``--processes N``) is unless the executor is ``processes``.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Literal, get_args
 
 from fedlearn.config.fields import ConfigError, Section, choice, number, option, positive_int
 
-ExecutorName = Literal["auto", "sequential", "together", "ray"]
+ExecutorName = Literal["auto", "sequential", "together", "processes", "ray"]
 EXECUTORS: tuple[str, ...] = get_args(ExecutorName)
 ActorClients = Literal["auto", "sequential", "together"]
 ACTOR_CLIENTS: tuple[str, ...] = get_args(ActorClients)
@@ -21,7 +22,8 @@ RENAMED = {"one_after_the_other": "sequential"}  # old choice -> its name now
 @dataclass(frozen=True, kw_only=True)
 class ExecutionConfig(Section):
     """Sequential, a round's in-process clients trained together (one batched computation),
-    or on a Ray cluster (:mod:`fedlearn.execution.ray`): ``auto`` picks what is fastest on the
+    in local worker processes (:mod:`fedlearn.execution.processes`), or on a Ray cluster
+    (:mod:`fedlearn.execution.ray`): ``auto`` picks what is fastest on the
     device in use. How clients run never changes the weights (same threads per client, same
     weights), so it is not part of a checkpoint's fingerprint."""
 
@@ -29,12 +31,21 @@ class ExecutionConfig(Section):
     TITLE = "how the clients run"
 
     executor: ExecutorName = option("auto", choices=EXECUTORS,
-                                    help="auto: together on a GPU, sequential on a CPU (where "
-                                         "it measures faster); sequential: one client after "
+                                    help="auto: together on a GPU; on a CPU of several cores "
+                                         "processes for rounds of several clients and runs "
+                                         "big enough to pay for starting them, else "
+                                         "sequential; sequential: one client after "
                                          "the other; together: one batched computation, needs "
-                                         "plain in-process clients of one model; ray: "
+                                         "plain in-process clients of one model; processes: "
+                                         "long-lived local worker processes, one thread each "
+                                         "(--processes); ray: "
                                          "long-lived Ray actors, on this machine or a cluster "
                                          "(--ray-address)")
+    # --- local worker processes only (executor='processes') ---
+    processes: int | None = option(None, metavar="N",
+                                   help="worker processes of one torch thread each (default: "
+                                        "one per physical core, at most the clients of a "
+                                        "round)")
     # --- Ray only (executor='ray') ---
     ray_address: str | None = option(None, metavar="ADDRESS",
                                      help="join this Ray cluster (host:port of its head, or "
@@ -73,6 +84,12 @@ class ExecutionConfig(Section):
         number(self.ray_client_gpus, "ray_client_gpus", 0.0)
         if self.ray_actors is not None:
             positive_int(self.ray_actors, "ray_actors")
+        if self.processes is not None:
+            positive_int(self.processes, "processes")
+            if self.executor != "processes":
+                raise ConfigError("processes", f"is for executor 'processes' (the executor is "
+                                  f"{self.executor!r}): add executor='processes' or leave it "
+                                  "out")
         positive_int(self.ray_actor_cache_mb, "ray_actor_cache_mb", minimum=0)
         if self.ray_object_store_mb is not None:
             positive_int(self.ray_object_store_mb, "ray_object_store_mb", minimum=80)

@@ -93,10 +93,11 @@ class ExperimentConfig(Section):
         if self.dp_sgd is not None and fed.algorithm != "fedavg":
             raise ConfigError("dp_sgd.noise_multiplier", "DP-SGD workers train whole epochs: "
                               f"needs algorithm='fedavg' (got {fed.algorithm!r})")
-        if self.execution.executor == "ray" and fed.algorithm != "fedavg":
+        if self.execution.executor in ("ray", "processes") and fed.algorithm != "fedavg":
+            where = "on Ray" if self.execution.executor == "ray" else "in worker processes"
             raise ConfigError("execution.executor", "model hopping passes one model from client "
-                              "to client, batch by batch: nothing in a round can run in "
-                              "parallel on Ray (use algorithm='fedavg', or another executor)")
+                              f"to client, batch by batch: nothing in a round can run in "
+                              f"parallel {where} (use algorithm='fedavg', or another executor)")
         for path, on in self._update_pipeline():
             if on and (fed.algorithm != "fedavg" or robust.aggregator != "mean"):
                 raise ConfigError(path, "works with algorithm='fedavg' and aggregator='mean' "
@@ -136,9 +137,10 @@ class ExperimentConfig(Section):
                               "would let a minority unmask a client")
         if remote:
             self._refuse_for_remote(list(remote), set(masking))
-        if remote and self.execution.executor == "ray":
+        if remote and self.execution.executor in ("ray", "processes"):
             raise ConfigError("execution.executor", f"workers {', '.join(remote)} train inside "
-                              "their owners' Datasites: Ray can run in-process clients only")
+                              f"their owners' Datasites: {self.execution.executor} can run "
+                              "in-process clients only")
         if robust.aggregator == "krum" and per_round < 2 * robust.krum_byzantine + 3:
             raise ConfigError("robustness.aggregator", f"krum with krum_byzantine="
                               f"{robust.krum_byzantine} needs at least "

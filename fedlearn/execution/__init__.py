@@ -1,9 +1,11 @@
-"""How a round's clients run: one after the other, together, or on Ray actors.
+"""How a round's clients run: one after the other, together, in local processes, or on Ray.
 
 - :mod:`.base` — :class:`ClientExecutor`, :class:`WorkerReply`, :func:`checked_fit`: the
   contract every executor keeps and the check every update passes.
 - :mod:`.sequential` — :class:`Sequential`, the reference.
 - :mod:`.together` — :class:`Together`, a round's in-process clients as one computation.
+- :mod:`.processes` — :class:`~fedlearn.execution.processes.ProcessExecutor`, long-lived
+  local worker processes of one thread each.
 - :mod:`.ray` — :class:`~fedlearn.execution.ray.RayExecutor` (``ray`` imported there only).
 - :mod:`.choose` — :func:`make_executor`, from ``config.execution``.
 

@@ -22,13 +22,31 @@ def _sequential(config, workers, model, device) -> ClientExecutor:
 
 def _in_process(config, workers, model, device) -> ClientExecutor:
     """``together`` (refused with the reasons if the clients cannot be), or ``auto``: together
-    on a GPU when they can be, sequential on a CPU (where that measures faster:
-    benchmarks/hardware_speed.py)."""
+    on a GPU when they can be; on a CPU, worker processes where the machine has several cores,
+    a round several clients and the run enough work (:func:`.processes.auto_reasons`), else
+    sequential (benchmarks/processes.py, benchmarks/hardware_speed.py)."""
     wanted = config.execution.executor
     if _together(wanted, "execution.executor", together_refusals(config, workers, model),
                  device):
         return Together()
+    if wanted == "auto":
+        from fedlearn.execution.processes import ProcessExecutor, auto_reasons
+        from fedlearn.execution.processes.cores import chosen_line, process_count
+
+        if not auto_reasons(config, workers, device):
+            return ProcessExecutor(processes=process_count(config, len(workers)),
+                                   chosen=chosen_line(config, workers))
     return Sequential()
+
+
+def _processes(config, workers, model, device) -> ClientExecutor:
+    from fedlearn.execution.processes import ProcessExecutor, process_refusals
+    from fedlearn.execution.processes.cores import process_count
+
+    if reasons := process_refusals(config, workers, device):
+        raise ConfigError("execution.executor", f"clients cannot be trained in worker "
+                          f"processes here: {'; '.join(reasons)}; use sequential or auto")
+    return ProcessExecutor(processes=process_count(config, len(workers)))
 
 
 def _ray(config, workers, model, device) -> ClientExecutor:
@@ -50,12 +68,14 @@ Maker = Callable[[ExperimentConfig, Sequence[Worker], torch.nn.Module, torch.dev
 # The registry of executors, by the name execution.executor takes (its Literal,
 # fedlearn.config.ExecutorName, lists the same names: tests/test_registries.py).
 EXECUTOR_MAKERS: dict[str, Maker] = {"auto": _in_process, "sequential": _sequential,
-                                     "together": _in_process, "ray": _ray}
+                                     "together": _in_process, "processes": _processes,
+                                     "ray": _ray}
 
 
 def make_executor(config: ExperimentConfig, workers: Sequence[Worker], model: torch.nn.Module,
                   device: torch.device) -> ClientExecutor:
-    """The executor ``config.execution.executor`` names; ``ray`` starts or joins a Ray
+    """The executor ``config.execution.executor`` names; ``processes`` starts local worker
+    processes (:mod:`fedlearn.execution.processes`); ``ray`` starts or joins a Ray
     runtime (:mod:`fedlearn.execution.ray`), whose actors choose as ``auto`` does
     (``config.execution.ray_actor_clients``). The caller closes what it gets."""
     make = registered(EXECUTOR_MAKERS, config.execution.executor, "executor")

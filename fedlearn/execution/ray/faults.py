@@ -35,18 +35,19 @@ class Decision:
     reason: str | None = None  # the clients' failure, when not rerun
 
 
-def decide(fault: Fault, deaths: int, reruns: int) -> Decision:
-    """``deaths``: how many times the task's actor has died under it, this fault included."""
+def decide(fault: Fault, deaths: int, reruns: int, holder: str = "its Ray actor") -> Decision:
+    """``deaths``: how many times the task's actor has died under it, this fault included;
+    ``holder``: what ran it, in the reason (the same policy serves local processes)."""
     if fault.kind == "out_of_memory":  # rerunning would run out of memory again
         return Decision(False, True, f"out of memory: Ray killed its actor ({fault.detail})")
     if fault.kind == "actor_died":
         if deaths <= reruns:
             return Decision(True, True)
-        return Decision(False, True, f"its Ray actor died {deaths} times: {fault.detail}")
+        return Decision(False, True, f"{holder} died {deaths} times: {fault.detail}")
     if fault.kind == "timeout":
         return Decision(False, True, f"WorkerTimeout: no reply within {fault.detail}")
     if fault.kind == "short_reply":  # never expected; a reply must not be lost
-        return Decision(False, False, f"its Ray actor answered {fault.detail}")
+        return Decision(False, False, f"{holder} answered {fault.detail}")
     return Decision(False, False, fault.detail)  # e.g. its shard cannot load on that node
 
 
