@@ -1,7 +1,10 @@
 """Bob's Datasite as the attack tests find it: served for real on loopback, and its credentials."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
 from pathlib import Path
 
 ADMIN, SCIENTIST, EMAIL = "owner-password-1", "scientist-password-1", "ds@lab.example"
@@ -41,3 +44,37 @@ def workspace_of(server) -> Path:
 
 def tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def run_cli(argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    """``fedlearn ARGV`` through :func:`fedlearn.cli.main` in this process, with the passwords
+    ``env`` holds in the environment (``main`` reads and removes them) and its output captured.
+
+    The same command, checks and exit code as ``python -m fedlearn ARGV`` (``main`` is what
+    ``__main__`` runs), without another Python importing torch and syft for one command
+    (about 10 s each); test_attack_approval.py keeps running the owner's commands as
+    separate processes.
+    """
+    from fedlearn.cli import main
+
+    names = ("FEDLEARN_ADMIN_PASSWORD", "FEDLEARN_SCIENTIST_PASSWORD")
+    saved = {name: os.environ.get(name) for name in names}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for name in names:
+            if name in env:
+                os.environ[name] = env[name]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(argv))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return subprocess.CompletedProcess(["fedlearn", *argv], code, out.getvalue(), err.getvalue())
+
+
+def owner_cli(server, *args: str) -> subprocess.CompletedProcess:
+    """The owner's ``fedlearn datasite ARGS --url URL`` against ``server`` (:func:`run_cli`)."""
+    return run_cli(["datasite", *args, "--url", server.url], server.env)
