@@ -5,6 +5,8 @@ import contextlib
 import io
 import os
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 ADMIN, SCIENTIST, EMAIL = "owner-password-1", "scientist-password-1", "ds@lab.example"
@@ -52,27 +54,46 @@ def run_cli(argv: list[str], env: dict) -> subprocess.CompletedProcess:
 
     The same command, checks and exit code as ``python -m fedlearn ARGV`` (``main`` is what
     ``__main__`` runs), without another Python importing torch and syft for one command
-    (about 10 s each); test_attack_approval.py keeps running the owner's commands as
-    separate processes.
+    (about 10 s each); test_attack_approval.py and test_multihost.py keep running the
+    owner's commands as separate processes. What is written to file descriptors 1 and 2
+    (e.g. by a logger holding the real stderr) is captured too, as a subprocess's would be.
     """
     from fedlearn.cli import main
 
     names = ("FEDLEARN_ADMIN_PASSWORD", "FEDLEARN_SCIENTIST_PASSWORD")
     saved = {name: os.environ.get(name) for name in names}
     out, err = io.StringIO(), io.StringIO()
-    try:
-        for name in names:
-            if name in env:
-                os.environ[name] = env[name]
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(argv))
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    return subprocess.CompletedProcess(["fedlearn", *argv], code, out.getvalue(), err.getvalue())
+    with tempfile.TemporaryFile() as fd_out, tempfile.TemporaryFile() as fd_err:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        kept = os.dup(1), os.dup(2)
+        try:
+            for name in names:
+                if name in env:
+                    os.environ[name] = env[name]
+            os.dup2(fd_out.fileno(), 1)
+            os.dup2(fd_err.fileno(), 2)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(list(argv))
+        finally:
+            for stream in (sys.__stdout__, sys.__stderr__):
+                if stream is not None:
+                    stream.flush()
+            os.dup2(kept[0], 1)
+            os.dup2(kept[1], 2)
+            os.close(kept[0])
+            os.close(kept[1])
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        fd_out.seek(0)
+        fd_err.seek(0)
+        stdout = out.getvalue() + fd_out.read().decode(errors="replace")
+        stderr = err.getvalue() + fd_err.read().decode(errors="replace")
+    return subprocess.CompletedProcess(["fedlearn", *argv], code, stdout, stderr)
 
 
 def owner_cli(server, *args: str) -> subprocess.CompletedProcess:
