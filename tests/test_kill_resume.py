@@ -13,8 +13,9 @@ import torch
 # a real training subprocess killed and resumed: the slow tier
 pytestmark = pytest.mark.slow
 
-# McMahan's CNN: a checkpoint of several MB, so writing it takes long enough to be hit
-ARGS = ["--train-size", "1200", "--test-size", "300", "--model", "mcmahan_cnn", "--rounds", "4",
+# McMahan's CNN: a checkpoint of several MB, so writing it takes long enough to be hit (its
+# size is the model's; 600 images keep each round long enough to kill between checkpoints)
+ARGS = ["--train-size", "600", "--test-size", "300", "--model", "mcmahan_cnn", "--rounds", "4",
         "--batch-size", "50", "--no-progress"]
 
 

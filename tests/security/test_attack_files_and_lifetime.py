@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from target import start_server, workspace_of
 
 
@@ -21,7 +22,7 @@ def wait_until(condition, timeout: float = 30.0) -> bool:
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.5)
+        time.sleep(0.1)
     return condition()
 
 
@@ -33,36 +34,48 @@ def test_no_other_user_can_read_the_datasites_files(served):
     assert not loose, loose
 
 
-def test_sighup_stops_cleanly_and_deletes_the_files(mnist_dir, tmp_path):
-    server = start_server(mnist_dir, tmp_path / "hup")
-    workspace = workspace_of(server)
-    server.process.send_signal(signal.SIGHUP)  # the terminal or SSH session closed
-    assert server.process.wait(60) == 0
-    assert "bob: stopped; its database and files are deleted" in server.output
-    assert not workspace.exists()
-    assert wait_until(lambda: not listening(server.port))
-
-
-def test_sigkill_takes_the_server_child_down_and_leftovers_are_reported(mnist_dir, tmp_path):
-    root = tmp_path / "kill"
+@pytest.fixture(scope="module")
+def killed_then_served_again(mnist_dir, tmp_path_factory):
+    """One serve killed with SIGKILL, what became of its child and files, and a second serve
+    started in the same directory beside a crashed run's leftover; the second is then the
+    one the SIGHUP test stops (one server start fewer than a serve of its own)."""
+    root = tmp_path_factory.mktemp("kill")
     server = start_server(mnist_dir, root)
     workspace = workspace_of(server)
     server.process.kill()
     server.process.wait()
     # the uvicorn child notices its parent is gone, stops serving and deletes the files
-    assert wait_until(lambda: not listening(server.port)), "the orphaned child still serves"
-    assert wait_until(lambda: not workspace.exists())
+    seen = {"port closed": wait_until(lambda: not listening(server.port)),
+            "files deleted": wait_until(lambda: not workspace.exists())}
     # a directory a crashed run could not delete is reported when the owner starts again
     dead = subprocess.Popen(["true"])
     dead.wait()
     crashed = root / f"fedlearn-datasite-bob-{dead.pid}-abcd1234"
     (crashed / "syft").mkdir(parents=True)
     again = start_server(mnist_dir, root)
-    try:
-        assert f"WARNING: {crashed} was left by a Datasite that did not stop cleanly" in \
-            again.output
-        assert crashed.exists()  # reported, not silently deleted: it is the owner's to check
-    finally:
-        assert again.stop() == 0
+    yield root, seen, crashed, again
+    again.stop()
+
+
+def test_sigkill_takes_the_server_child_down_and_leftovers_are_reported(
+        killed_then_served_again):
+    _, seen, crashed, again = killed_then_served_again
+    assert seen["port closed"], "the orphaned child still serves"
+    assert seen["files deleted"]
+    assert f"WARNING: {crashed} was left by a Datasite that did not stop cleanly" in \
+        again.output
+    assert crashed.exists()  # reported, not silently deleted: it is the owner's to check
+
+
+def test_sighup_stops_cleanly_and_deletes_the_files(killed_then_served_again):
+    root, _, crashed, server = killed_then_served_again
+    workspace, = (p for p in Path(root).glob("fedlearn-datasite-*") if p != crashed)
+    server.process.send_signal(signal.SIGHUP)  # the terminal or SSH session closed
+    assert server.process.wait(60) == 0
+    assert "bob: stopped; its database and files are deleted" in server.output
+    assert not workspace.exists()
+    assert wait_until(lambda: not listening(server.port))
+    # the crashed run's directory is still there, and nothing else is left
+    assert crashed.exists()
     assert not any(p.name.startswith("fedlearn-datasite-bob-") and p != crashed
                    for p in Path(root).iterdir())

@@ -9,8 +9,6 @@ refuses the next call. The served test does the same through ``serve --dp-epsilo
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -116,8 +114,8 @@ def test_a_served_budget_runs_only_dp_sgd_and_refuses_once_spent_even_after_a_re
     plain code is refused at review, the DP-SGD function is approved through the
     owner's CLI, one trap call runs and gives nothing back, the next is refused naming what
     was spent, and so is it after the server restarts from its state directory."""
-    from target import AS_ROOT, EMAIL, SCIENTIST, SIZE, start_server
-    from test_attack_approval import owner_command
+    from target import AS_ROOT, EMAIL, SCIENTIST, SIZE, run_cli, start_server
+    from target import owner_cli as owner_command
 
     from fedlearn.backends.pysyft.scientist import SyftWorker
     from fedlearn.backends.pysyft.serve import ServeConfig, load_shard
@@ -144,11 +142,10 @@ def test_a_served_budget_runs_only_dp_sgd_and_refuses_once_spent_even_after_a_re
     server = start_server(mnist_dir, tmp_path / "first", *served)
     try:
         # the scientist's command reads the terms and refuses plain training before submitting
-        plain_run = subprocess.run(
-            [sys.executable, "-m", "fedlearn", "train", "--backend", "pysyft", "--email", EMAIL,
-             f"--datasite=bob={server.url}", "--rounds", "1", "--out", str(tmp_path / "run"),
-             "--no-progress"], env={**server.env, "FEDLEARN_SCIENTIST_PASSWORD": SCIENTIST},
-            capture_output=True, text=True, timeout=300)
+        plain_run = run_cli(
+            ["train", "--backend", "pysyft", "--email", EMAIL, f"--datasite=bob={server.url}",
+             "--rounds", "1", "--out", str(tmp_path / "run"), "--no-progress"],
+            {**server.env, "FEDLEARN_SCIENTIST_PASSWORD": SCIENTIST})
         assert plain_run.returncode == 2, plain_run.stderr
         assert "bob: the owner set a privacy budget" in plain_run.stderr
         assert "--dp-sgd-noise" in plain_run.stderr and "Traceback" not in plain_run.stderr

@@ -8,11 +8,9 @@ the probe found both in the child's frames and in objects the garbage collector 
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
 import requests
-from target import ADMIN, EMAIL, SCIENTIST
+from target import ADMIN, EMAIL, SCIENTIST, owner_cli
 
 PLACES = ("frames", "modules", "gc", "environ", "proc_environ")
 KEY = 0x5A  # the probe's source carries the passwords XOR-ed, never as themselves
@@ -121,9 +119,7 @@ def run_probe_as_approved_code(served, folder) -> dict:
                             output_policy=OutputPolicyExecuteCount(limit=1))(
         probe_function(folder))
     request_id = str(scientist.code.request_code_execution(code).id)
-    approve = subprocess.run([sys.executable, "-m", "fedlearn", "datasite", "approve",
-                              request_id, "--force", "--url", served.url], env=served.env,
-                             capture_output=True, text=True, timeout=300)
+    approve = owner_cli(served, "approve", request_id, "--force")  # in this process: run_cli
     assert approve.returncode == 0, approve.stdout + approve.stderr
     assert "despite" in approve.stderr  # the owner was warned
     pointer = scientist.code.fedlearn_secret_probe(labels=labels, plan={}, mode="probe")

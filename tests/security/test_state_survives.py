@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from target import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, start_server
+from target import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, owner_cli, start_server
 
 from fedlearn.backends.pysyft.state import FILE, DatasiteState, StateTampered
 from fedlearn.backends.pysyft.state_dir import StateDirectory, StateDirError
@@ -107,12 +108,6 @@ def test_reset_needs_a_state_dir():
 
 
 # -- real servers ----------------------------------------------------------------------------
-def owner_command(server, *args):
-    return subprocess.run([sys.executable, "-m", "fedlearn", "datasite", *args, "--url",
-                           server.url], env=server.env, capture_output=True, text=True,
-                          timeout=300)
-
-
 def _descendants(pid: int) -> list[int]:
     found = []
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
@@ -135,7 +130,7 @@ def kill_9(server) -> None:
             socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
         except OSError:
             return
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise AssertionError("the killed Datasite's port still answers")
 
 
@@ -166,22 +161,37 @@ def _refused_start(mnist_dir, tmp, *args) -> str:
     return str(refused.value)
 
 
-@pytest.mark.slow
-def test_an_approval_and_its_calls_survive_kill_9_and_restart(mnist_dir, tmp_path):
+@pytest.fixture(scope="module")
+def killed_with_an_approval(mnist_dir, tmp_path_factory):
+    """A Datasite served with ``--state-dir``: a request approved through the owner's CLI,
+    call 1 of 3 made under it, then ``serve`` and its child killed with SIGKILL. The state
+    directory it left is what both tests below start from (the second on a copy of it)."""
     from fedlearn.models import build_model
 
+    tmp_path = tmp_path_factory.mktemp("kept")
     state = tmp_path / "state"
     server = start_server(mnist_dir, tmp_path, "--state-dir", str(state))
     try:
         worker = _scientist(server)
         request_id = worker.submit("tutorial_cnn", max_calls=3)
-        approved = owner_command(server, "approve", request_id)
-        assert approved.returncode == 0, approved.stdout + approved.stderr
+        approved = owner_cli(server, "approve", request_id)  # in this process: see run_cli
         weights = build_model("tutorial_cnn", seed=0).state_dict()
-        assert worker.evaluate(weights)["examples"] == 300  # call 1 of 3
+        first_call = worker.evaluate(weights) if approved.returncode == 0 else None
     finally:
         kill_9(server)
     identity = json.loads((state / "identity.json").read_text())
+    return {"tmp": tmp_path, "state": state, "request": request_id, "approved": approved,
+            "first call": first_call, "identity": identity, "weights": weights}
+
+
+@pytest.mark.slow
+def test_an_approval_and_its_calls_survive_kill_9_and_restart(mnist_dir,
+                                                              killed_with_an_approval):
+    kept = killed_with_an_approval
+    tmp_path, state, request_id = kept["tmp"], kept["state"], kept["request"]
+    approved, weights, identity = kept["approved"], kept["weights"], kept["identity"]
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert kept["first call"]["examples"] == 300  # call 1 of 3
 
     server = start_server(mnist_dir, tmp_path, "--state-dir", str(state))
     try:
@@ -221,13 +231,12 @@ def test_an_approval_and_its_calls_survive_kill_9_and_restart(mnist_dir, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_tampered_audit_log_is_refused_at_start_and_reset_starts_empty(mnist_dir, tmp_path):
-    state = tmp_path / "state"
-    server = start_server(mnist_dir, tmp_path, "--state-dir", str(state))
-    try:
-        request_id = _scientist(server).submit("tutorial_cnn", max_calls=3)
-    finally:
-        assert server.stop() == 0
+def test_a_tampered_audit_log_is_refused_at_start_and_reset_starts_empty(
+        mnist_dir, tmp_path, killed_with_an_approval):
+    # a copy of a kept Datasite with a request in it (made once for both tests: a serve
+    # and a request of its own would only make another such directory)
+    state, request_id = tmp_path / "state", killed_with_an_approval["request"]
+    shutil.copytree(killed_with_an_approval["state"], state, symlinks=True)
     before = DatasiteState(state)
     entries = before.entries()
     before.close()
