@@ -31,6 +31,7 @@ from fedlearn.config import ExperimentConfig
 from fedlearn.secagg_portable import (
     secagg_mask,
     secagg_public_keys,
+    secagg_ring_dtype,
     secagg_share_keys,
     secagg_unmask_shares,
 )
@@ -38,8 +39,6 @@ from fedlearn.updates.compression import UpdateCompressor, payload_nbytes
 from fedlearn.updates.privacy import clip_update
 from fedlearn.updates.secagg import MaskingOrders, SecAggLedger, flatten
 from fedlearn.updates.update import State, Update, state_nbytes
-
-_SIGNED = {16: np.int16, 32: np.int32, 64: np.int64}  # torch has no unsigned 32/64-bit tensors
 
 
 @dataclass(frozen=True)
@@ -113,9 +112,8 @@ class ClientSide:
         self.ledger.record_mask(sa.context, list(sa.roster))
         masked = secagg_mask(self._key(), sa.context, self.name, _plain(sa.roster), vector,
                              value_range=sa.value_range, scale=sa.scale, ring_bits=sa.ring_bits)
-        signed = masked.view(_SIGNED[sa.ring_bits])
         return dataclasses.replace(update, delta={}, encoding="masked",
-                                   payload={"masked": torch.from_numpy(signed.copy())})
+                                   payload=masked_payload(masked))
 
     def state_dict(self) -> dict:
         return {"residual": self.compressor.state_dict() if self.compressor else {},
@@ -134,10 +132,16 @@ def _plain(roster: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]
     return {name: dict(keys) for name, keys in roster.items()}
 
 
+def masked_payload(ring_elements: np.ndarray) -> dict[str, torch.Tensor]:
+    """A masked upload's payload: the ring elements as the signed tensor of their width (torch
+    has no unsigned 32- and 64-bit tensors)."""
+    signed = np.dtype(ring_elements.dtype.str.replace("u", "i"))
+    return {"masked": torch.from_numpy(ring_elements.view(signed).copy())}
+
+
 def masked_vector(update: Update, ring_bits: int) -> np.ndarray:
-    """The unsigned ring elements of a masked upload (as :meth:`ClientSide.encode` sent them)."""
-    unsigned = {16: np.uint16, 32: np.uint32, 64: np.uint64}[ring_bits]
-    return update.payload["masked"].numpy().view(unsigned)
+    """The unsigned ring elements of a masked upload (:func:`masked_payload`'s inverse)."""
+    return update.payload["masked"].numpy().view(secagg_ring_dtype(ring_bits))
 
 
 def decode(update: Update, reference: State) -> Update:

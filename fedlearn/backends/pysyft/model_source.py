@@ -25,12 +25,17 @@ _FORBIDDEN_BUILTINS = {"open", "exec", "eval", "compile", "__import__", "getattr
 _ALLOWED_NAMES = frozenset({"torch", "nn", "F"} | set(dir(builtins)) - _FORBIDDEN_BUILTINS)
 
 
-def portable_source() -> str:
-    """What every code request inlines from :mod:`fedlearn.portable`: the file after its
-    docstring (imports and functions), exactly as written."""
-    text = inspect.getsource(portable)
+def inlined_source(module) -> str:
+    """What a code request inlines from a self-contained module: the file after its docstring
+    (imports and functions), exactly as written."""
+    text = inspect.getsource(module)
     first = ast.parse(text).body[1]  # body[0] is the module docstring
     return "\n".join(text.splitlines()[first.lineno - 1:]).rstrip("\n") + "\n"
+
+
+def portable_source() -> str:
+    """What every code request inlines from :mod:`fedlearn.portable`."""
+    return inlined_source(portable)
 
 
 def _portable_names() -> frozenset[str]:

@@ -46,8 +46,10 @@ from fedlearn.backends.pysyft.training_code import (
 from fedlearn.config import DPSGDConfig, ModelSpec, TrainPlan
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
 from fedlearn.errors import FedlearnError
+from fedlearn.secagg_portable import secagg_ring_dtype
 from fedlearn.training import num_batches
 from fedlearn.updates import Update, detached_cpu_state
+from fedlearn.updates.client_side import masked_payload
 from fedlearn.workers.base import Worker
 
 # syft 0.9.5's answer to code it already has a request for (a scientist may not resolve a
@@ -296,16 +298,14 @@ class SyftWorker(Worker):
             "ring_bits": int(sa.ring_bits), "value_range": float(sa.value_range),
             "weighted": self.clip_norm is None})  # DP-FedAvg divides by a fixed count
         masked = np.asarray(out["masked"])
-        unsigned = {16: np.uint16, 32: np.uint32, 64: np.uint64}[sa.ring_bits]
-        if masked.dtype != unsigned or masked.ndim != 1:
+        if masked.dtype != secagg_ring_dtype(sa.ring_bits) or masked.ndim != 1:
             raise StaleResultError(f"{self.name} returned a masked vector of {masked.dtype} "
                                    f"{masked.shape}, not {sa.ring_bits}-bit ring elements")
-        signed = masked.view({16: np.int16, 32: np.int32, 64: np.int64}[sa.ring_bits])
         metrics = {"loss": float(out["loss"]),
                    "steps": plan.epochs * num_batches(self.num_examples, plan.batch_size),
                    "examples": int(out["num_examples"])}
         return Update(self.name, {}, int(out["num_examples"]), metrics, encoding="masked",
-                      payload={"masked": torch.from_numpy(signed.copy())})
+                      payload=masked_payload(masked))
 
     def clip_where_trained(self, max_norm: float) -> bool:
         """The plain function clips on the Datasite (plan["clip_norm"]); DP-SGD's cannot."""

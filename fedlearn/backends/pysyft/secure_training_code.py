@@ -28,12 +28,12 @@ variant): a scientist who sends different owners different rosters is not detect
 from __future__ import annotations
 
 import ast
-import inspect
 import textwrap
 from dataclasses import dataclass
 
 from fedlearn import secagg_portable
 from fedlearn.backends.pysyft import training_code
+from fedlearn.backends.pysyft.model_source import inlined_source
 from fedlearn.config import MODELS
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation, check_normalisation
 
@@ -235,11 +235,8 @@ class SecureCode:
 
 
 def secagg_source() -> str:
-    """What the request inlines from :mod:`fedlearn.secagg_portable`: the file after its
-    docstring (imports and functions), exactly as written."""
-    text = inspect.getsource(secagg_portable)
-    first = ast.parse(text).body[1]  # body[0] is the module docstring
-    return "\n".join(text.splitlines()[first.lineno - 1:]).rstrip("\n") + "\n"
+    """What the request inlines from :mod:`fedlearn.secagg_portable`."""
+    return inlined_source(secagg_portable)
 
 
 def secure_assemble(model_source: str, model_name: str, run: str = training_code.TUTORIAL_RUN,
