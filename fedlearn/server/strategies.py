@@ -97,7 +97,7 @@ class FedAvg(Strategy):
         if len(participants) != len(chosen):
             raise ValueError("secure aggregation: every client needs its client side "
                              "(fedlearn.workers.with_client_sides)")
-        runs = {getattr(w, "secagg_run", "fedlearn") for w in participants}
+        runs = {w.secagg_run for w in participants}
         if len(runs) != 1:
             raise ValueError(f"secure aggregation: the clients belong to different runs {runs}")
         # a fresh round id per attempt: a client masks one input per id (a retried round,
