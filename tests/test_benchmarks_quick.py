@@ -11,13 +11,19 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def test_mcmahan_quick_fedavg_beats_fedsgd_per_round(mnist_dir, tmp_path):
-    out = tmp_path / "quick.json"
+@pytest.fixture(scope="module")
+def quick_run(mnist_dir, tmp_path_factory) -> dict:
+    """The script's --quick run, as a user starts it (its JSON)."""
+    out = tmp_path_factory.mktemp("quick") / "quick.json"
     r = subprocess.run([sys.executable, "mcmahan_table2.py", "--quick", "--device", "cpu",
                         "--json", str(out)], cwd=REPO / "benchmarks", capture_output=True,
                        text=True, env={**os.environ, "FEDLEARN_DATA": mnist_dir})
     assert r.returncode == 0, r.stderr
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_mcmahan_quick_fedavg_beats_fedsgd_per_round(quick_run):
+    result = quick_run
     fedavg, fedsgd = result["settings"]["fedavg-iid"], result["settings"]["fedsgd-iid"]
     assert result["clients"] == 100 and result["images_per_client"] == 60
     assert fedavg["rounds_run"] == fedsgd["rounds_run"] == 3
@@ -27,7 +33,8 @@ def test_mcmahan_quick_fedavg_beats_fedsgd_per_round(mnist_dir, tmp_path):
     assert fedavg["accuracy"][-1] > fedsgd["accuracy"][-1] + 0.2
 
 
-def test_mcmahan_stopped_setting_resumes_to_the_same_run(mnist_dir, tmp_path, monkeypatch):
+def test_mcmahan_stopped_setting_resumes_to_the_same_run(mnist_dir, tmp_path, monkeypatch,
+                                                         quick_run):
     """A long Table 2 run stopped mid-way continues from its checkpoint, same numbers."""
     monkeypatch.setenv("FEDLEARN_DATA", mnist_dir)
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
@@ -48,7 +55,7 @@ def test_mcmahan_stopped_setting_resumes_to_the_same_run(mnist_dir, tmp_path, mo
     assert (tmp_path / "ck" / "fedavg-iid.pt").exists()
     assert not (tmp_path / "ck" / "fedsgd-iid.pt").exists()
     resumed = bench.main(argv)["settings"]
-    uninterrupted = bench.main(["--quick", "--device", "cpu"])["settings"]
+    uninterrupted = quick_run["settings"]  # the same run, never stopped
     for name in ("fedavg-iid", "fedsgd-iid"):
         assert resumed[name]["rounds_run"] == 3
         assert resumed[name]["accuracy"] == uninterrupted[name]["accuracy"]
