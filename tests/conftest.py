@@ -6,21 +6,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-# README's command runs the suite in two processes (pytest-xdist) on two cores: one torch
-# thread each (and in what they start), not two each fighting over both cores; and one
-# $TMPDIR each, because syft keeps an in-process Datasite's files under $TMPDIR/syft/<id of
-# its name>, so two processes' "bob" would share (and delete) each other's database.
+# README's command runs the suite in two processes (pytest-xdist), each with its own $TMPDIR:
+# syft keeps an in-process Datasite's files under $TMPDIR/syft/<id of its name>, so two
+# processes' "bob" would share (and delete) each other's database.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     os.environ["TMPDIR"] = tempfile.mkdtemp(
         prefix=f"fedlearn-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}-")
     tempfile.tempdir = None
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    torch.set_num_threads(1)
 
 # never write into the user's cache from tests
 os.environ.setdefault("FEDLEARN_CACHE", tempfile.mkdtemp(prefix="fedlearn-test-cache-"))

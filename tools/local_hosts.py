@@ -53,8 +53,20 @@ def _remove_namespaces(made: list) -> None:
     made.clear()
 
 
+def free_subnet() -> int:
+    """A 10.N.0.0/16 that no interface of this machine uses, starting from one this process
+    owns (two test processes making hosts at once must not give two hosts one address)."""
+    used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    start = 100 + os.getpid() % 150
+    for n in range(150):
+        subnet = 100 + (start - 100 + n) % 150
+        if f" 10.{subnet}." not in used:
+            return subnet
+    raise RuntimeError("no free 10.N.0.0/16 subnet for test hosts")
+
+
 @contextlib.contextmanager
-def local_hosts(names, *, subnet: int = 231, isolate: bool | None = None):
+def local_hosts(names, *, subnet: int | None = None, isolate: bool | None = None):
     """Yield one :class:`LocalHost` per name; tear the namespaces down afterwards.
 
     ``isolate=None`` uses namespaces where they can be made (e.g. not in a container
@@ -65,7 +77,8 @@ def local_hosts(names, *, subnet: int = 231, isolate: bool | None = None):
     try:
         if isolate or (isolate is None and namespaces_available()):
             try:
-                hosts = _make_namespaces(names, f"{os.getpid() % 10000}", subnet, made)
+                hosts = _make_namespaces(names, f"{os.getpid() % 10000}",
+                                         subnet if subnet is not None else free_subnet(), made)
             except subprocess.CalledProcessError:
                 _remove_namespaces(made)
                 if isolate:
