@@ -6,16 +6,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-# README's command runs the suite in two processes (pytest-xdist), each with its own $TMPDIR:
-# syft keeps an in-process Datasite's files under $TMPDIR/syft/<id of its name>, so two
-# processes' "bob" would share (and delete) each other's database.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ["TMPDIR"] = tempfile.mkdtemp(
-        prefix=f"fedlearn-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}-")
-    tempfile.tempdir = None
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 # never write into the user's cache from tests
 os.environ.setdefault("FEDLEARN_CACHE", tempfile.mkdtemp(prefix="fedlearn-test-cache-"))
@@ -92,27 +84,9 @@ def served(mnist_dir, tmp_path_factory):
 SLOW_FOLDERS = {"security", "backends"}
 
 
-# README's command runs the suite in two processes (pytest-xdist, `--dist loadgroup`). Each
-# test file stays whole in one process, so its module fixtures start once; every file with a
-# test that uses the session's served Bob runs in one process, so Bob is served once.
-SHARED_FIXTURE_GROUPS = {"served": "served-bob"}
-# long files whose tests share nothing: each test may go to either process
-SPLIT_FILES = {"test_notebook.py"}
-
-
 def pytest_collection_modifyitems(config, items):
-    group_of_file: dict[Path, str] = {}
     for item in items:
         path = Path(str(item.fspath))
         if ((path.parent.name in SLOW_FOLDERS and not path.stem.endswith("_unit"))
                 or item.get_closest_marker("pysyft") or item.get_closest_marker("mnist")):
             item.add_marker(pytest.mark.slow)
-        for fixture, group in SHARED_FIXTURE_GROUPS.items():
-            if fixture in getattr(item, "fixturenames", ()):
-                group_of_file[path] = group
-    for item in items:
-        path = Path(str(item.fspath))
-        group = group_of_file.get(path, str(path.relative_to(REPO)))
-        if path.name in SPLIT_FILES:
-            group = item.nodeid
-        item.add_marker(pytest.mark.xdist_group(group))
