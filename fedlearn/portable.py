@@ -141,6 +141,36 @@ def clip_change(delta: dict, max_norm: float) -> dict:
 
 
 @torch.no_grad()
+def quantize_tensor(t: torch.Tensor, bits: int, generator: torch.Generator) -> dict:
+    """Unbiased stochastic quantization of ``t`` to ``bits`` bits per value (QSGD-style:
+    Alistarh et al. 2017, "QSGD: Communication-Efficient SGD via Gradient Quantization and
+    Encoding"; Konečný et al. 2016, "Federated Learning: Strategies for Improving Communication
+    Efficiency"): its values mapped onto 2^bits evenly spaced levels between its min and max,
+    rounded up or down at random (``generator``) so that the mean is exact."""
+    flat = t.detach().flatten().float().cpu()
+    low, high = flat.min(), flat.max()
+    levels = 2 ** bits - 1
+    scale = (high - low) / levels if high > low else torch.tensor(1.0)
+    position = (flat - low) / scale  # in [0, levels]
+    floor = position.floor()
+    up = torch.rand(flat.shape, generator=generator) < (position - floor)
+    codes = (floor + up).clamp(0, levels).to(torch.uint8)
+    return {"codes": codes, "low": low.reshape(1), "scale": scale.reshape(1)}
+
+
+def quantize_change(delta: dict, bits: int, generator: torch.Generator) -> dict:
+    """``delta`` as it goes on the wire quantized: ``bits``-bit codes per floating tensor
+    (:func:`quantize_tensor`, drawing from ``generator`` tensor by tensor in ``delta``'s
+    order), counters (integer buffers) exactly."""
+    out = {k: {"exact": v.detach().clone()} for k, v in delta.items()
+           if not (v.is_floating_point() or v.is_complex())}
+    for k, v in delta.items():
+        if k not in out:
+            out[k] = quantize_tensor(v, bits, generator)
+    return out
+
+
+@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Logits for every row of ``x``, computed in batches."""
     model.eval()

@@ -74,3 +74,40 @@ def test_bad_compression_settings(kwargs, argument):
     with pytest.raises(ConfigError) as info:
         CompressionConfig(**kwargs)
     assert info.value.path == f"compression.{argument}"
+
+
+def test_a_quantized_update_from_elsewhere_is_checked_before_it_is_decoded():
+    from fedlearn.portable import quantize_change
+    from fedlearn.updates.compression import quantized_problem
+
+    reference = {"w": torch.zeros(2, 3), "count": torch.tensor(4)}
+    delta = {"w": torch.tensor([[0.0, 1.0, -1.0], [0.5, 0.25, 2.0]]), "count": torch.tensor(1)}
+    good = quantize_change(delta, 4, torch.Generator().manual_seed(0))
+    assert quantized_problem(good, reference, 4) is None
+    assert good["count"] == {"exact": torch.tensor(1)}  # a counter is sent exactly
+    assert good["w"]["codes"].dtype == torch.uint8 and int(good["w"]["codes"].max()) == 15
+    assert "3-bit values" in quantized_problem(good, reference, 3)  # a code of 15 > 7
+    assert "one entry per weight" in quantized_problem({"w": good["w"]}, reference, 4)
+    wrong_count = {**good, "count": {"exact": torch.tensor(1.0)}}
+    assert "counter" in quantized_problem(wrong_count, reference, 4)
+    short = {**good, "w": {**good["w"], "codes": good["w"]["codes"][:5]}}
+    assert "6 4-bit values" in quantized_problem(short, reference, 4)
+    bad_scale = {**good, "w": {**good["w"], "scale": torch.tensor([float("nan")])}}
+    assert "finite" in quantized_problem(bad_scale, reference, 4)
+    assert "codes, low and scale" in quantized_problem({**good, "w": {"codes": 1}}, reference, 4)
+
+
+def test_datasites_quantize_in_their_code_and_refuse_what_their_code_cannot_do():
+    from fedlearn.config import ExperimentConfig
+
+    quantize = ExperimentConfig(compression=CompressionConfig(method="quantize", bits=8))
+    quantize.check_workers(2, remote=["bob", "alice"], compressing=["bob", "alice"])
+    with pytest.raises(ConfigError, match="compression.method.*must run inside"):
+        quantize.check_workers(2, remote=["bob", "alice"], compressing=["bob"])
+    topk = ExperimentConfig(compression=CompressionConfig(method="topk", topk_fraction=0.01))
+    with pytest.raises(ConfigError, match="residual between rounds"):
+        topk.check_workers(2, remote=["bob", "alice"])
+    secure = ExperimentConfig(compression=CompressionConfig(method="quantize", bits=8),
+                              secure_aggregation=True)
+    with pytest.raises(ConfigError, match="ring elements.*--secagg-ring-bits 16"):
+        secure.check_workers(2, remote=["bob", "alice"], masking=["bob", "alice"])

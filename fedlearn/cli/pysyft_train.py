@@ -58,7 +58,9 @@ def pysyft_workers(args, config, data):
     check_plan(config.plan)
     names = list(config.partition.workers)
     secure = config.secure_aggregation  # the owners' side runs in their approved code
-    config.check_workers(len(names), remote=names, masking=names if secure else ())
+    quantize = config.compression.method == "quantize" and not secure and config.dp_sgd is None
+    config.check_workers(len(names), remote=names, masking=names if secure else (),
+                         compressing=names if quantize else ())
     # a securely aggregated round is four calls: keys, shares, the masked fit, unmasking
     max_calls = fed.rounds * (config.robustness.max_retries + 1) * (4 if secure else 1) + 10
     if not args.datasite:  # the tutorial's setting: Bob and Alice launched in this process

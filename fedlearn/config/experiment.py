@@ -115,10 +115,11 @@ class ExperimentConfig(Section):
         return workers_per_round(num_workers, self.federation.fraction)
 
     def check_workers(self, num_workers: int, remote: Sequence[str] = (),
-                      masking: Sequence[str] = ()) -> None:
+                      masking: Sequence[str] = (), compressing: Sequence[str] = ()) -> None:
         """The checks that need the federation's size, and the options that would have to
-        run inside a Datasite's approved code (which does plain local SGD, and secure
-        aggregation's owner side for the ``masking`` ones): refused, never silently dropped."""
+        run inside a Datasite's approved code (which does plain local SGD, secure
+        aggregation's owner side for the ``masking`` ones, and quantizes for the
+        ``compressing`` ones): refused, never silently dropped."""
         per_round = self.workers_per_round(num_workers)
         robust = self.robustness
         if robust.min_updates > per_round:
@@ -136,7 +137,7 @@ class ExperimentConfig(Section):
                               f"{per_round // 2 + 1}..{per_round} (got {threshold}): fewer "
                               "would let a minority unmask a client")
         if remote:
-            self._refuse_for_remote(list(remote), set(masking))
+            self._refuse_for_remote(list(remote), set(masking), set(compressing))
         if remote and self.execution.executor in ("ray", "processes"):
             raise ConfigError("execution.executor", f"workers {', '.join(remote)} train inside "
                               f"their owners' Datasites: {self.execution.executor} can run "
@@ -147,14 +148,30 @@ class ExperimentConfig(Section):
                               f"{2 * robust.krum_byzantine + 3} workers per round; "
                               f"{per_round} are asked")
 
-    def _refuse_for_remote(self, remote: list[str], masking: set[str]) -> None:
+    def _refuse_for_remote(self, remote: list[str], masking: set[str],
+                           compressing: set[str]) -> None:
         part = self.partition
         if self.secure_aggregation and self.dp_sgd is not None:
             raise ConfigError("secure_aggregation", "secure aggregation and DP-SGD inside "
                               "Datasites are not combined yet (DP-FedAvg's clipping is)")
+        method = self.compression.method
+        if method != "none" and self.secure_aggregation:
+            raise ConfigError("compression.method", "under secure aggregation a Datasite "
+                              "sends ring elements, whose width is the wire's: choose "
+                              "secagg.ring_bits (--secagg-ring-bits 16 halves the 32-bit "
+                              "default); each owner's quantization codes have their own scale "
+                              "and cannot be summed under masks")
+        if method == "topk":
+            raise ConfigError("compression.method", "top-k keeps each owner's residual between "
+                              "rounds, which would have to stay on the Datasite, and the "
+                              "approved code keeps nothing between calls: use quantize "
+                              "(quantized on the Datasite) or in-process workers")
+        if self.dp_sgd is not None and method != "none":
+            raise ConfigError("compression.method", "the DP-SGD function on a Datasite does "
+                              "not quantize; drop --compression or DP-SGD")
         inside = [("secure_aggregation",
                    self.secure_aggregation and not set(remote) <= masking),
-                  ("compression.method", self.compression.method != "none"),
+                  ("compression.method", method != "none" and not set(remote) <= compressing),
                   ("federation.algorithm", self.federation.algorithm != "fedavg"),
                   ("plan.precision", self.plan.precision != "fp32"),
                   ("plan.channels_last", self.plan.channels_last),

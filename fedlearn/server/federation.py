@@ -110,7 +110,9 @@ class FederatedServer:
                               "fedlearn.workers.Worker: subclass it (it declares the whole "
                               "contract, with defaults for what a worker does not do)")
         config.check_workers(len(self.workers), remote=[w.name for w in self.workers if w.remote],
-                             masking=[w.name for w in self.workers if w.masks_where_trained()])
+                             masking=[w.name for w in self.workers if w.masks_where_trained()],
+                             compressing=[w.name for w in self.workers
+                                          if w.compresses_where_trained(config.compression)])
         other = [w.name for w in self.workers
                  if w.model is not None and w.model != config.federation.model]
         if other:

@@ -56,11 +56,13 @@ class ClientSide:
     """One client's clip → compress → mask, with the state it keeps between rounds: its top-k
     residual, its secure-aggregation key and ledger (none of which ever leaves the client)."""
 
-    def __init__(self, name: str, config: ExperimentConfig, *, clip: bool = True):
-        """``clip=False``: the update arrives clipped already (where it was trained)."""
+    def __init__(self, name: str, config: ExperimentConfig, *, clip: bool = True,
+                 compress: bool = True):
+        """``clip=False``, ``compress=False``: the update arrives clipped, or compressed,
+        already (where it was trained)."""
         self.name, self.config, self.clip = name, config, clip
         self.compressor = (UpdateCompressor(config.compression)
-                           if config.compression.method != "none" else None)
+                           if config.compression.method != "none" and compress else None)
         # the long-term secret every round's keys, seeds and shares are derived from
         self._master = secrets.token_bytes(32) if config.secure_aggregation else None
         self.ledger = SecAggLedger()
@@ -89,7 +91,7 @@ class ClientSide:
 
     def encode(self, update: Update, orders: RoundOrders) -> Update:
         """``update`` as it leaves the client: clipped, compressed, masked as configured."""
-        if update.encoding == "masked":  # masked where it was trained (a Datasite's code)
+        if update.encoding in ("masked", "compressed"):  # where it was trained (a Datasite)
             return update
         delta: State = update.delta
         if self.config.dp is not None and self.clip:

@@ -23,20 +23,9 @@ from collections.abc import Mapping
 import torch
 
 from fedlearn.config import CompressionConfig
+from fedlearn.portable import quantize_change
+from fedlearn.portable import quantize_tensor as quantize  # noqa: F401 (the one quantizer)
 from fedlearn.updates.update import State, is_counter
-
-
-def quantize(t: torch.Tensor, bits: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Unbiased stochastic quantization of ``t`` to ``bits`` bits per value."""
-    flat = t.detach().flatten().float().cpu()
-    low, high = flat.min(), flat.max()
-    levels = 2 ** bits - 1
-    scale = (high - low) / levels if high > low else torch.tensor(1.0)
-    position = (flat - low) / scale  # in [0, levels]
-    floor = position.floor()
-    up = torch.rand(flat.shape, generator=generator) < (position - floor)
-    codes = (floor + up).clamp(0, levels).to(torch.uint8)
-    return {"codes": codes, "low": low.reshape(1), "scale": scale.reshape(1)}
 
 
 def dequantize(q: Mapping[str, torch.Tensor], shape, dtype=torch.float32) -> torch.Tensor:
@@ -55,6 +44,33 @@ def densify(s: Mapping[str, torch.Tensor], shape, dtype=torch.float32) -> torch.
     out = torch.zeros(math.prod(shape), dtype=torch.float32)
     out[s["indices"].long()] = s["values"]
     return out.reshape(shape).to(dtype)
+
+
+def quantized_problem(payload, reference: State, bits: int) -> str | None:
+    """What is wrong with ``payload`` as :func:`~fedlearn.portable.quantize_change`'s output for
+    ``reference``'s keys, shapes and dtypes at ``bits`` bits (None: nothing). A quantized update
+    from elsewhere (a Datasite) is checked before it is decoded."""
+    if not isinstance(payload, dict) or sorted(payload) != sorted(reference):
+        return "not one entry per weight"
+    for k, ref in reference.items():
+        parts = payload[k]
+        if is_counter(ref):
+            exact = parts.get("exact") if isinstance(parts, dict) else None
+            if (sorted(parts) != ["exact"] or not isinstance(exact, torch.Tensor)
+                    or exact.shape != ref.shape or exact.dtype != ref.dtype):
+                return f"{k!r} is not sent exactly as a {ref.dtype} counter"
+            continue
+        if not isinstance(parts, dict) or sorted(parts) != ["codes", "low", "scale"] or not all(
+                isinstance(v, torch.Tensor) for v in parts.values()):
+            return f"{k!r} is not codes, low and scale"
+        codes, low, scale = parts["codes"], parts["low"], parts["scale"]
+        if (codes.dtype != torch.uint8 or codes.shape != (ref.numel(),)
+                or (codes.numel() and int(codes.max()) > 2 ** bits - 1)):
+            return f"{k!r}'s codes are not {ref.numel()} {bits}-bit values"
+        if any(v.dtype != torch.float32 or v.shape != (1,) or not torch.isfinite(v).all()
+               for v in (low, scale)) or float(scale) <= 0:
+            return f"{k!r}'s low and scale are not one finite float32 each (scale > 0)"
+    return None
 
 
 def payload_nbytes(payload: Mapping[str, Mapping[str, torch.Tensor]], bits: int = 8) -> int:
@@ -79,11 +95,10 @@ class UpdateCompressor:
     def encode(self, delta: State,
                generator: torch.Generator) -> dict[str, dict[str, torch.Tensor]]:
         c = self.config
+        if c.method == "quantize":  # the same code a Datasite's approved function runs
+            return quantize_change(delta, c.bits, generator)
         payload: dict[str, dict[str, torch.Tensor]] = {
             k: {"exact": v.detach().clone()} for k, v in delta.items() if is_counter(v)}
-        if c.method == "quantize":
-            return payload | {k: quantize(v, c.bits, generator) for k, v in delta.items()
-                              if k not in payload}
         for k, v in delta.items():
             if k in payload:
                 continue

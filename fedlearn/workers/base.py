@@ -57,6 +57,13 @@ class Worker:
         it (:mod:`fedlearn.workers.client_side`) — the default."""
         return False
 
+    def compresses_where_trained(self, compression) -> bool:
+        """True if the worker compresses its update as ``compression`` (a
+        :class:`~fedlearn.config.CompressionConfig`) says where it trains, so only the codes
+        leave (a Datasite's approved code quantizes); False — the default — and its client
+        side does (:mod:`fedlearn.workers.client_side`)."""
+        return False
+
     def masks_where_trained(self) -> bool:
         """True if the worker answers secure aggregation's stages itself and masks its update
         where it trains (a Datasite's approved code); False — the default — and its client side
@@ -102,6 +109,9 @@ class DelegatingWorker(Worker):
 
     def clip_where_trained(self, max_norm: float) -> bool:
         return self.inner.clip_where_trained(max_norm)
+
+    def compresses_where_trained(self, compression) -> bool:
+        return self.inner.compresses_where_trained(compression)
 
     def masks_where_trained(self) -> bool:
         return self.inner.masks_where_trained()

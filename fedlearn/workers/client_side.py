@@ -40,7 +40,11 @@ class ClientSideWorker(DelegatingWorker):
         super().__init__(inner)
         # clip where the worker trains if it can (a Datasite's approved code), else here
         there = config.dp is not None and inner.clip_where_trained(config.dp.clip_norm)
-        self.client = ClientSide(inner.name, config, clip=not there)
+        # and compress there (a Datasite's approved code quantizes): only the codes leave it
+        self.compressed_there = (config.compression.method != "none"
+                                 and inner.compresses_where_trained(config.compression))
+        self.client = ClientSide(inner.name, config, clip=not there,
+                                 compress=not self.compressed_there)
         self.orders: RoundOrders | None = None
 
     @property
@@ -70,7 +74,7 @@ class ClientSideWorker(DelegatingWorker):
         self.orders = orders
 
     def fit(self, weights, plan, *, seed, batches=None) -> Update:
-        if self._masker is self.inner:  # it masks where it trains: hand it the orders
+        if self._masker is self.inner or self.compressed_there:  # it needs the orders there
             self.inner.configure(self.orders)  # type: ignore[attr-defined]
         return self.upload(self.inner.fit(weights, plan, seed=seed, batches=batches))
 

@@ -4,6 +4,7 @@
   and approve code requests (:mod:`.review` checks what will really run).
 - :mod:`.scientist` — :class:`SyftWorker`: the same interface as the in-process
   workers; submits the generated code (:mod:`.training_code`) and calls it per round.
+- :mod:`.launch` — :func:`launch_syft_workers`: every step of the tutorial at once.
 - :mod:`.serve` and :mod:`.remote` — a Datasite as a network server, and reaching
   one by URL (:mod:`.connection`: login, role check, TLS).
 - :mod:`.console` — PySyft's console chatter kept off the screen unless ``--verbose``.
@@ -11,9 +12,10 @@
   imported, and the patches every such process runs with (docs/security-audit.md).
 """
 from fedlearn.backends.pysyft.console import one_line, quiet_syft, set_verbose
+from fedlearn.backends.pysyft.launch import launch_syft_workers
 from fedlearn.backends.pysyft.loading import SYFT_VERSION, SyftUnavailableError, require_syft
 from fedlearn.backends.pysyft.owner import ApprovalRefused, Datasite
-from fedlearn.backends.pysyft.scientist import StaleResultError, SyftWorker, launch_syft_workers
+from fedlearn.backends.pysyft.scientist import StaleResultError, SyftWorker
 
 __all__ = ["SYFT_VERSION", "ApprovalRefused", "Datasite", "StaleResultError",
            "SyftUnavailableError", "SyftWorker", "launch_syft_workers", "one_line", "quiet_syft",

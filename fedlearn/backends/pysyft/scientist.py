@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import secrets
 import uuid
 from collections.abc import Mapping
 
@@ -28,7 +27,7 @@ from fedlearn.backends.pysyft.connection import DatasiteRefused, LoginError, log
 from fedlearn.backends.pysyft.console import quiet_syft
 from fedlearn.backends.pysyft.dp_training_code import load_dp_training_function
 from fedlearn.backends.pysyft.loading import require_syft
-from fedlearn.backends.pysyft.owner import Datasite, SyftRefused, ask_fedlearn, check_result
+from fedlearn.backends.pysyft.owner import SyftRefused, ask_fedlearn, check_result
 from fedlearn.backends.pysyft.owner_limits import OwnerLimits
 from fedlearn.backends.pysyft.review import request_status
 from fedlearn.backends.pysyft.secure_training_code import FUNCTION_NAME as SECURE_FUNCTION
@@ -43,13 +42,14 @@ from fedlearn.backends.pysyft.training_code import (
     load_training_function,
     nonce_proof,
 )
-from fedlearn.config import DPSGDConfig, ModelSpec, TrainPlan
+from fedlearn.config import DPSGDConfig, TrainPlan
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
 from fedlearn.errors import FedlearnError
 from fedlearn.secagg_portable import secagg_ring_dtype
 from fedlearn.training import num_batches
 from fedlearn.updates import Update, detached_cpu_state
 from fedlearn.updates.client_side import masked_payload
+from fedlearn.updates.compression import quantized_problem
 from fedlearn.workers.base import Worker
 
 # syft 0.9.5's answer to code it already has a request for (a scientist may not resolve a
@@ -72,6 +72,7 @@ class SyftWorker(Worker):
     clip_norm: float | None = None  # DP-FedAvg's bound, applied by the approved code
     secure = False  # submitted the secure-aggregation function: it masks on the Datasite
     secagg_run = TUTORIAL_RUN  # the run its code names: secure aggregation's contexts start so
+    quantize_bits: int | None = None  # the approved code quantizes the update to this many bits
 
     def __init__(self, name: str, client):
         self.name = name
@@ -81,6 +82,7 @@ class SyftWorker(Worker):
         self._secret = assets[SECRET_ASSET] if SECRET_ASSET in assets.keys() else None
         self._request_id: str | None = None
         self._masking = None  # the round's MaskingOrders, under secure aggregation
+        self._wire_seed: int | None = None  # the round's seed of stochastic rounding
         self.calls = 0
 
     @classmethod
@@ -247,6 +249,8 @@ class SyftWorker(Worker):
             asked["clip_norm"] = float(self.clip_norm)
         if self.secure:
             return self._masked_fit(weights, asked, plan, seed)
+        if self.quantize_bits is not None:
+            return self._quantized_fit(weights, asked, plan, seed)
         out = self._call(weights, "fit", asked, seed)
         delta = {k: v.to(next(iter(weights.values())).device) for k, v in out["delta"].items()}
         examples = int(out["num_examples"])
@@ -286,7 +290,31 @@ class SyftWorker(Worker):
 
     def configure(self, orders) -> None:
         """The round's orders (its masking orders, under secure aggregation)."""
-        self._masking = orders.secagg
+        self._masking, self._wire_seed = orders.secagg, orders.wire_seed
+
+    def compresses_where_trained(self, compression) -> bool:
+        """The plain function quantizes on the Datasite (plan["quantize_bits"]). Top-k is not:
+        its residual must stay with the owner between rounds, and the approved code keeps
+        nothing between calls."""
+        if compression.method != "quantize" or self.secure or self.dp_sgd is not None:
+            return False
+        self.quantize_bits = int(compression.bits)
+        return True
+
+    def _quantized_fit(self, weights, asked: dict, plan: TrainPlan, seed: int) -> Update:
+        if self._wire_seed is None:
+            raise RuntimeError(f"{self.name}: a quantized round without its orders")
+        asked = {**asked, "quantize_bits": self.quantize_bits, "wire_seed": int(self._wire_seed)}
+        out = self._call(weights, "fit", asked, seed)
+        problem = quantized_problem(out.get("quantized"), weights, self.quantize_bits)
+        if problem is not None:
+            raise StaleResultError(f"{self.name} returned a quantized update fedlearn cannot "
+                                   f"decode: {problem}")
+        metrics = {"loss": float(out["loss"]),
+                   "steps": plan.epochs * num_batches(self.num_examples, plan.batch_size),
+                   "examples": int(out["num_examples"])}
+        return Update(self.name, {}, int(out["num_examples"]), metrics, encoding="compressed",
+                      payload=out["quantized"])
 
     def _masked_fit(self, weights, asked: dict, plan: TrainPlan, seed: int) -> Update:
         sa = self._masking
@@ -318,47 +346,3 @@ class SyftWorker(Worker):
         out = self._call(weights, "evaluate", {}, 0)
         return {"loss": float(out["loss"]), "accuracy": float(out["accuracy"]),
                 "examples": int(out["num_examples"])}
-
-
-def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *, model: ModelSpec,
-                        max_calls: int, port: int | str | None = None,
-                        scientist: tuple[str, str] | None = None, seed: int = 0,
-                        force_approval: bool = False, on_review=None,
-                        dp: DPSGDConfig | None = None,
-                        normalisation: Normalisation = MNIST_NORMALISATION, secure: bool = False
-                        ) -> tuple[list[Datasite], list[SyftWorker]]:
-    """Every step of the tutorial at once, for tests and benchmarks.
-
-    For each name: launch a Datasite (random admin password), upload its part of
-    (images, labels), register the data scientist (``scientist`` = (email,
-    password); a random password by default), log in as them (never as admin),
-    submit the code request, and approve it by its id as the owner — which runs
-    fedlearn's checks on it (``force_approval``: approve despite them, e.g. for a
-    model class of your own, which the owner must read; ``on_review`` sees each
-    review). ``model`` is a ready-made name or your ``nn.Module`` class; ``dp``: the
-    DP-SGD function with these settings instead of plain training. ``images`` are what
-    :meth:`Datasite.upload` takes (uint8 or float32), normalised on the Datasite as
-    ``normalisation`` declares; ``secure``: the secure-aggregation function. Returns
-    the Datasites (call ``land()`` on each) and the workers.
-    """
-    scientist = scientist or ("scientist@fedlearn.example", secrets.token_urlsafe(18))
-    sites, workers = [], []
-    try:
-        for i, (name, part) in enumerate(zip(names, parts)):
-            site = Datasite.launch(name, port=port)  # a random admin password
-            sites.append(site)
-            site.upload(images[part], labels[part], seed=seed + i)
-            site.register_scientist(*scientist)
-            worker = SyftWorker.connect(name, site.url or site.handle, email=scientist[0],
-                                        password=scientist[1])
-            review = site.approve(worker.submit(model, max_calls=max_calls, dp=dp,
-                                                normalisation=normalisation, secure=secure),
-                                  force=force_approval, warn=lambda message: None)
-            if on_review is not None:
-                on_review(review)
-            workers.append(worker)
-    except BaseException:
-        for site in sites:
-            site.land()
-        raise
-    return sites, workers

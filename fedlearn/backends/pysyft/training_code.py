@@ -53,7 +53,8 @@ USER_INPUTS = {"weights": dict, "plan": dict, "seed": int, "nonce": str, "mode":
 # that an approved request cannot be turned into a resource sink
 LIMITS: dict[str, Any] = {"epochs": (1, 50), "batch_size": (1, 8192), "lr": (0.0, 10.0),
           "momentum": (0.0, 1.0), "weight_decay": (0.0, 1.0), "prox_mu": (0.0, 100.0),
-          "clip_norm": (0.0, 1e6), "seed": (0, 2**63 - 1), "nonce_length": 32}
+          "clip_norm": (0.0, 1e6), "seed": (0, 2**63 - 1), "nonce_length": 32,
+          "quantize_bits": (1, 8), "wire_seed": (0, 2**63 - 1)}
 TUTORIAL_RUN = "0" * 32  # the run id of code requests made by hand (the tutorial's)
 _RUN_LINE = re.compile(r"^    RUN = '([0-9a-f]{32})'", re.MULTILINE)
 _NORMALISATION_LINE = re.compile(r"^    NORMALISATION = (\(.*\))  # ", re.MULTILINE)
@@ -64,14 +65,15 @@ _HEADER = '''def {name}(images, labels, weights, plan, seed, nonce, mode):
     mode == "fit": load the global `weights` into a {model} and train it with SGD
     as `plan` says (epochs, batch_size, lr, momentum, weight_decay, prox_mu),
     shuffling with `seed`; return ONLY the weight change (clipped here to L2 norm
-    plan["clip_norm"] when the plan has one above 0: DP-FedAvg), the number of examples
-    used and the mean training loss. mode == "evaluate": return only the loss and
-    accuracy of `weights` on the local data. The data is first normalised as
-    NORMALISATION (divide_by, mean, std) declares: (x / divide_by - mean) / std per
-    channel. Every input is checked first (bounds below); no input and no image or
-    label is ever returned. `proof`, a SHA-256 of the 32-hex-digit `nonce`, shows the
-    data scientist the result is fresh (PySyft issue #9391) without echoing anything
-    they sent.
+    plan["clip_norm"] when the plan has one above 0: DP-FedAvg; quantized to
+    plan["quantize_bits"] bits a value, rounded at random from plan["wire_seed"], when the
+    plan says so), the number of examples used and the mean training loss.
+    mode == "evaluate": return only the loss and accuracy of `weights` on the local data.
+    The data is first normalised as NORMALISATION (divide_by, mean, std) declares:
+    (x / divide_by - mean) / std per channel. Every input is checked first (bounds
+    below); no input and no image or label is ever returned. `proof`, a SHA-256 of the
+    32-hex-digit `nonce`, shows the data scientist the result is fresh (PySyft issue
+    #9391) without echoing anything they sent.
     """
     import hashlib
     from types import SimpleNamespace as TrainPlan
@@ -103,13 +105,17 @@ _CHECKS = '''
                      "precision", "channels_last")
         if mode == "evaluate":
             plan_keys = ()
-        if sorted(set(plan) - {{"clip_norm"}}) != sorted(plan_keys) or (
+        optional = {{"clip_norm", "quantize_bits", "wire_seed"}}
+        if sorted(set(plan) - optional) != sorted(plan_keys) or (
                 mode == "evaluate" and plan):
             raise ValueError(f"plan must have exactly the keys {{sorted(plan_keys)}} "
-                             "(and clip_norm, optionally, to train)")
+                             "(and clip_norm, quantize_bits with wire_seed, optionally, to "
+                             "train)")
+        if ("quantize_bits" in plan) != ("wire_seed" in plan):
+            raise ValueError("plan's quantize_bits and wire_seed come together")
         if plan and (plan["precision"] != "fp32" or plan["channels_last"] is not False):
             raise ValueError("this code trains in fp32 with the default memory format")
-        for key in ("epochs", "batch_size"):
+        for key in ("epochs", "batch_size", "quantize_bits", "wire_seed"):
             if key in plan:
                 _bounded(key, plan[key], int)
         for key in ("lr", "momentum", "weight_decay", "prox_mu", "clip_norm"):
@@ -150,6 +156,10 @@ _BODY = '''
     delta = {{k: v.detach() - weights[k] for k, v in model.state_dict().items()}}
     if getattr(plan, "clip_norm", 0) > 0:  # the owner's update leaves already clipped
         delta = clip_change(delta, plan.clip_norm)
+    if hasattr(plan, "quantize_bits"):  # only the codes leave: quantize_bits a value
+        return {{"proof": proof, "quantized": quantize_change(
+                    delta, plan.quantize_bits, torch.Generator().manual_seed(plan.wire_seed)),
+                "num_examples": int(metrics["examples"]), "loss": float(metrics["loss"])}}
     return {{"proof": proof, "delta": delta, "num_examples": int(metrics["examples"]),
             "loss": float(metrics["loss"])}}
 '''
