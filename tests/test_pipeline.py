@@ -168,8 +168,11 @@ def test_remote_workers_refuse_what_they_cannot_do(synthetic):
         remote = True
 
     ws = [Remote(n, x[:50], y[:50], model="mlp2nn") for n in NAMES]
-    for extra in ({"secure_aggregation": True}, {"compression": CompressionConfig(method="topk")}):
-        with pytest.raises(ConfigError, match="inside each Datasite"):
+    for extra, why in (({"secure_aggregation": True}, "inside each Datasite"),
+                       ({"compression": CompressionConfig(method="quantize")},
+                        "inside each Datasite"),  # this worker cannot quantize where it trains
+                       ({"compression": CompressionConfig(method="topk")}, "residual")):
+        with pytest.raises(ConfigError, match=why):
             run_federation(ws, cfg(**extra), x, y)
 
 

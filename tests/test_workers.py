@@ -13,7 +13,7 @@ def test_worker_offers_updates_not_samples(synthetic):
     assert isinstance(bob, Worker)
     public = {k: getattr(bob, k) for k in dir(bob) if not k.startswith("_")}
     assert set(public) == {"name", "remote", "dp_sgd", "model", "num_examples", "fit",
-                           "clip_where_trained", "masks_where_trained",
+                           "clip_where_trained", "compresses_where_trained", "masks_where_trained",
                            "fit_together",
                            "evaluate", "set_round", "state_dict", "load_state_dict",
                            "personalize",

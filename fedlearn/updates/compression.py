@@ -96,7 +96,7 @@ class UpdateCompressor:
                generator: torch.Generator) -> dict[str, dict[str, torch.Tensor]]:
         c = self.config
         if c.method == "quantize":  # the same code a Datasite's approved function runs
-            return quantize_change(delta, c.bits, generator)
+            return quantize_change(dict(delta), c.bits, generator)
         payload: dict[str, dict[str, torch.Tensor]] = {
             k: {"exact": v.detach().clone()} for k, v in delta.items() if is_counter(v)}
         for k, v in delta.items():

@@ -302,11 +302,12 @@ class SyftWorker(Worker):
         return True
 
     def _quantized_fit(self, weights, asked: dict, plan: TrainPlan, seed: int) -> Update:
-        if self._wire_seed is None:
+        bits = self.quantize_bits
+        if self._wire_seed is None or bits is None:
             raise RuntimeError(f"{self.name}: a quantized round without its orders")
-        asked = {**asked, "quantize_bits": self.quantize_bits, "wire_seed": int(self._wire_seed)}
+        asked = {**asked, "quantize_bits": bits, "wire_seed": int(self._wire_seed)}
         out = self._call(weights, "fit", asked, seed)
-        problem = quantized_problem(out.get("quantized"), weights, self.quantize_bits)
+        problem = quantized_problem(out.get("quantized"), weights, bits)
         if problem is not None:
             raise StaleResultError(f"{self.name} returned a quantized update fedlearn cannot "
                                    f"decode: {problem}")
