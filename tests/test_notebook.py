@@ -20,7 +20,7 @@ SMOKE = {
                                  "BATCH_SIZE": 32},
     "separate_machines_and_security.ipynb": {"IMAGES_PER_OWNER": 600, "TEST_IMAGES": 500},
     "privacy_and_bandwidth.ipynb": {"TRAIN_SIZE": 2000, "TEST_IMAGES": 500, "ROUNDS": 1,
-                                    "DP_OWNERS": 10},
+                                    "DP_OWNERS": 10, "DATASITE_IMAGES": 600},
     "robustness.ipynb": {"TRAIN_SIZE": 2000, "TEST_IMAGES": 500, "ROUNDS": 1},
     "many_clients.ipynb": {"TRAIN_SIZE": 2000, "TEST_IMAGES": 500, "ROUNDS": 2,
                            "HOPPING_OWNERS_SIZE": 1000},
@@ -89,6 +89,18 @@ def test_privacy_and_bandwidth_notebook(tmp_path, mnist_dir):
     masked = re.search(r"the sum the server computes: +\[([^\]]+)\]", text).group(1)
     true = re.search(r"the true sum of the two updates: *\[([^\]]+)\]", text).group(1)
     assert masked.split() == true.split()
+    # between Datasites: three approved secure functions, masked vectors unlike the updates,
+    # the exact average, a refused second share, and Carol dropping out
+    assert text.count("the review: tutorial_cnn with secure aggregation") == 3
+    assert abs(float(re.search(r"their correlation over all [\d,]+ numbers: ([-+.\d]+)",
+                               text).group(1))) < 0.05
+    diff, bound = re.search(r"from plain FedAvg: ([\d.e+-]+) \(rounding into the ring: at most "
+                            r"([\d.e+-]+)\)", text).groups()
+    assert float(diff) <= float(bound)
+    assert re.search(r"Bob's Datasite refuses: .*seed share was revealed", text)
+    assert "'dropped': ['carol']" in text
+    assert float(re.search(r"plain FedAvg of Bob and Alice: ([\d.e+-]+)", text).group(1)) < 1e-4
+    assert re.search(r"budget epsilon 4 at delta 1e-5: \d+ calls .*; call \d+ is refused", text)
     assert re.search(r"epsilon so far [\d.]+ at delta", text)
     assert re.search(r"each owner's epsilon: bob [\d.]+", text)
 
