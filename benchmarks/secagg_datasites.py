@@ -7,7 +7,8 @@ keys, shares, the masked fit, unmasking — four calls per owner), interleaved, 
 ``--repeats`` rounds each. Bytes are counted at the scientist's HTTP client (every request and
 response body, ``requests.Session.send``), beside fedlearn's own estimate of the upload (the
 round record's ``bytes_up``). Goals (issue #26): a secure round at most 2x the plaintext
-round's time and bytes (Bonawitz et al. 2017 report 1.73x expansion).
+round's time and bytes (Bonawitz et al. 2017 report 1.73x expansion). Beside them: 8-bit
+updates quantized in the plain approved code, and secure aggregation in a 16-bit ring.
 
     FEDLEARN_DATA=... python benchmarks/secagg_datasites.py --owners 3 10 \\
         --json benchmarks/results/secagg_datasites.json
@@ -30,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
 from fedlearn.config import (  # noqa: E402
+    CompressionConfig,
     ExperimentConfig,
     FederationConfig,
     PartitionConfig,
+    SecAggConfig,
     TrainPlan,
 )
 from fedlearn.data import MNIST_NORMALISATION, normalise  # noqa: E402
@@ -95,13 +98,25 @@ def owners_up(n: int, shard: int, model: str, max_calls: int, port):
     return sites, plain, secure, names, test
 
 
-def one_round(workers, names, model: str, secure: bool, seed: int, wire: WireCounter, test):
+# what each kind of round adds to the plain configuration: 8-bit codes quantized in the
+# plain approved code; secure aggregation at the default 32-bit ring, and at a 16-bit ring
+# (half the wire; n*change and the count n must then lie in +-128, refused beyond, never clipped)
+KINDS = {"plaintext": {}, "plaintext 8-bit": {"compression": CompressionConfig(
+             method="quantize", bits=8)},
+         "secure": {"secure_aggregation": True},
+         "secure 16-bit ring": {"secure_aggregation": True,
+                                "secagg": SecAggConfig(ring_bits=16, value_range=128.0)}}
+
+
+def one_round(workers, names, model: str, kind: str, seed: int, wire: WireCounter, test):
     from fedlearn.server.federation import run_federation
 
     config = ExperimentConfig(plan=TrainPlan(batch_size=10), seed=seed,
                               partition=PartitionConfig(workers=tuple(names)),
                               federation=FederationConfig(model=model, rounds=1, device="cpu"),
-                              secure_aggregation=secure)
+                              **KINDS[kind])
+    for worker in workers:  # the run asks a worker to quantize if its config says so
+        worker.quantize_bits = None
     wire.take()
     start = time.perf_counter()
     history = run_federation(workers, config, *test).history
@@ -134,12 +149,13 @@ def main(argv=None):
                                                 max_calls=8 * args.repeats + 8,
                                                 port=None if args.in_process else "auto")
         try:
-            rows: dict[str, list] = {"plaintext": [], "secure": []}
-            one_round(plain, names, args.model, False, 0, wire, test)  # warm-up
+            rows: dict[str, list] = {kind: [] for kind in KINDS}
+            one_round(plain, names, args.model, "plaintext", 0, wire, test)  # warm-up
             for r in range(args.repeats):
-                for kind, workers in (("plaintext", plain), ("secure", secure)):
-                    rows[kind].append(one_round(workers, names, args.model, kind == "secure",
-                                                r + 1, wire, test))
+                for kind in KINDS:
+                    workers = secure if kind.startswith("secure") else plain
+                    rows[kind].append(one_round(workers, names, args.model, kind, r + 1, wire,
+                                                test))
         finally:
             for site in sites:
                 site.land()
@@ -148,18 +164,21 @@ def main(argv=None):
             summary[kind] = {key: statistics.median(run[key] for run in runs)
                              for key in ("seconds", "http_sent", "http_received",
                                          "estimated_up")}
-        summary["time_ratio"] = summary["secure"]["seconds"] / summary["plaintext"]["seconds"]
-        wire_total = {k: summary[k]["http_sent"] + summary[k]["http_received"]
-                      for k in ("plaintext", "secure")}
-        summary["wire_ratio"] = (wire_total["secure"] / wire_total["plaintext"]
-                                 if wire_total["plaintext"] else None)
+        base = summary["plaintext"]
+        wire_total = {k: summary[k]["http_sent"] + summary[k]["http_received"] for k in KINDS}
+        for kind in KINDS:  # each as a ratio to plaintext, in this one run
+            summary[kind]["time_ratio"] = summary[kind]["seconds"] / base["seconds"]
+            summary[kind]["wire_ratio"] = (wire_total[kind] / wire_total["plaintext"]
+                                           if wire_total["plaintext"] else None)
+        summary["time_ratio"] = summary["secure"]["time_ratio"]
+        summary["wire_ratio"] = summary["secure"]["wire_ratio"]
         summary["runs"] = rows
         out["runs"][str(n)] = summary
-        print(f"{n} owners: round {summary['plaintext']['seconds']:.1f} s plaintext, "
-              f"{summary['secure']['seconds']:.1f} s secure ({summary['time_ratio']:.2f}x); "
-              f"HTTP bytes {wire_total['plaintext'] / 1e6:.1f} MB vs "
-              f"{wire_total['secure'] / 1e6:.1f} MB ({summary['wire_ratio'] or 0:.2f}x)",
-              flush=True)
+        for kind in KINDS:
+            print(f"{n} owners, {kind:19s}: round {summary[kind]['seconds']:.1f} s "
+                  f"({summary[kind]['time_ratio']:.2f}x), HTTP {wire_total[kind] / 1e6:.2f} MB "
+                  f"({summary[kind]['wire_ratio'] or 0:.2f}x), fedlearn's estimate of the "
+                  f"upload {summary[kind]['estimated_up'] / 1e6:.2f} MB", flush=True)
     write_results(args.json, out)
     return out
 

@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 from fedlearn.config.fields import ConfigError, Section, choice, number, option, positive_int
 
-ExecutorName = Literal["auto", "sequential", "together", "processes", "ray"]
+ExecutorName = Literal["auto", "sequential", "together", "processes", "ray", "concurrent"]
 EXECUTORS: tuple[str, ...] = get_args(ExecutorName)
 ActorClients = Literal["auto", "sequential", "together"]
 ACTOR_CLIENTS: tuple[str, ...] = get_args(ActorClients)
@@ -31,7 +31,8 @@ class ExecutionConfig(Section):
     TITLE = "how the clients run"
 
     executor: ExecutorName = option("auto", choices=EXECUTORS,
-                                    help="auto: together on a GPU; on a CPU of several cores "
+                                    help="auto: concurrent for Datasites over HTTP; together "
+                                         "on a GPU; on a CPU of several cores "
                                          "processes for rounds of several clients and runs "
                                          "big enough to pay for starting them, else "
                                          "sequential; sequential: one client after "
@@ -40,7 +41,8 @@ class ExecutionConfig(Section):
                                          "long-lived local worker processes, one thread each "
                                          "(--processes); ray: "
                                          "long-lived Ray actors, on this machine or a cluster "
-                                         "(--ray-address)")
+                                         "(--ray-address); concurrent: every Datasite of a "
+                                         "round asked at once (over HTTP only)")
     # --- local worker processes only (executor='processes') ---
     processes: int | None = option(None, metavar="N",
                                    help="worker processes of one torch thread each (default: "

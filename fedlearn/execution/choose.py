@@ -11,6 +11,7 @@ import torch
 
 from fedlearn.config import ConfigError, ExperimentConfig, registered
 from fedlearn.execution.base import ClientExecutor
+from fedlearn.execution.concurrent import Concurrent, network_refusals
 from fedlearn.execution.sequential import Sequential
 from fedlearn.execution.together import Together, together_refusals
 from fedlearn.workers.base import Worker
@@ -21,11 +22,14 @@ def _sequential(config, workers, model, device) -> ClientExecutor:
 
 
 def _in_process(config, workers, model, device) -> ClientExecutor:
-    """``together`` (refused with the reasons if the clients cannot be), or ``auto``: together
-    on a GPU when they can be; on a CPU, worker processes where the machine has several cores,
-    a round several clients and the run enough work (:func:`.processes.auto_reasons`), else
-    sequential (benchmarks/processes.py, benchmarks/hardware_speed.py)."""
+    """``together`` (refused with the reasons if the clients cannot be), or ``auto``: every
+    call at once for Datasites over HTTP (:mod:`.concurrent`); together on a GPU when they
+    can be; on a CPU, worker processes where the machine has several cores, a round several
+    clients and the run enough work (:func:`.processes.auto_reasons`), else sequential
+    (benchmarks/processes.py, benchmarks/hardware_speed.py)."""
     wanted = config.execution.executor
+    if wanted == "auto" and len(workers) > 1 and not network_refusals(workers):
+        return Concurrent()
     if _together(wanted, "execution.executor", together_refusals(config, workers, model),
                  device):
         return Together()
@@ -37,6 +41,13 @@ def _in_process(config, workers, model, device) -> ClientExecutor:
             return ProcessExecutor(processes=process_count(config, len(workers)),
                                    chosen=chosen_line(config, workers))
     return Sequential()
+
+
+def _concurrent(config, workers, model, device) -> ClientExecutor:
+    if reasons := network_refusals(workers):
+        raise ConfigError("execution.executor", f"clients cannot be asked all at once here: "
+                          f"{'; '.join(reasons)}")
+    return Concurrent()
 
 
 def _processes(config, workers, model, device) -> ClientExecutor:
@@ -69,7 +80,7 @@ Maker = Callable[[ExperimentConfig, Sequence[Worker], torch.nn.Module, torch.dev
 # fedlearn.config.ExecutorName, lists the same names: tests/test_registries.py).
 EXECUTOR_MAKERS: dict[str, Maker] = {"auto": _in_process, "sequential": _sequential,
                                      "together": _in_process, "processes": _processes,
-                                     "ray": _ray}
+                                     "ray": _ray, "concurrent": _concurrent}
 
 
 def make_executor(config: ExperimentConfig, workers: Sequence[Worker], model: torch.nn.Module,

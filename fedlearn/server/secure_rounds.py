@@ -16,7 +16,9 @@ Bonawitz et al. 2017, "Practical Secure Aggregation for Privacy-Preserving Machi
    exactly one kind of share: of the self-mask seed for a survivor, of the key for a client
    that dropped out. With t of them the server removes every mask and holds only the sum.
 
-A stage a client fails (an exception, a refusal) drops that client, as a network would; fewer
+Datasites over HTTP are asked each stage all at once (:mod:`fedlearn.execution.concurrent`),
+so a stage takes the slowest owner's time, not the sum of all. A stage a client fails (an
+exception, a refusal) drops that client, as a network would; fewer
 than t clients left at any stage ends the round without an aggregate (:class:`SecAggFailed`).
 A participant is anything with ``secagg_keys``, ``secagg_share`` and ``secagg_reveal``: an
 in-process client side (:class:`fedlearn.updates.client_side.ClientSide`) or a Datasite, whose
@@ -33,6 +35,7 @@ import numpy as np
 from fedlearn.aggregation.secagg_unmask import unmask_sum
 from fedlearn.config import SecAggConfig
 from fedlearn.errors import FedlearnError
+from fedlearn.execution.concurrent import all_at_once
 from fedlearn.secagg_portable import secagg_scale
 from fedlearn.updates.secagg import MaskingOrders
 
@@ -74,12 +77,21 @@ class SecureRound:
 
 
 def _attempt(stage: str, participants, call, dropped: dict[str, str]) -> dict:
-    answers = {}
-    for p in participants:
+    """Each participant's answer to a stage; Datasites over HTTP are asked all at once."""
+    def answer(p):
         try:
-            answers[p.name] = call(p)
+            return call(p), None
         except Exception as exc:  # a client that fails a stage drops out, as over a network
-            dropped[p.name] = f"{stage}: {type(exc).__name__}: {exc}"
+            return None, f"{stage}: {type(exc).__name__}: {exc}"
+
+    remote = all(getattr(p, "waits_on_network", lambda: False)() for p in participants)
+    results = (all_at_once if remote else lambda ps, f: [f(p) for p in ps])(participants, answer)
+    answers = {}
+    for p, (value, failure) in zip(participants, results):
+        if failure is None:
+            answers[p.name] = value
+        else:
+            dropped[p.name] = failure
     return answers
 
 

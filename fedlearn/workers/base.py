@@ -70,6 +70,13 @@ class Worker:
         does (:mod:`fedlearn.workers.client_side`)."""
         return False
 
+    def waits_on_network(self) -> bool:
+        """True if a call to this worker is mostly waiting for another machine (a Datasite
+        over HTTP), so the server may wait on several at once
+        (:mod:`fedlearn.execution.concurrent`); False — the default — for work on this
+        machine's cores."""
+        return False
+
     def state_dict(self) -> dict | None:
         """The worker's own state to checkpoint (e.g. a privacy ledger); None: it has none."""
         return None
@@ -115,6 +122,9 @@ class DelegatingWorker(Worker):
 
     def masks_where_trained(self) -> bool:
         return self.inner.masks_where_trained()
+
+    def waits_on_network(self) -> bool:
+        return self.inner.waits_on_network()
 
     def state_dict(self) -> dict | None:
         return self.inner.state_dict()

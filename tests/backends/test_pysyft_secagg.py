@@ -104,6 +104,10 @@ def test_three_datasites_give_fedavg_and_the_scientist_sees_only_masked_vectors(
                                             "threshold": 2, "ring_bits": 32}
     n = sum(v.numel() for v in got.weights.values()) + 1
     assert record["bytes_up"] == {name: 4 * n for name in NAMES}
+    # over HTTP every stage asks the three Datasites at once (fedlearn.execution.concurrent);
+    # an in-process Datasite runs in this process, so one after the other
+    served = owners["sites"][0].url is not None
+    assert record["compute"]["clients"] == ("concurrent" if served else "sequential")
 
 
 @pytest.mark.parametrize("owners", [None], ids=["in-process"], indirect=True)

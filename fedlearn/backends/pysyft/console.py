@@ -14,6 +14,7 @@ import contextlib
 import io
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 
 _verbose = False
@@ -42,52 +43,97 @@ class Chatter:
         return lines[-1] if lines else None
 
 
+class _ThreadRouted:
+    """``sys.stdout``/``sys.stderr`` while any :func:`quiet_syft` block runs: a thread inside a
+    block writes to its own buffer, any other thread to the real stream. Stage calls to
+    several Datasites run in threads at once, and ``contextlib.redirect_stdout`` is one
+    process-wide swap that the first thread to leave would undo for all."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, text: str) -> int:
+        buffer = getattr(_here, "buffer", None)
+        return (buffer if buffer is not None else self.real).write(text)
+
+    def flush(self) -> None:
+        if getattr(_here, "buffer", None) is None:
+            self.real.flush()
+
+    def __getattr__(self, name: str):  # encoding, isatty, fileno, ...: the real stream's
+        return getattr(self.real, name)
+
+
+_here = threading.local()  # .buffer: the StringIO of the block this thread is in
+_lock = threading.Lock()
+_active = 0  # blocks open in all threads; the streams are swapped while there are any
+_saved: tuple = ()
+
+
+def _enter() -> None:
+    global _active, _saved
+    with _lock:
+        if _active == 0:
+            for stream in (sys.stdout, sys.stderr):  # what was printed before stays there
+                stream.flush()
+            publisher = _display_publisher()
+            _saved = (sys.stdout, sys.stderr, logging.root.manager.disable, publisher,
+                      publisher and publisher.publish)
+            sys.stdout, sys.stderr = _ThreadRouted(sys.stdout), _ThreadRouted(sys.stderr)
+            if publisher is not None:
+                publisher.publish = _routed_publish(publisher.publish)
+            logging.disable(logging.CRITICAL)  # syft's loggers hold the real stderr
+        _active += 1
+
+
+def _leave() -> None:
+    global _active
+    with _lock:
+        _active -= 1
+        if _active == 0:
+            sys.stdout, sys.stderr, level, publisher, publish = _saved
+            logging.disable(level)
+            if publisher is not None:
+                publisher.publish = publish
+
+
 @contextlib.contextmanager
 def quiet_syft() -> Iterator[Chatter]:
     """Run PySyft calls without their console output (kept in the returned :class:`Chatter`).
 
-    Not for code that forks a server process: the child would inherit the buffer.
+    Safe in several threads at once: each block keeps what its own thread printed. Not for
+    code that forks a server process: the child would inherit the buffer.
     """
     if _verbose:
         yield Chatter(None)
         return
     buffer = io.StringIO()
-    for stream in (sys.stdout, sys.stderr):  # what was printed before stays where it belongs
-        stream.flush()
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)  # syft's loggers hold the real stderr
+    outer = getattr(_here, "buffer", None)  # a block inside a block: the inner one keeps it
+    _enter()
+    _here.buffer = buffer
     try:
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer), \
-                _notebook_display_to(buffer):
-            yield Chatter(buffer)
+        yield Chatter(buffer)
     finally:
-        logging.disable(previous)
+        _here.buffer = outer
+        _leave()
 
 
-@contextlib.contextmanager
-def _notebook_display_to(buffer: io.StringIO) -> Iterator[None]:
-    """In Jupyter, syft also calls IPython's ``display()`` (success banners, HTML tables):
-    those go to the buffer too, as their plain text."""
+def _display_publisher():
+    """In Jupyter, syft also calls IPython's ``display()`` (success banners, HTML tables)."""
     try:
         from IPython import get_ipython
     except ImportError:
-        yield
-        return
-    shell = get_ipython()
-    publisher = getattr(shell, "display_pub", None)
-    if publisher is None:
-        yield
-        return
-    original = publisher.publish
+        return None
+    return getattr(get_ipython(), "display_pub", None)
 
-    def publish(data, *args, **kwargs):
+
+def _routed_publish(original):
+    def publish(data, *args, **kwargs):  # inside a block: its buffer gets the plain text
+        buffer = getattr(_here, "buffer", None)
+        if buffer is None:
+            return original(data, *args, **kwargs)
         buffer.write(f"{data.get('text/plain', '')}\n")
-
-    publisher.publish = publish
-    try:
-        yield
-    finally:
-        publisher.publish = original
+    return publish
 
 
 def one_line(error: BaseException | str) -> str:

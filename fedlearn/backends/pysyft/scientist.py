@@ -260,6 +260,13 @@ class SyftWorker(Worker):
                    "examples": examples}
         return Update(self.name, delta, examples, metrics)
 
+    def waits_on_network(self) -> bool:
+        """Over HTTP the Datasite's server does the work; an in-process Datasite (a launch
+        handle) runs in this process, and its server is not made for calls from threads."""
+        from syft.client.client import HTTPConnection
+
+        return isinstance(getattr(self._client, "connection", None), HTTPConnection)
+
     # -- secure aggregation: the owner's side runs in the approved code -----------------
     def masks_where_trained(self) -> bool:
         return self.secure
