@@ -157,6 +157,17 @@ def test_committed_outputs_are_a_full_clean_run(path):
                 assert out["name"] == "stdout", f"{path.name} has stderr output: {shown[:300]}"
 
 
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_a_notebook_names_the_installed_kernel_so_it_opens_unmodified(path):
+    """JupyterLab marks a notebook modified on opening when its kernelspec is not the kernel's
+    own (e.g. "Python 3" for "Python 3 (ipykernel)")."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    assert nbformat.read(str(path), as_version=4).metadata["kernelspec"] == {
+        "display_name": spec.display_name, "language": spec.language, "name": "python3"}
+
+
 def test_committed_core_notebook_is_the_full_run_reaching_99_percent():
     nb = nbformat.read(str(CORE), as_version=4)
     text = text_of(nb)

@@ -66,6 +66,14 @@ def tidy_outputs(nb) -> None:
         cell.outputs = merged
 
 
+def installed_kernelspec(name: str = "python3") -> dict:
+    """The kernelspec metadata of the installed kernel, as JupyterLab writes it."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(name)
+    return {"display_name": spec.display_name, "language": spec.language, "name": name}
+
+
 def execute_notebook(path: str | Path, parameters: dict | None = None, *,
                      output: str | Path | None = None, timeout: int = 1800,
                      cwd: str | Path | None = None):
@@ -82,6 +90,7 @@ def execute_notebook(path: str | Path, parameters: dict | None = None, *,
         client.execute()
     finally:
         tidy_outputs(nb)
+        nb.metadata["kernelspec"] = installed_kernelspec()  # so it opens unmodified
         if output is not None:
             nbformat.write(nb, str(output))
     return nb
