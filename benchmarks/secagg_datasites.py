@@ -8,7 +8,9 @@ keys, shares, the masked fit, unmasking — four calls per owner), interleaved, 
 response body, ``requests.Session.send``), beside fedlearn's own estimate of the upload (the
 round record's ``bytes_up``). Goals (issue #26): a secure round at most 2x the plaintext
 round's time and bytes (Bonawitz et al. 2017 report 1.73x expansion). Beside them: 8-bit
-updates quantized in the plain approved code, and secure aggregation in a 16-bit ring.
+updates quantized in the plain approved code, and secure aggregation in a 16-bit ring; each
+with the Datasites asked one after the other (``sequential``) and all at once
+(``concurrent``, what ``auto`` picks over HTTP).
 
     FEDLEARN_DATA=... python benchmarks/secagg_datasites.py --owners 3 10 \\
         --json benchmarks/results/secagg_datasites.json
@@ -32,6 +34,7 @@ from common import write_results  # noqa: E402
 
 from fedlearn.config import (  # noqa: E402
     CompressionConfig,
+    ExecutionConfig,
     ExperimentConfig,
     FederationConfig,
     PartitionConfig,
@@ -108,13 +111,14 @@ KINDS = {"plaintext": {}, "plaintext 8-bit": {"compression": CompressionConfig(
                                 "secagg": SecAggConfig(ring_bits=16, value_range=128.0)}}
 
 
-def one_round(workers, names, model: str, kind: str, seed: int, wire: WireCounter, test):
+def one_round(workers, names, model: str, kind: str, executor: str, seed: int,
+              wire: WireCounter, test):
     from fedlearn.server.federation import run_federation
 
     config = ExperimentConfig(plan=TrainPlan(batch_size=10), seed=seed,
                               partition=PartitionConfig(workers=tuple(names)),
                               federation=FederationConfig(model=model, rounds=1, device="cpu"),
-                              **KINDS[kind])
+                              execution=ExecutionConfig(executor=executor), **KINDS[kind])
     for worker in workers:  # the run asks a worker to quantize if its config says so
         worker.quantize_bits = None
     wire.take()
@@ -122,6 +126,7 @@ def one_round(workers, names, model: str, kind: str, seed: int, wire: WireCounte
     history = run_federation(workers, config, *test).history
     seconds = time.perf_counter() - start
     sent, received = wire.take()
+    assert history[0]["compute"]["clients"] == executor
     return {"seconds": seconds, "http_sent": sent, "http_received": received,
             "estimated_up": sum(history[0]["bytes_up"].values()),
             "secure_aggregation": history[0].get("secure_aggregation")}
@@ -135,50 +140,63 @@ def main(argv=None):
     p.add_argument("--model", default="mcmahan_cnn")
     p.add_argument("--in-process", action="store_true",
                    help="Datasites in this process, not over HTTP (no bytes counted)")
+    p.add_argument("--executors", nargs="+", default=["sequential", "concurrent"],
+                   help="how the Datasites are asked: one after the other, or all at once")
     p.add_argument("--quick", action="store_true", help="3 owners, mlp2nn, 1 repeat")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.quick:
         args.owners, args.model, args.repeats, args.shard = [3], "mlp2nn", 1, 40
+    if args.in_process:  # an in-process Datasite runs in this process: one after the other
+        args.executors = ["sequential"]
     wire = WireCounter()
     out = {"command": "python benchmarks/secagg_datasites.py " + " ".join(argv or []),
            "cpu": f"{cpu_name()}, {os.cpu_count()} cores", "model": args.model,
            "shard": args.shard, "runs": {}}
     for n in args.owners:
         sites, plain, secure, names, test = owners_up(n, args.shard, args.model,
-                                                max_calls=8 * args.repeats + 8,
+                                                max_calls=16 * args.repeats + 16,
                                                 port=None if args.in_process else "auto")
+        grid = [(kind, ex) for kind in KINDS for ex in args.executors]
         try:
-            rows: dict[str, list] = {kind: [] for kind in KINDS}
-            one_round(plain, names, args.model, "plaintext", 0, wire, test)  # warm-up
-            for r in range(args.repeats):
-                for kind in KINDS:
+            rows: dict[str, list] = {f"{kind}, {ex}": [] for kind, ex in grid}
+            for kind, workers in (("plaintext", plain), ("secure", secure)):  # warm-up: a
+                # first call fetches what the client caches (the API, the code's signature)
+                one_round(workers, names, args.model, kind, args.executors[0], 0, wire, test)
+            for r in range(args.repeats):  # interleaved: every cell of the grid each repeat
+                for kind, ex in grid:
                     workers = secure if kind.startswith("secure") else plain
-                    rows[kind].append(one_round(workers, names, args.model, kind, r + 1, wire,
-                                                test))
+                    rows[f"{kind}, {ex}"].append(one_round(workers, names, args.model, kind,
+                                                           ex, r + 1, wire, test))
         finally:
             for site in sites:
                 site.land()
-        summary = {}
-        for kind, runs in rows.items():
-            summary[kind] = {key: statistics.median(run[key] for run in runs)
-                             for key in ("seconds", "http_sent", "http_received",
-                                         "estimated_up")}
-        base = summary["plaintext"]
-        wire_total = {k: summary[k]["http_sent"] + summary[k]["http_received"] for k in KINDS}
-        for kind in KINDS:  # each as a ratio to plaintext, in this one run
-            summary[kind]["time_ratio"] = summary[kind]["seconds"] / base["seconds"]
-            summary[kind]["wire_ratio"] = (wire_total[kind] / wire_total["plaintext"]
-                                           if wire_total["plaintext"] else None)
-        summary["time_ratio"] = summary["secure"]["time_ratio"]
-        summary["wire_ratio"] = summary["secure"]["wire_ratio"]
+        summary: dict = {}
+        for key, runs in rows.items():
+            summary[key] = {k: statistics.median(run[k] for run in runs)
+                            for k in ("seconds", "http_sent", "http_received", "estimated_up")}
+            summary[key]["wire"] = summary[key]["http_sent"] + summary[key]["http_received"]
+        for kind, ex in grid:  # ratios to plaintext asked the same way, in this one run
+            row, base = summary[f"{kind}, {ex}"], summary[f"plaintext, {ex}"]
+            row["time_ratio"] = row["seconds"] / base["seconds"]
+            row["wire_ratio"] = row["wire"] / base["wire"] if base["wire"] else None
+            if ex != args.executors[0]:  # and to the same kind asked the first way
+                row["time_vs_" + args.executors[0]] = \
+                    row["seconds"] / summary[f"{kind}, {args.executors[0]}"]["seconds"]
+        best = f"secure, {args.executors[-1]}"
+        summary["time_ratio"] = summary[best]["time_ratio"]
+        summary["wire_ratio"] = summary[best]["wire_ratio"]
         summary["runs"] = rows
         out["runs"][str(n)] = summary
-        for kind in KINDS:
-            print(f"{n} owners, {kind:19s}: round {summary[kind]['seconds']:.1f} s "
-                  f"({summary[kind]['time_ratio']:.2f}x), HTTP {wire_total[kind] / 1e6:.2f} MB "
-                  f"({summary[kind]['wire_ratio'] or 0:.2f}x), fedlearn's estimate of the "
-                  f"upload {summary[kind]['estimated_up'] / 1e6:.2f} MB", flush=True)
+        for kind, ex in grid:
+            row = summary[f"{kind}, {ex}"]
+            versus = row.get("time_vs_" + args.executors[0])
+            print(f"{n} owners, {kind:19s} {ex:10s}: round {row['seconds']:5.1f} s "
+                  f"({row['time_ratio']:.2f}x plaintext"
+                  + (f", {versus:.2f}x {args.executors[0]}" if versus else "")
+                  + f"), HTTP {row['wire'] / 1e6:.2f} MB ({row['wire_ratio'] or 0:.2f}x), "
+                  f"fedlearn's estimate of the upload {row['estimated_up'] / 1e6:.2f} MB",
+                  flush=True)
     write_results(args.json, out)
     return out
 
