@@ -1,6 +1,6 @@
-"""Draw images/federated_learning.png: the data scientist, Bob, Alice and what moves.
+"""Draw docs/images/federated_learning.png: the data scientist, Bob, Alice and what moves.
 
-    python images/make_diagram.py
+    python docs/images/make_diagram.py
 """
 from __future__ import annotations
 
