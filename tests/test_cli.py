@@ -317,3 +317,25 @@ def test_executor_flags_say_one_thing_and_the_old_name_is_refused_with_the_new()
         parser.parse_args(["train", "--actor-path", "together"])
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
     assert "--ray-actor-cache-mb" in help_text and "(default: 1024)" in help_text
+
+
+def test_each_owner_may_give_the_scientist_a_password_of_their_own(tmp_path, monkeypatch):
+    from fedlearn.cli.pysyft_train import scientist_passwords
+    from fedlearn.config import ConfigError
+
+    for name in ("bob", "alice", "all"):
+        (tmp_path / f"{name}.txt").write_text(f"{name}-password-123\n")
+    bob, alice, every = (str(tmp_path / f"{n}.txt") for n in ("bob", "alice", "all"))
+    names = ["bob", "alice"]
+    assert scientist_passwords([f"bob={bob}", f"alice={alice}"], names) == \
+        {"bob": "bob-password-123", "alice": "alice-password-123"}
+    assert scientist_passwords([every], names) == dict.fromkeys(names, "all-password-123")
+    monkeypatch.setenv("FEDLEARN_SCIENTIST_PASSWORD", "from-the-environment")
+    assert scientist_passwords([], names) == dict.fromkeys(names, "from-the-environment")
+    with pytest.raises(ConfigError, match="password_file.*no password file for alice"):
+        scientist_passwords([f"bob={bob}"], names)
+    with pytest.raises(ConfigError, match="password_file.*each is NAME=FILE for one of the "
+                                          "Datasites bob, alice"):
+        scientist_passwords([f"bob={bob}", f"carol={alice}"], names)
+    with pytest.raises(ConfigError, match="password_file.*two password files for bob"):
+        scientist_passwords([f"bob={bob}", f"bob={alice}"], names)

@@ -11,8 +11,9 @@
 - Every ``fedlearn ...`` command in a ```bash block parses with the CLI's own parser (and a
   ``train`` command builds its validated config), so a flag that does not exist fails; every
   ``python benchmarks/...`` or ``python tools/...`` command names a script that exists and
-  flags that script defines. Nothing is trained. The shell walkthroughs themselves (Bob and
-  Alice on separate machines) are not run here.
+  flags that script defines. Nothing is trained. A walkthrough's blocks (``<!-- walkthrough:
+  STEP -->``, Bob and Alice on separate machines) are run for real by
+  tests/backends/test_walkthrough.py.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class Block:
     lang: str
     code: str
     no_run: str | None  # the reason given in a preceding <!-- no-run: ... --> comment
+    walkthrough: str | None = None  # <!-- walkthrough: STEP -->: tests/backends/test_walkthrough.py
 
 
 def rel(path: Path) -> str:
@@ -65,13 +67,15 @@ def code_blocks(page: Path) -> list[Block]:
         indent, fence, lang = m.groups()
         prev = next((lines[j].strip() for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         reason = re.fullmatch(r"<!--\s*no-run:\s*(.+?)\s*-->", prev)
+        step = re.fullmatch(r"<!--\s*walkthrough:\s*(\S+)\s*-->", prev)
         body, j = [], i + 1
         while j < len(lines) and not lines[j].strip().startswith(fence):
             body.append(lines[j][len(indent):] if lines[j].startswith(indent) else lines[j])
             j += 1
         assert j < len(lines), f"{rel(page)}:{i + 1}: unclosed code block"
         blocks.append(Block(page, i + 1, lang.lower(), "\n".join(body) + "\n",
-                            reason.group(1) if reason else None))
+                            reason.group(1) if reason else None,
+                            step.group(1) if step else None))
         i = j + 1
     return blocks
 
@@ -259,7 +263,9 @@ def simple_commands(command: str) -> list[list[str]]:
     return [c for c in commands if c]
 
 
-SHELL_BLOCKS = [b for b in ALL_BLOCKS if b.lang in ("bash", "sh", "shell", "console")]
+# a walkthrough's blocks are run for real, as written (tests/backends/test_walkthrough.py)
+SHELL_BLOCKS = [b for b in ALL_BLOCKS if b.lang in ("bash", "sh", "shell", "console")
+                and b.walkthrough is None]
 
 
 def fedlearn_commands():

@@ -107,6 +107,9 @@ def add_datasite_parser(sub) -> None:
             cmd.add_argument("--all", action="store_true", help="also approved and denied ones")
             cmd.add_argument("--code", action="store_true",
                              help="print the policies, the checks and the submitted source")
+            cmd.add_argument("--ids", action="store_true",
+                             help="print only the requests' ids, one a line (for a script: "
+                                  "approve $(fedlearn datasite requests --ids ...))")
         if name == "approve":
             cmd.add_argument("--force", action="store_true",
                              help="approve even if fedlearn's checks fail (prints a warning)")

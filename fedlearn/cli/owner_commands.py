@@ -62,6 +62,11 @@ def review_command(args) -> int:
         print(f"{site.name}: denied {args.request_id}")
     else:
         shown = site.requests(include_decided=args.all)
+        if args.ids:
+            if args.code:
+                raise ConfigError("ids", "prints only the ids: leave out --code")
+            print("\n".join(r["id"] for r in shown))
+            return 0
         for r in shown:
             print(format_request(r, code=args.code))
         if not shown:

@@ -23,8 +23,10 @@ def add_pysyft_train_flags(train) -> None:
                             "(the names replace --workers)")
     group.add_argument("--email", default="scientist@fedlearn.example",
                        help="the data scientist's account on the Datasites")
-    group.add_argument("--password-file", default=None, metavar="FILE",
-                       help="the scientist's password (default: $FEDLEARN_SCIENTIST_PASSWORD)")
+    group.add_argument("--password-file", action="append", default=[], metavar="[NAME=]FILE",
+                       help="the scientist's password on every Datasite, or NAME=FILE the one "
+                            "owner NAME gave (repeat per owner; default: "
+                            "$FEDLEARN_SCIENTIST_PASSWORD)")
     group.add_argument("--approval-timeout", type=float, default=600.0, metavar="SECONDS",
                        help="how long to wait for the owners to approve (default: 600)")
     group.add_argument("--verbose", action="store_true",
@@ -47,11 +49,38 @@ def refuse_what_datasites_cannot_honour(config) -> None:
                               "--partition), not by the data scientist")
 
 
+def scientist_passwords(files: list[str], names: list[str]) -> dict[str, str]:
+    """Each Datasite's password for the scientist: one ``FILE`` for all, or ``NAME=FILE`` per
+    owner (independent owners each choose their own), else $FEDLEARN_SCIENTIST_PASSWORD."""
+    from fedlearn.backends.pysyft.serve import SCIENTIST_PASSWORD_ENV, read_password
+
+    def read(file):
+        return read_password("password", env=SCIENTIST_PASSWORD_ENV, file=file)
+
+    if not files:
+        password = read(None)
+        return dict.fromkeys(names, password)
+    named = {}
+    for entry in files:
+        name, sep, file = entry.partition("=")
+        if not sep or name not in names:
+            if len(files) == 1:  # one file for every Datasite
+                return dict.fromkeys(names, read(entry))
+            raise ConfigError("password_file", f"{entry!r}: with several --password-file, "
+                              f"each is NAME=FILE for one of the Datasites {', '.join(names)}")
+        if name in named:
+            raise ConfigError("password_file", f"two password files for {name}")
+        named[name] = read(file)
+    if missing := [n for n in names if n not in named]:
+        raise ConfigError("password_file", f"no password file for {', '.join(missing)} "
+                          "(give NAME=FILE for every Datasite, or one FILE for all)")
+    return named
+
+
 def pysyft_workers(args, config, data):
     """Workers for ``train --backend pysyft``, and a function that cleans up after them."""
     from fedlearn.backends.pysyft.connection import use_tls
     from fedlearn.backends.pysyft.remote import connect_datasites, parse_addresses, run_id_for
-    from fedlearn.backends.pysyft.serve import SCIENTIST_PASSWORD_ENV, read_password
     from fedlearn.backends.pysyft.training_code import check_plan
 
     fed = config.federation
@@ -82,7 +111,7 @@ def pysyft_workers(args, config, data):
         return workers, lambda: [site.land() for site in sites]
     addresses = parse_addresses(args.datasite)
     refuse_what_datasites_cannot_honour(config)
-    password = read_password("password", env=SCIENTIST_PASSWORD_ENV, file=args.password_file)
+    password = scientist_passwords(args.password_file, [a.name for a in addresses])
 
     def waiting(name, request_id):
         print(f"waiting for {name} to approve code request {request_id} (on {name}'s machine: "

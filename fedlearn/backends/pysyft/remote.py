@@ -12,6 +12,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,15 +112,17 @@ def run_id_for(out: Path, *, resume: bool) -> str:
     return run
 
 
-def connect_datasites(addresses, *, email: str, password: str, model: str, max_calls: int,
-                      approval_timeout: float, run: str, plan: TrainPlan | None = None,
-                      dp: DPSGDConfig | None = None, on_wait=None, poll: float = 2.0,
+def connect_datasites(addresses, *, email: str, password: str | Mapping[str, str], model: str,
+                      max_calls: int, approval_timeout: float, run: str,
+                      plan: TrainPlan | None = None, dp: DPSGDConfig | None = None,
+                      on_wait=None, poll: float = 2.0,
                       normalisation=None, secure: bool = False) -> list:
     """Log in to every Datasite, submit the code, wait for approvals; return the workers.
 
     Each owner's terms (:mod:`.owner_limits`) are read first: a ``plan`` or a choice of
-    ``dp`` they would refuse is refused here, before anything is submitted.
-    ``normalisation`` (a :class:`fedlearn.data.Normalisation`; default MNIST's) is declared
+    ``dp`` they would refuse is refused here, before anything is submitted. ``password``: the
+    scientist's on every Datasite, or each owner's by name (independent owners choose their
+    own). ``normalisation`` (a :class:`fedlearn.data.Normalisation`; default MNIST's) is declared
     in the code request: what the approved code does to each owner's data. ``secure``: submit
     the secure-aggregation function (:mod:`.secure_training_code`).
     """
@@ -139,7 +142,8 @@ def connect_datasites(addresses, *, email: str, password: str, model: str, max_c
     for address in addresses:
         try:
             worker = SyftWorker.connect(address.name, address.url, email=email,
-                                        password=password)
+                                        password=password if isinstance(password, str)
+                                        else password[address.name])
         except (LoginError, ConnectionError):  # DatasiteUnreachable, DatasiteRefused
             raise
         except RefusedBySecurityPolicy as exc:  # e.g. a Datasite answering with a code gadget
