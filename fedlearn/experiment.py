@@ -98,8 +98,11 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                                            "data=")
     out = prepare_output_dir(out_dir, resume=resume)
     device = resolve_device(config.federation.device)
-    data = own if own is not None else load_mnist(config.data, seed=config.seed)
     fed, warm = config.federation, config.warm_start
+    # workers of one's own (Datasites, say) hold the training data: the server needs only the
+    # test set, unless it pre-trains on a proxy share of the training set (warm start)
+    data = own if own is not None else load_mnist(
+        config.data, seed=config.seed, train=workers is None or bool(warm.size))
     weights = None
     if warm.size:  # the proxy set is split off before the clients get theirs
         proxy, rest = split_proxy(len(data.train_y), warm.size, config.seed)

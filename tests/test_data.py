@@ -100,3 +100,21 @@ def test_to_uint8_round_trips_exactly():
     back = to_uint8(x)
     assert back.dtype == torch.uint8 and back.shape == (512, 28, 28)
     assert torch.equal(back, raw) and torch.equal(_normalise(back), x)
+
+
+def test_the_test_set_alone_needs_only_the_t10k_files(mnist_dir, tmp_path, monkeypatch):
+    """A data scientist whose training data stays with the owners loads the test set only."""
+    monkeypatch.setenv("FEDLEARN_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "t10k"
+    d.mkdir()
+    for name in MNIST_FILES:
+        if name.startswith("t10k"):
+            shutil.copy(Path(mnist_dir) / f"{name}.gz", d / f"{name}.gz")
+    got = load_mnist(DataConfig(data_dir=str(d), test_size=500), train=False)
+    assert got.train_x.shape == (0, 1, 28, 28) and got.train_y.shape == (0,)
+    full = load_mnist(DataConfig(data_dir=mnist_dir, test_size=500))
+    assert torch.equal(got.test_x, full.test_x) and torch.equal(got.test_y, full.test_y)
+    assert load_mnist(DataConfig(data_dir=mnist_dir, test_size=500), train=False).train_y \
+        .numel() == 0  # from the full set already loaded, too
+    with pytest.raises(DataError, match="lacks train-images-idx3-ubyte, train-labels"):
+        load_mnist(DataConfig(data_dir=str(d)))

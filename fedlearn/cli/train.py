@@ -106,7 +106,9 @@ def train(args) -> int:
         from fedlearn.cli.pysyft_train import pysyft_workers
 
         prepare_output_dir(args.out, resume=args.resume)  # fail before anyone is asked
-        workers, cleanup = pysyft_workers(args, config, load_mnist(config.data, seed=config.seed))
+        # Datasites on other machines hold the training data: the test set is all we load
+        workers, cleanup = pysyft_workers(args, config, load_mnist(
+            config.data, seed=config.seed, train=not args.datasite))
     try:
         result = run_experiment(config, args.out, resume=args.resume,
                                 progress=not args.no_progress, workers=workers,

@@ -9,6 +9,7 @@ file is named rather than trained on.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -125,11 +126,11 @@ def verify_file(path: Path, name: str) -> None:
                         f"or not {name}. Replace it with a good copy. {HOW_TO_PROVIDE}")
 
 
-def _root_from_local(directory: Path) -> Path:
+def _root_from_local(directory: Path, names=MNIST_FILES) -> Path:
     """A torchvision root holding verified, decompressed files taken from ``directory``."""
     if not directory.is_dir():
         raise DataError(f"MNIST directory {directory} does not exist. {HOW_TO_PROVIDE}")
-    found = {name: _find(directory, name) for name in MNIST_FILES}
+    found = {name: _find(directory, name) for name in names}
     missing = [name for name, path in found.items() if path is None]
     if missing:
         raise DataError(f"MNIST directory {directory} lacks {', '.join(missing)} "
@@ -154,17 +155,18 @@ def _root_from_local(directory: Path) -> Path:
     return root
 
 
-def _root_from_download() -> Path:
+def _root_from_download(names=MNIST_FILES) -> Path:
     from torchvision.datasets import MNIST
 
     root = cache_dir() / "mnist"
     try:
         for train in (True, False):
-            MNIST(str(root), train=train, download=True)
+            if any(name.startswith("train" if train else "t10k") for name in names):
+                MNIST(str(root), train=train, download=True)
     except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError offline
         raise DataError(f"Could not download MNIST into {root} ({type(exc).__name__}: {exc}). "
                         f"{HOW_TO_PROVIDE}") from exc
-    for name in MNIST_FILES:
+    for name in names:
         verify_file(root / "MNIST" / "raw" / name, name)
     return root
 
@@ -187,19 +189,39 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
         .to(torch.uint8)
 
 
-def load_mnist(config: DataConfig | None = None, *, seed: int = 0) -> MnistTensors:
-    """Load MNIST as tensors; ``train_size``/``test_size`` take a seeded random subset."""
+def load_mnist(config: DataConfig | None = None, *, seed: int = 0,
+               train: bool = True) -> MnistTensors:
+    """Load MNIST as tensors; ``train_size``/``test_size`` take a seeded random subset.
+
+    ``train=False``: the test set only (the training tensors are empty), for a data scientist
+    whose training data stays with the owners: only the two ``t10k`` files are needed.
+    """
     from torchvision.datasets import MNIST
 
     config = config or DataConfig()
+    names = MNIST_FILES if train else [n for n in MNIST_FILES if n.startswith("t10k")]
     data_dir = config.data_dir or os.environ.get("FEDLEARN_DATA")
-    root = _root_from_local(Path(data_dir).expanduser()) if data_dir else _root_from_download()
+    root = _root_from_local(Path(data_dir).expanduser(), names) if data_dir \
+        else _root_from_download(names)
     key = str(root.resolve())
+    if key not in _LOADED and not train:  # the test set alone; the full set is cached below
+        from torchvision.datasets.mnist import read_image_file, read_label_file
+
+        raw = root / "MNIST" / "raw"  # torchvision's MNIST wants all four files present
+        empty = MnistTensors(torch.empty(0, 1, 28, 28), torch.empty(0, dtype=torch.long),
+                             _normalise(read_image_file(str(raw / "t10k-images-idx3-ubyte"))),
+                             read_label_file(str(raw / "t10k-labels-idx1-ubyte")).long())
+        return subset(empty, dataclasses.replace(config, train_size=None), seed, "MNIST")
     if key not in _LOADED:
-        train, test = (MNIST(str(root), train=t, download=False) for t in (True, False))
-        _LOADED[key] = MnistTensors(_normalise(train.data), train.targets.long(),
+        train_set, test = (MNIST(str(root), train=t, download=False) for t in (True, False))
+        _LOADED[key] = MnistTensors(_normalise(train_set.data), train_set.targets.long(),
                                     _normalise(test.data), test.targets.long())
-    return subset(_LOADED[key], config, seed, "MNIST")
+    loaded = _LOADED[key]
+    if not train:
+        loaded = dataclasses.replace(loaded, train_x=loaded.train_x[:0],
+                                     train_y=loaded.train_y[:0])
+        config = dataclasses.replace(config, train_size=None)
+    return subset(loaded, config, seed, "MNIST")
 
 
 def _subset(x, y, size, seed, argument, what):
