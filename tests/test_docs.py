@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mkdocs_hooks import strip_roles  # tools/
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -102,6 +103,19 @@ def test_site_builds_in_strict_mode(tmp_path):
     # the API reference really came from the docstrings
     api = (tmp_path / "site" / "api" / "workers" / "index.html").read_text(encoding="utf-8")
     assert "make_virtual_workers" in api and "Split (x, y) between" in api
+    # Sphinx cross-reference roles are shown as the code they name, not as ":func:name"
+    for page in (tmp_path / "site" / "api").rglob("*.html"):
+        roles = ROLE_LEFT.findall(page.read_text(encoding="utf-8"))
+        assert not roles, f"{page.name}: {roles[:3]}"
+
+
+ROLE_LEFT = re.compile(r":(?:func|class|meth|mod|attr|data|exc|obj):<code>")
+
+
+def test_role_prefixes_are_stripped_from_rendered_docstrings():
+    html = "see :func:<code>fedavg</code> and :class:<code>~fedlearn.config.DPConfig</code>."
+    assert strip_roles(html) == "see <code>fedavg</code> and <code>DPConfig</code>."
+    assert strip_roles("a :func:`x` in prose") == "a :func:`x` in prose"  # only rendered code
 
 
 @pytest.mark.parametrize("breakage", ["broken link", "missing page"])
@@ -109,6 +123,7 @@ def test_a_broken_site_fails_the_strict_build(tmp_path, breakage):
     """The strict build is not a formality: plant one mistake in a copy and it fails."""
     shutil.copytree(DOCS, tmp_path / "docs")
     (tmp_path / "fedlearn").symlink_to(REPO / "fedlearn")
+    (tmp_path / "tools").symlink_to(REPO / "tools")
     config = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
     if breakage == "broken link":
         page = tmp_path / "docs" / "guide" / "concepts.md"

@@ -64,15 +64,18 @@ class FailsAt(ClientSideWorker):
         return super().secagg_reveal(*args)
 
 
-@pytest.mark.parametrize("n,bits", [(3, 32), (10, 32), (3, 64)])
-def test_the_secure_sum_is_example_weighted_fedavg(synthetic, n, bits):
+@pytest.mark.parametrize("n,bits,value_range", [(3, 32, 32768.0), (10, 32, 32768.0),
+                                                (3, 64, 32768.0), (3, 16, 128.0),
+                                                (10, 16, 128.0)])
+def test_the_secure_sum_is_example_weighted_fedavg(synthetic, n, bits, value_range):
     x, y = synthetic
     plain = run_federation(workers(synthetic, n), cfg(), x, y)
     secure = run_federation(workers(synthetic, n), cfg(
-        secure_aggregation=True, secagg=SecAggConfig(ring_bits=bits)), x, y)
+        secure_aggregation=True, secagg=SecAggConfig(ring_bits=bits, value_range=value_range)),
+        x, y)
     # the stated bound: each client rounds w*delta by at most 1/(2*scale); the sum is divided
     # by the total weight (plus float32's rounding of the result)
-    scale = secagg_scale(SecAggConfig().value_range, n, bits)
+    scale = secagg_scale(value_range, n, bits)
     bound = n / (2 * scale) / (len(x) // n * n) + 1e-7
     assert max_diff(plain.weights, secure.weights) <= bound
     record = secure.history[0]["secure_aggregation"]
