@@ -14,7 +14,7 @@ def test_worker_offers_updates_not_samples(synthetic):
     public = {k: getattr(bob, k) for k in dir(bob) if not k.startswith("_")}
     assert set(public) == {"name", "remote", "dp_sgd", "model", "num_examples", "fit",
                            "clip_where_trained", "compresses_where_trained", "masks_where_trained",
-                           "waits_on_network",
+                           "waits_on_network", "shares_this_machine",
                            "fit_together",
                            "evaluate", "set_round", "state_dict", "load_state_dict",
                            "personalize",

@@ -23,12 +23,13 @@ def _sequential(config, workers, model, device) -> ClientExecutor:
 
 def _in_process(config, workers, model, device) -> ClientExecutor:
     """``together`` (refused with the reasons if the clients cannot be), or ``auto``: every
-    call at once for Datasites over HTTP (:mod:`.concurrent`); together on a GPU when they
-    can be; on a CPU, worker processes where the machine has several cores, a round several
-    clients and the run enough work (:func:`.processes.auto_reasons`), else sequential
+    call at once for Datasites over HTTP on other hosts (:mod:`.concurrent`); together on a
+    GPU when they can be; on a CPU, worker processes where the machine has several cores, a
+    round several clients and the run enough work (:func:`.processes.auto_reasons`), else sequential
     (benchmarks/processes.py, benchmarks/hardware_speed.py)."""
     wanted = config.execution.executor
-    if wanted == "auto" and len(workers) > 1 and not network_refusals(workers):
+    if (wanted == "auto" and len(workers) > 1 and not network_refusals(workers)
+            and not any(w.shares_this_machine() for w in workers)):
         return Concurrent()
     if _together(wanted, "execution.executor", together_refusals(config, workers, model),
                  device):

@@ -77,6 +77,14 @@ class Worker:
         machine's cores."""
         return False
 
+    def shares_this_machine(self) -> bool:
+        """True — the default — if the worker's training uses this machine's cores (in this
+        process, in its worker processes, or a Datasite served from this machine); False for
+        a Datasite on another host. ``auto`` asks workers all at once only when none shares
+        this machine: on one machine they would only compete for its cores
+        (benchmarks/secagg_datasites.py)."""
+        return True
+
     def state_dict(self) -> dict | None:
         """The worker's own state to checkpoint (e.g. a privacy ledger); None: it has none."""
         return None
@@ -125,6 +133,9 @@ class DelegatingWorker(Worker):
 
     def waits_on_network(self) -> bool:
         return self.inner.waits_on_network()
+
+    def shares_this_machine(self) -> bool:
+        return self.inner.shares_this_machine()
 
     def state_dict(self) -> dict | None:
         return self.inner.state_dict()

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fedlearn.config import (
+    ExecutionConfig,
     ExperimentConfig,
     FederationConfig,
     PartitionConfig,
@@ -95,7 +96,9 @@ def test_three_datasites_give_fedavg_and_the_scientist_sees_only_masked_vectors(
     assert all(w.assets["images"].data is None for w in workers)  # no read permission
     secret = workers[0]._secret
     assert secret.data is None  # nor on the owner's secret
-    cfg = config(11, secure_aggregation=True)
+    served = owners["sites"][0].url is not None
+    cfg = config(11, secure_aggregation=True,
+                 execution=ExecutionConfig(executor="concurrent" if served else "auto"))
     got = run_federation(workers, cfg, x[:60], y[:60])
     expected = plain_fedavg(owners, cfg)
     assert max_diff(got.weights, expected.weights) <= bound(cfg, 3, len(x))
@@ -104,10 +107,11 @@ def test_three_datasites_give_fedavg_and_the_scientist_sees_only_masked_vectors(
                                             "threshold": 2, "ring_bits": 32}
     n = sum(v.numel() for v in got.weights.values()) + 1
     assert record["bytes_up"] == {name: 4 * n for name in NAMES}
-    # over HTTP every stage asks the three Datasites at once (fedlearn.execution.concurrent);
+    # over HTTP every stage may ask the three Datasites at once (asked for above);
     # an in-process Datasite runs in this process, so one after the other
-    served = owners["sites"][0].url is not None
     assert record["compute"]["clients"] == ("concurrent" if served else "sequential")
+    # auto would not: all three Datasites share this machine's cores
+    assert all(w.shares_this_machine() for w in workers)
 
 
 @pytest.mark.parametrize("owners", [None], ids=["in-process"], indirect=True)

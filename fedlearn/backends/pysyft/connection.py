@@ -177,3 +177,21 @@ def role_of(client) -> str:
     """The account's role as the server reports it: ADMIN, DATA_OWNER, DATA_SCIENTIST, GUEST."""
     user = client.api.services.user.get_current_user()
     return str(getattr(user, "role", "")).rpartition(".")[2].upper()
+
+
+def is_this_machine(host: str) -> bool:
+    """True if ``host`` (a name or an address) is this machine: a loopback address, or the
+    address this machine's own name resolves to. A name that does not resolve is not."""
+    import ipaddress
+    import socket
+
+    try:
+        address = socket.gethostbyname(host)
+    except OSError:
+        return False
+    if ipaddress.ip_address(address).is_loopback:
+        return True
+    try:
+        return address == socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return False

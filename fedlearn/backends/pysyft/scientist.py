@@ -23,7 +23,13 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from fedlearn.backends.pysyft.connection import DatasiteRefused, LoginError, login, role_of
+from fedlearn.backends.pysyft.connection import (
+    DatasiteRefused,
+    LoginError,
+    is_this_machine,
+    login,
+    role_of,
+)
 from fedlearn.backends.pysyft.console import quiet_syft
 from fedlearn.backends.pysyft.dp_training_code import load_dp_training_function
 from fedlearn.backends.pysyft.loading import require_syft
@@ -266,6 +272,12 @@ class SyftWorker(Worker):
         from syft.client.client import HTTPConnection
 
         return isinstance(getattr(self._client, "connection", None), HTTPConnection)
+
+    def shares_this_machine(self) -> bool:
+        """An in-process Datasite does; one over HTTP does when its host is this machine."""
+        if not self.waits_on_network():
+            return True
+        return is_this_machine(self._client.connection.url.host_or_ip)
 
     # -- secure aggregation: the owner's side runs in the approved code -----------------
     def masks_where_trained(self) -> bool:
