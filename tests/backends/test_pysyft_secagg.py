@@ -63,7 +63,8 @@ def plain_fedavg(owners, cfg, dropping=None):
     from fedlearn.workers.faults import FaultInjectingWorker
 
     x, y = owners["x"], owners["y"]
-    plain = dataclasses_replace(cfg, secure_aggregation=False, secagg=SecAggConfig())
+    plain = dataclasses_replace(cfg, secure_aggregation=False, secagg=SecAggConfig(),
+                                execution=ExecutionConfig())
     virtual = [VirtualWorker(name, x[part], y[part], model="mlp2nn")
                for name, part in zip(NAMES, owners["parts"])]
     if dropping is not None:
