@@ -10,7 +10,7 @@ round record's ``bytes_up``). Goals (issue #26): a secure round at most 2x the p
 round's time and bytes (Bonawitz et al. 2017 report 1.73x expansion). Beside them: 8-bit
 updates quantized in the plain approved code, and secure aggregation in a 16-bit ring; each
 with the Datasites asked one after the other (``sequential``) and all at once
-(``concurrent``, what ``auto`` picks over HTTP).
+(``concurrent``, what ``auto`` picks for Datasites on other hosts).
 
     FEDLEARN_DATA=... python benchmarks/secagg_datasites.py --owners 3 10 \\
         --json benchmarks/results/secagg_datasites.json
