@@ -152,6 +152,23 @@ def test_auto_stays_sequential_for_small_runs_and_one_client(data, monkeypatch):
     assert "this CPU has one core" in auto_reasons(big, ws, torch.device("cpu"))
 
 
+def test_auto_keeps_small_clients_sequential_in_bf16(data, monkeypatch):
+    """benchmarks/processes.py: in bf16, 1,000 clients of 60 images ran slower in processes."""
+    import fedlearn.execution.processes.cores as cores
+
+    monkeypatch.setattr(cores, "physical_cores", lambda: 2)
+    cfg = config(executor="auto")
+    big = dataclasses.replace(cfg, federation=dataclasses.replace(cfg.federation, rounds=1000))
+    ws = make_virtual_workers(*data, big)[0]
+    mean = sum(w.num_examples for w in ws) / len(ws)
+    bf16 = dataclasses.replace(big, plan=dataclasses.replace(big.plan, precision="bf16"))
+    monkeypatch.setattr(cores, "AUTO_MIN_BF16_CLIENT_EXAMPLES", mean + 1)
+    assert any("in bf16, clients of" in why for why in auto_reasons(bf16, ws, torch.device("cpu")))
+    assert auto_reasons(big, ws, torch.device("cpu")) == []  # fp32: processes
+    monkeypatch.setattr(cores, "AUTO_MIN_BF16_CLIENT_EXAMPLES", mean)
+    assert auto_reasons(bf16, ws, torch.device("cpu")) == []
+
+
 VARIANTS = {
     "momentum_fedprox": {},
     "dp_fedavg": {"dp": DPConfig(clip_norm=0.5, noise_multiplier=0.3)},

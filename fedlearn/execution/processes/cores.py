@@ -5,8 +5,9 @@ process on it adds little), never more than the cores this process may run on no
 clients of a round. ``auto`` chooses processes on a CPU with more than one core, for rounds of
 more than one client whose workers can run in a process, and for runs with enough work to pay
 for starting them (each imports torch: a second or two, more on a busy machine); otherwise
-sequential, the reference. benchmarks/processes.py times both; AUTO_MIN_EXAMPLES is the one
-number to move if a quiet machine's figures say otherwise.
+sequential, the reference. In bf16, small clients stay sequential too. benchmarks/processes.py
+times both; AUTO_MIN_EXAMPLES and AUTO_MIN_BF16_CLIENT_EXAMPLES are the numbers to move if a
+quiet machine's figures say otherwise.
 """
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ from fedlearn.workers.base import Worker
 # epochs): starting the processes would cost more than they save, so auto stays sequential
 # (McMahan's setting, 2 rounds of 10 clients x 600 images x 5 epochs, is 60,000)
 AUTO_MIN_EXAMPLES = 50_000
+# in bf16 a client's training is short, so each client's fixed cost in a process (its call,
+# its update's way back) weighs more: measured on 2 cores, 1,000 clients of 60 images took
+# 13.1 s a round in processes vs 12.0 s sequentially, 100 clients of 600 images 9.3 s vs 11.9 s
+# (benchmarks/results/processes.json); between the two, auto stays sequential below this
+AUTO_MIN_BF16_CLIENT_EXAMPLES = 300
 
 
 def physical_cores() -> int:
@@ -98,7 +104,10 @@ def auto_reasons(config: ExperimentConfig, workers: Sequence[Worker],
         ("a round has one client", per_round < 2),
         (f"the run is too small to pay for starting processes ({work:,.0f} example passes, "
          f"under {AUTO_MIN_EXAMPLES:,})", work < AUTO_MIN_EXAMPLES),
-        ("on a GPU auto trains in this process", device.type != "cpu")) if broken]
+        ("on a GPU auto trains in this process", device.type != "cpu"),
+        (f"in bf16, clients of {examples:,.0f} examples on average (under "
+         f"{AUTO_MIN_BF16_CLIENT_EXAMPLES}) train faster in this process than in processes",
+         config.plan.precision == "bf16" and examples < AUTO_MIN_BF16_CLIENT_EXAMPLES)) if broken]
     return cheap or process_refusals(config, workers, device)
 
 
