@@ -96,6 +96,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(mnist_dir, tmp_path, capsys, arg
     assert lines[0].startswith("fedlearn: error: ")
 
 
+@pytest.mark.slow  # a subprocess of a few seconds: the full tier
 def test_the_entry_point_prints_one_line_and_exits_2(tmp_path):
     """The real command: a bad flag value and a refused value, each one line, exit 2."""
     for bad in (["--lr", "abc"], ["--rounds", "0"]):

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
@@ -22,6 +23,7 @@ def test_ruff_finds_nothing():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+@pytest.mark.slow  # a subprocess of a few seconds: the full tier
 def test_mypy_finds_nothing():
     # the repository's own cache (git-ignored): warm, a check takes seconds, not a minute
     run = subprocess.run([tool("mypy"), "--cache-dir", str(REPO / ".mypy_cache")], cwd=REPO,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import REPO
 
 import fedlearn
@@ -52,11 +53,13 @@ def mypy(tmp_path, source: str) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # a subprocess of a few seconds: the full tier
 def test_a_users_script_type_checks(tmp_path):
     run = mypy(tmp_path, GOOD)
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+@pytest.mark.slow  # a subprocess of a few seconds: the full tier
 def test_mistakes_in_a_users_script_are_caught(tmp_path):
     run = mypy(tmp_path, BAD)
     out = run.stdout
