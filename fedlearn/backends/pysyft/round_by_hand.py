@@ -16,6 +16,7 @@ import ast
 import dataclasses
 import uuid
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from fedlearn.backends.pysyft.training_code import nonce_proof
 from fedlearn.config import TrainPlan
@@ -35,7 +36,7 @@ def _lines(source: str, first: int, last: int, what: str) -> Excerpt:
     return Excerpt(first, last, what, "\n".join(source.splitlines()[first - 1:last]))
 
 
-def _calls(node: ast.AST, method: str) -> bool:
+def _calls(node: ast.AST, method: str) -> TypeGuard[ast.Expr]:
     """Whether ``node`` is a statement ``something.method(...)``."""
     return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
             and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == method)
