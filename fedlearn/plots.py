@@ -11,21 +11,34 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from fedlearn.data import MNIST_MEAN, MNIST_STD
 
 
 def learning_curve(histories: Mapping[str, Sequence[dict]], *, x: str = "round",
-                   title: str = "Test accuracy per round") -> Figure:
-    """Test accuracy and loss per round for one or more runs, keyed by label."""
+                   title: str | None = None, metric: str = "accuracy") -> Figure:
+    """Test accuracy (or error) and loss per round for one or more runs, keyed by label.
+
+    ``metric="error"`` plots the test error, 100% minus the accuracy, on a log axis: near
+    99% an accuracy axis spans a point, while the error halving reads as a clear drop.
+    """
+    if metric not in ("accuracy", "error"):
+        raise ValueError(f"metric must be 'accuracy' or 'error' (got {metric!r})")
     fig = Figure(figsize=(10, 4), layout="constrained")
     acc_ax, loss_ax = fig.subplots(1, 2)
     for label, history in histories.items():
         xs = [h[x] for h in history]
-        acc_ax.plot(xs, [100 * h["test_accuracy"] for h in history], marker="o", label=label)
+        acc = [100 * h["test_accuracy"] for h in history]
+        acc_ax.plot(xs, acc if metric == "accuracy" else [100 - a for a in acc], marker="o",
+                    label=label)
         loss_ax.plot(xs, [h["test_loss"] for h in history], marker="o", label=label)
-    acc_ax.set(xlabel=x, ylabel="test accuracy (%)", title=title)
+    acc_ax.set(xlabel=x, ylabel=f"test {metric} (%)", title=title or f"Test {metric} per round")
+    if metric == "error":
+        acc_ax.set_yscale("log")
+        # plain numbers (0.9, 1, 2) rather than 10^0 and 2x10^0
+        acc_ax.yaxis.set_major_formatter(LogFormatter())
+        acc_ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     loss_ax.set(xlabel=x, ylabel="test loss", title="Test loss per round", yscale="log")
     for ax in (acc_ax, loss_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers

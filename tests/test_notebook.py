@@ -46,6 +46,17 @@ def run(path, tmp_path, mnist_dir):
     return nb, text_of(nb)
 
 
+def shows_the_approved_code(text: str) -> None:
+    """The core notebook prints the lines that train and compute the change with the source's
+    digest, and Bob's review shows that same digest; both owners find no problem."""
+    shown = re.search(r"SHA-256 of the source:\n([0-9a-f]{64})\n", text).group(1)
+    assert re.search(rf"source SHA-256 {shown}\n", text), "the review shows another digest"
+    for line in ("loss.backward()", "optimizer.step()", "delta = {k: v.detach() - weights[k]",
+                 'return {"proof": proof, "delta": delta'):
+        assert line in text, f"the core lines no longer show {line}"
+    assert text.count("SHA-256 the one printed with the lines above: True; problems: none") == 2
+
+
 def accuracies(text: str) -> list[float]:
     return [float(a) for a in re.findall(r"round \d+: test accuracy ([\d.]+)%", text)]
 
@@ -61,11 +72,13 @@ def test_core_notebook_shows_the_mechanism_and_its_loop_lands_on_the_hand_made_r
         tmp_path, mnist_dir):
     nb, text = run(CORE, tmp_path, mnist_dir)
     sources = "".join(c.source for c in nb.cells if c.cell_type == "code")
-    for visible in ("sy.Asset(", "mock=", "sy.syft_function(", "request_code_execution(",
-                    ".approve(", "pointer.get()", "fedavg(changes, counts)", "server.step()"):
+    for visible in ("sy.Asset(", "mock=", "core_lines(source)", "sy.syft_function(",
+                    "request_code_execution(", ".approve(", "pointer.get()",
+                    "fedavg(changes, counts)", "server.step()"):
         assert visible in sources, f"the core notebook no longer shows {visible}"
     assert "You have no access to the private data" in text  # the refusal, in one line
-    assert text.count("problems: none") == 2 and "-> bob approves" in text
+    shows_the_approved_code(text)
+    assert "-> bob approves" in text and "-> alice approves" in text
     assert "largest difference from the hand-made weights: 0.0" in text
     assert len(accuracies(text)) == 3 and accuracies(text)[-1] > 80  # 3,000 images, 2 rounds
 
@@ -176,3 +189,14 @@ def test_committed_core_notebook_is_the_full_run_reaching_99_percent():
     assert "largest difference from the hand-made weights: 0.0" in text
     found = accuracies(text)
     assert len(found) == 6 and found[-1] >= 99.0  # the hand-made round, then 5 rounds
+    shows_the_approved_code(text)
+
+
+def test_committed_core_notebook_draws_the_five_steps_and_hides_the_answers():
+    nb = nbformat.read(str(CORE), as_version=4)
+    prose = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    image = re.search(r"!\[[^\]]*\]\((docs/images/five_steps\.png)\)", prose)
+    assert image and (REPO / image.group(1)).is_file()  # relative to the notebook's folder
+    assert "## What could go wrong" in prose and "## Exercises" in prose
+    answers = re.findall(r"<details><summary>Answer</summary>", prose)
+    assert 2 <= len(answers) == prose.count("</details>")

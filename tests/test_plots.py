@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from fedlearn import plots
@@ -43,3 +44,16 @@ def test_rounds_to_target_figure_draws_each_setting_and_the_paper_mark(tmp_path)
     assert paper_marks == [20, 626]
     assert ax.get_xscale() == "log"
     assert plots.save_figure(fig, tmp_path / "t2.png").stat().st_size > 2000
+
+
+def test_learning_curve_can_show_the_error_on_a_log_axis():
+    history = [{"round": r, "test_accuracy": a, "test_loss": 0.1 / r}
+               for r, a in ((1, 0.98), (2, 0.99), (3, 0.995))]
+    error = plots.learning_curve({"fedavg": history}, metric="error").axes[0]
+    assert error.get_yscale() == "log" and error.get_ylabel() == "test error (%)"
+    assert np.allclose(error.get_lines()[0].get_ydata(), [2.0, 1.0, 0.5])
+    accuracy = plots.learning_curve({"fedavg": history}).axes[0]  # the default is unchanged
+    assert accuracy.get_yscale() == "linear" and accuracy.get_title() == "Test accuracy per round"
+    assert np.allclose(accuracy.get_lines()[0].get_ydata(), [98.0, 99.0, 99.5])
+    with pytest.raises(ValueError, match="metric"):
+        plots.learning_curve({"fedavg": history}, metric="loss")
