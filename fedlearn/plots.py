@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from fedlearn.data import MNIST_MEAN, MNIST_STD
 
@@ -22,6 +22,19 @@ def _legend_outside(fig: Figure, ax, *, loc: str = "outside right upper", **kwar
     makes room for it), so it never covers a curve, a bar or a point."""
     handles, labels = ax.get_legend_handles_labels()
     return fig.legend(handles, labels, loc=loc, **kwargs)
+
+
+def _plain_log_ticks(axis) -> None:
+    """A log axis labelled 1, 10, 100 or 0.03, 0.05 rather than 10^0 or 3x10^-2: every tick
+    where the axis spans less than a decade, else the decades and the 2s and 5s between."""
+
+    def minor(value, _):
+        low, high = sorted(axis.get_view_interval())
+        few = low > 0 and high / low < 10
+        return f"{value:.2g}" if few or f"{value:.0e}"[0] in "25" else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def learning_curve(histories: Mapping[str, Sequence[dict]], *, x: str = "round",
@@ -38,6 +51,7 @@ def learning_curve(histories: Mapping[str, Sequence[dict]], *, x: str = "round",
     for ax in (acc_ax, loss_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.grid(alpha=0.3)
+    _plain_log_ticks(loss_ax.yaxis)
     # one legend for both panels (the same runs), below them
     _legend_outside(fig, acc_ax, loc="outside lower center", ncols=min(len(histories), 4))
     return fig
@@ -195,6 +209,7 @@ def rounds_to_target_figure(runs: Mapping[str, Mapping], *, target: float = 0.99
         ax.set(xscale="log", xlabel="round", ylabel="test accuracy (%)", title=panel,
                ylim=(low, 100))
         ax.grid(alpha=0.3, which="both")
+        _plain_log_ticks(ax.xaxis)
     _legend_outside(fig, axes[0], loc="outside lower center", ncols=len(runs) + 1)
     return fig
 

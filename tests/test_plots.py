@@ -159,3 +159,21 @@ def test_availability_marks_only_skipped_rounds_and_the_goal_per_round():
     assert [t.get_text() for t in ax.texts] == ["skipped"]  # round 3, 6 of 10, still counts
     goal, = [c for c in ax.collections if "goal" in c.get_label()]
     assert [seg[0][1] for seg in goal.get_segments()] == [10, 10, 10]
+
+
+def test_log_axes_are_labelled_with_plain_numbers():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    runs = {"a": {"accuracy": list(np.linspace(0.5, 1.0, 300)), "paper_rounds": 200}}
+    history = [{"round": r, "test_accuracy": 0.9, "test_loss": 0.06 / r} for r in (1, 2)]
+    for fig, axis in ((plots.rounds_to_target_figure(runs), "x"),
+                      (plots.learning_curve({"a": history}), "y")):
+        FigureCanvasAgg(fig).draw()
+        ax = fig.axes[-1] if axis == "y" else fig.axes[0]
+        ticks = getattr(ax, f"get_{axis}ticklabels")(minor=False) + \
+            getattr(ax, f"get_{axis}ticklabels")(minor=True)
+        low, high = sorted(getattr(ax, f"get_{axis}lim")())
+        shown = [float(t.get_text()) for t in ticks
+                 if t.get_text() and low <= t.get_position()[axis == "y"] <= high]
+        assert len(shown) >= 3, shown  # numbers a reader reads, not 10^1 (float() would fail)
+    assert 0.03 in shown  # under a decade: the minor ticks are labelled too
