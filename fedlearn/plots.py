@@ -1,7 +1,8 @@
 """Figures people can look at. Each function returns a matplotlib ``Figure``.
 
 Figures are built without pyplot, so they work the same headless (CLI, tests)
-and inline in Jupyter, where a returned Figure displays itself.
+and inline in Jupyter, where a returned Figure displays itself. Legends sit outside
+the axes (:func:`_legend_outside`), where they cannot cover data.
 """
 from __future__ import annotations
 
@@ -11,9 +12,29 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from fedlearn.data import MNIST_MEAN, MNIST_STD
+
+
+def _legend_outside(fig: Figure, ax, *, loc: str = "outside right upper", **kwargs):
+    """``ax``'s legend entries as a figure legend beside the axes (the constrained layout
+    makes room for it), so it never covers a curve, a bar or a point."""
+    handles, labels = ax.get_legend_handles_labels()
+    return fig.legend(handles, labels, loc=loc, **kwargs)
+
+
+def _plain_log_ticks(axis) -> None:
+    """A log axis labelled 1, 10, 100 or 0.03, 0.05 rather than 10^0 or 3x10^-2: every tick
+    where the axis spans less than a decade, else the decades and the 2s and 5s between."""
+
+    def minor(value, _):
+        low, high = sorted(axis.get_view_interval())
+        few = low > 0 and high / low < 10
+        return f"{value:.2g}" if few or f"{value:.0e}"[0] in "25" else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def learning_curve(histories: Mapping[str, Sequence[dict]], *, x: str = "round",
@@ -36,14 +57,14 @@ def learning_curve(histories: Mapping[str, Sequence[dict]], *, x: str = "round",
     acc_ax.set(xlabel=x, ylabel=f"test {metric} (%)", title=title or f"Test {metric} per round")
     if metric == "error":
         acc_ax.set_yscale("log")
-        # plain numbers (0.9, 1, 2) rather than 10^0 and 2x10^0
-        acc_ax.yaxis.set_major_formatter(LogFormatter())
-        acc_ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+        _plain_log_ticks(acc_ax.yaxis)
     loss_ax.set(xlabel=x, ylabel="test loss", title="Test loss per round", yscale="log")
     for ax in (acc_ax, loss_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.grid(alpha=0.3)
-        ax.legend()
+    _plain_log_ticks(loss_ax.yaxis)
+    # one legend for both panels (the same runs), below them
+    _legend_outside(fig, acc_ax, loc="outside lower center", ncols=min(len(histories), 4))
     return fig
 
 
@@ -58,7 +79,7 @@ def label_histograms(histograms: np.ndarray, names: Sequence[str], *,
     for i, (name, counts) in enumerate(zip(names, histograms)):
         ax.bar(classes + (i - (len(names) - 1) / 2) * width, counts, width, label=name)
     ax.set(xlabel="digit", ylabel="samples", title=title, xticks=classes)
-    ax.legend()
+    _legend_outside(fig, ax)
     return fig
 
 
@@ -129,7 +150,12 @@ def digit_grid(images: torch.Tensor, labels: torch.Tensor,
 
 def availability_figure(history: Sequence[dict], *,
                         title: str = "Who took part in each round") -> Figure:
-    """Per round: eligible devices, selected, and what became of the selected ones."""
+    """Per round: eligible devices, selected, and what became of the selected ones.
+
+    The goal is drawn over each round's stack: the server uses the first ``goal`` reports,
+    and a round with fewer still counts; only a round the server skipped (fewer than
+    ``min_updates`` valid updates, ``on_too_few="skip"``) is marked "skipped".
+    """
     rounds = [h["round"] for h in history]
     counts = [h["availability"] for h in history]
     fig = Figure(figsize=(10, 4), layout="constrained")
@@ -144,25 +170,33 @@ def availability_figure(history: Sequence[dict], *,
         values = np.asarray([c.get(key, 0) for c in counts], dtype=float)
         ax.bar(xs + width / 2, values, width, bottom=bottom, color=color, label=key)
         bottom += values
-    ax.plot(xs, [c["goal"] for c in counts], "k--", label="reporting goal")
+    ax.hlines([c["goal"] for c in counts], xs, xs + width, colors="black", linestyles="--",
+              label="reporting goal (the first reports used)")
+    for x, h, top in zip(xs, history, bottom):
+        if h.get("skipped"):
+            ax.text(x + width / 2, top, "skipped", ha="center", va="bottom", fontsize="small")
     ax.set(xlabel="round", ylabel="devices", title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize="small", ncols=2)
+    _legend_outside(fig, ax, fontsize="small")
     return fig
 
 
 def personalization_figure(rows: Sequence[dict], *,
                            title: str = "Each client's held-out accuracy") -> Figure:
-    """Before vs after local fine-tuning, one point per client."""
-    fig = Figure(figsize=(5, 5), layout="constrained")
+    """Before vs after local fine-tuning, one point per client (see-through: clients with the
+    same pair of accuracies stack up darker); the same scale on both axes."""
+    fig = Figure(figsize=(5, 5.4), layout="constrained")
     ax = fig.subplots()
     before = [100 * r["before"] for r in rows]
     after = [100 * r["after"] for r in rows]
-    ax.scatter(before, after, s=14)
+    ax.scatter(before, after, s=18, alpha=0.4, label="a client")
     low = min(before + after + [100.0])
     ax.plot([low, 100], [low, 100], "k--", linewidth=1, label="no change")
-    ax.set(xlabel="global model (%)", ylabel="after personalization (%)", title=title)
-    ax.legend()
+    margin = max(1.0, (100 - low) / 30)
+    ax.set(xlabel="global model (%)", ylabel="after personalization (%)", title=title,
+           xlim=(low - margin, 100 + margin), ylim=(low - margin, 100 + margin), aspect="equal")
+    ax.grid(alpha=0.3)
+    _legend_outside(fig, ax, loc="outside lower center", ncols=2)
     return fig
 
 
@@ -186,7 +220,8 @@ def rounds_to_target_figure(runs: Mapping[str, Mapping], *, target: float = 0.99
         ax.set(xscale="log", xlabel="round", ylabel="test accuracy (%)", title=panel,
                ylim=(low, 100))
         ax.grid(alpha=0.3, which="both")
-    axes[1].legend(loc="lower right", fontsize="small")
+        _plain_log_ticks(ax.xaxis)
+    _legend_outside(fig, axes[0], loc="outside lower center", ncols=len(runs) + 1)
     return fig
 
 

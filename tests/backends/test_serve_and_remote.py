@@ -129,6 +129,30 @@ def test_a_rejection_or_the_timeout_stops_with_the_reason():
                           clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
 
 
+def test_polling_the_approval_prints_nothing_from_syft(capsys):
+    """syft 0.9.5 reads a request's status through its code, resolved by a service a scientist
+    may not call; it logs that with a malformed logging call (a traceback on stderr, or under
+    pytest a failed test). The poll keeps syft quiet and still reads the status."""
+    import logging
+
+    from fedlearn.backends.pysyft.scientist import SyftWorker
+
+    class Request:
+        id, deny_reason = "req-1", None
+
+        @property
+        def status(self):
+            logging.getLogger("syft.store.linked_obj").error(
+                ">>> Failed to resolve object", "SyftAPI", "refused")  # syft's own call
+            return "RequestStatus.APPROVED"
+
+    worker = object.__new__(SyftWorker)  # no Datasite: only what approval() reads
+    worker.name, worker._request_id = "bob", "req-1"
+    worker._client = type("Client", (), {"requests": [Request()]})()
+    assert worker.approval() == ("approved", None)
+    assert capsys.readouterr().err == ""
+
+
 def test_local_hosts_fall_back_to_loopback_where_namespaces_cannot_be_made(monkeypatch):
     import subprocess
 

@@ -203,7 +203,11 @@ class SyftWorker(Worker):
         request = next((r for r in self._client.requests if str(r.id) == self._request_id), None)
         if request is None:
             raise RuntimeError(f"{self.name}: code request {self._request_id} is gone")
-        status = request_status(request)
+        # syft reads the status through the request's code, which it tries to resolve through
+        # notifications.resolve_object: refused to a scientist, and syft logs that refusal
+        # with a logging call that itself fails, a traceback on stderr at every poll
+        with quiet_syft():
+            status = request_status(request)
         return status, (str(request.deny_reason) if status == "rejected" else None)
 
     def _call(self, weights: Mapping[str, torch.Tensor], mode: str, plan: dict, seed: int,
