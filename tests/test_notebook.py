@@ -20,8 +20,10 @@ SMOKE = {
                                  "BATCH_SIZE": 32},
     "separate_machines_and_security.ipynb": {"IMAGES_PER_OWNER": 600, "TEST_IMAGES": 500},
     "privacy_and_bandwidth.ipynb": {"TRAIN_SIZE": 2000, "TEST_IMAGES": 500, "ROUNDS": 1,
-                                    "DP_OWNERS": 10, "DATASITE_IMAGES": 600},
-    "robustness.ipynb": {"TRAIN_SIZE": 2000, "TEST_IMAGES": 500, "ROUNDS": 1},
+                                    "DP_OWNERS": 10, "DP_MORE_OWNERS": 20,
+                                    "DATASITE_IMAGES": 600},
+    "robustness.ipynb": {"TRAIN_SIZE": 1000, "TEST_IMAGES": 300, "ROUNDS": 2,
+                         "ROUND_TIMEOUT": 2.0},
     "many_clients.ipynb": {"TRAIN_SIZE": 2000, "TEST_IMAGES": 500, "ROUNDS": 2,
                            "HOPPING_OWNERS_SIZE": 1000},
 }
@@ -105,11 +107,14 @@ def test_separate_machines_notebook(tmp_path, mnist_dir):
 
 
 def test_privacy_and_bandwidth_notebook(tmp_path, mnist_dir):
-    _, text = run(REPO / "notebooks" / "privacy_and_bandwidth.ipynb", tmp_path, mnist_dir)
-    sizes = dict(re.findall(r"(float32|8-bit|top-k 1%) +accuracy [\d.]+%, upload ([\d.]+) MB",
-                            text))
+    nb, text = run(REPO / "notebooks" / "privacy_and_bandwidth.ipynb", tmp_path, mnist_dir)
+    sizes = dict(re.findall(r"^(float32|8-bit|top-k 1%) +[\d.% ]+ ([\d.]+) MB$", text, re.M))
     assert float(sizes["float32"]) / float(sizes["8-bit"]) > 3.5
     assert float(sizes["float32"]) / float(sizes["top-k 1%"]) > 20
+    # top-k explained: the share of an update it sends, and the full benchmark's rounds
+    share = re.search(r"top-k sends [\d,]+ of them, which hold (\d+)% of its squared", text)
+    assert share and 0 < int(share.group(1)) < 100
+    assert re.search(r"top-k reaches float32's round-2 accuracy \([\d.]+%\) in round \d+", text)
     masked = re.search(r"the sum the server computes: +\[([^\]]+)\]", text).group(1)
     true = re.search(r"the true sum of the two updates: *\[([^\]]+)\]", text).group(1)
     assert masked.split() == true.split()
@@ -125,16 +130,43 @@ def test_privacy_and_bandwidth_notebook(tmp_path, mnist_dir):
     assert "'dropped': ['carol']" in text
     assert float(re.search(r"plain FedAvg of Bob and Alice: ([\d.e+-]+)", text).group(1)) < 1e-4
     assert re.search(r"budget epsilon 4 at delta 1e-5: \d+ calls .*; call \d+ is refused", text)
-    assert re.search(r"epsilon so far [\d.]+ at delta", text)
+    # DP-FedAvg: no DP, noise, why (by hand), clipping alone at the updates' size, more owners
+    clip = re.search(r"with C = ([\d.]+) \(their median, rounded\)", text).group(1)
+    eps = dict(re.findall(r"^(\d+ owners, (?:no DP|C = [\d.]+, (?:clipping only|z = 1))) +"
+                          r"[\d.% ]+%   (none \(no \w+\)|[\d.]+)$", text, re.M))
+    assert eps["10 owners, no DP"] == "none (no DP)"
+    assert eps[f"10 owners, C = {clip}, clipping only"] == "none (no noise)"
+    assert float(eps["10 owners, C = 1, z = 1"]) == float(eps[f"10 owners, C = {clip}, z = 1"]) \
+        == float(eps[f"20 owners, C = {clip}, z = 1"]) > 0  # every owner in every round
+    noise = re.search(r"std ([\d.]+) per coordinate, (\d+) times the average", text)
+    assert noise and float(noise.group(1)) == 0.1 and int(noise.group(2)) > 1  # 1 * 1 / 10
+    assert re.search(r"local DP for the same guarantee: .* 3\.2 times more", text)  # sqrt(10)
     assert re.search(r"each owner's epsilon: bob [\d.]+", text)
+    assert re.search(r"\d+ rounds of DP-SGD .* accuracy [\d.]+% at epsilon [\d.]+", text)
+    assert sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+               for o in c.outputs) == 3  # top-k, secure aggregation, DP
 
 
 def test_robustness_notebook(tmp_path, mnist_dir):
-    _, text = run(REPO / "notebooks" / "robustness.ipynb", tmp_path, mnist_dir)
-    for fault in ("raise", "nan", "wrong_shape"):
+    nb, text = run(REPO / "notebooks" / "robustness.ipynb", tmp_path, mnist_dir)
+    # a crash, a hang past the round timeout and a lost network, each with its reason
+    timeout = SMOKE["robustness.ipynb"]["ROUND_TIMEOUT"]
+    for label, reason in (("e crashes", "RuntimeError: e crashed"),
+                          ("e hangs", f"WorkerTimeout: no reply within {timeout:g} s"),
+                          ("e offline in round 2", "ConnectionError: e is unreachable")):
+        assert re.search(rf"^{label} +round 1: .*e left out: {reason}"
+                         if label != "e offline in round 2" else
+                         rf"^{label} +round 2: .*e left out: {reason}", text, re.M), label
+    assert re.search(r"^e offline in round 2 +round 1: .*all five averaged", text, re.M)
+    hang = re.search(r"^e hangs +round 1: accuracy [\d.]+% in +([\d.]+) s", text, re.M)
+    assert float(hang.group(1)) >= timeout  # the server waited the whole timeout
+    for fault in ("nan", "wrong_shape", "inflate_examples"):
         assert re.search(rf"{fault} +-> e left out: \S", text)
-    found = dict(re.findall(r"^(.+?) +test accuracy ([\d.]+)%$", text, flags=re.M))
-    assert float(found["median, e sends noise"]) > float(found["FedAvg, e sends noise"])
+    found = {name: [float(a) for a in accs.split("%")[:-1]] for name, accs in
+             re.findall(r"^(\w[\w ]*, [\w ]+?) +((?:[\d.]+% *)+)$", text, re.M)}
+    assert found["median, e sends noise"][-1] > found["FedAvg, e sends noise"][-1]
+    assert sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+               for o in c.outputs) == 2  # the faults, the robust rules
 
 
 def test_many_clients_notebook(tmp_path, mnist_dir):

@@ -1,4 +1,7 @@
 
+import math
+import warnings
+
 import pytest
 import torch
 
@@ -51,6 +54,15 @@ def test_target_epsilon_picks_enough_noise():
     for _ in range(50):
         dp.accountant.step(noise_multiplier=z, sample_rate=0.1)
     assert 2.5 < dp.epsilon() <= 3.0
+
+
+def test_clipping_without_noise_spends_an_infinite_epsilon_without_a_warning():
+    dp = CentralPrivacy(DPConfig(noise_multiplier=0.0), sample_rate=1.0, rounds=2)
+    assert dp.epsilon() == 0.0  # nothing released yet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Opacus, asked, warns about its orders of alpha
+        noised = dp.add_noise({"w": torch.tensor([0.5])}, 4, torch.Generator().manual_seed(0))
+        assert noised["w"].item() == 0.5 and dp.epsilon() == math.inf
 
 
 def test_accountant_state_round_trips():

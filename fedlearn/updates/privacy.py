@@ -13,6 +13,7 @@ the run's accountant and its state for checkpoints.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import cast
 
@@ -89,8 +90,13 @@ class CentralPrivacy:
         return add_gaussian_noise(average, std, generator)
 
     def epsilon(self) -> float:
-        if not self.accountant.history:
+        """The run's ε at δ so far: 0 before the first round, infinite once a round had no
+        noise (z = 0: clipping alone bounds nothing; asked, Opacus warns and says the same)."""
+        history = self.accountant.history
+        if not history:
             return 0.0
+        if any(noise == 0 for noise, _, _ in history):
+            return math.inf
         return float(self.accountant.get_epsilon(delta=self.config.delta))
 
     def state_dict(self) -> dict:
