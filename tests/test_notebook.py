@@ -131,7 +131,7 @@ def test_privacy_and_bandwidth_notebook(tmp_path, mnist_dir):
     assert float(re.search(r"plain FedAvg of Bob and Alice: ([\d.e+-]+)", text).group(1)) < 1e-4
     assert re.search(r"budget epsilon 4 at delta 1e-5: \d+ calls .*; call \d+ is refused", text)
     # DP-FedAvg: no DP, noise, why (by hand), clipping alone at the updates' size, more owners
-    clip = re.search(r"with C = ([\d.]+) \(their median, rounded\)", text).group(1)
+    clip = re.search(r"with C = ([\d.]+) \(their median, rounded down\)", text).group(1)
     eps = dict(re.findall(r"^(\d+ owners, (?:no DP|C = [\d.]+, (?:clipping only|z = 1))) +"
                           r"[\d.% ]+%   (none \(no \w+\)|[\d.]+)$", text, re.M))
     assert eps["10 owners, no DP"] == "none (no DP)"
