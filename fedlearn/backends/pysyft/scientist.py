@@ -36,6 +36,7 @@ from fedlearn.backends.pysyft.loading import require_syft
 from fedlearn.backends.pysyft.owner import SyftRefused, ask_fedlearn, check_result
 from fedlearn.backends.pysyft.owner_limits import OwnerLimits
 from fedlearn.backends.pysyft.review import request_status
+from fedlearn.backends.pysyft.round_by_hand import is_fresh
 from fedlearn.backends.pysyft.secure_training_code import FUNCTION_NAME as SECURE_FUNCTION
 from fedlearn.backends.pysyft.secure_training_code import (
     SECRET_ASSET,
@@ -46,7 +47,6 @@ from fedlearn.backends.pysyft.training_code import (
     FUNCTION_NAME,
     TUTORIAL_RUN,
     load_training_function,
-    nonce_proof,
 )
 from fedlearn.config import DPSGDConfig, TrainPlan
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
@@ -223,7 +223,7 @@ class SyftWorker(Worker):
         if isinstance(out, dict) and "refused" in out:
             raise InputRefusedError(f"{self.name}: the approved code refused this call: "
                                     f"{out['refused']}")
-        if not isinstance(out, dict) or out.get("proof") != nonce_proof(nonce):
+        if not is_fresh(out, {"nonce": nonce}):
             raise StaleResultError(
                 f"{self.name} returned a result that was not computed for this call (nonce "
                 "mismatch): PySyft 0.9.5 returns the last stored output once an output policy "
