@@ -105,8 +105,16 @@ def test_datasites_quantize_in_their_code_and_refuse_what_their_code_cannot_do()
     with pytest.raises(ConfigError, match="compression.method.*must run inside"):
         quantize.check_workers(2, remote=["bob", "alice"], compressing=["bob"])
     topk = ExperimentConfig(compression=CompressionConfig(method="topk", topk_fraction=0.01))
-    with pytest.raises(ConfigError, match="residual between rounds"):
-        topk.check_workers(2, remote=["bob", "alice"])
+    topk.check_workers(2, remote=["bob", "alice"], compressing=["bob", "alice"])
+    with pytest.raises(ConfigError, match="compression.method.*must run inside"):
+        topk.check_workers(2, remote=["bob", "alice"], compressing=["alice"])
+    forgetful = ExperimentConfig(compression=CompressionConfig(
+        method="topk", topk_fraction=0.01, error_feedback=False))
+    with pytest.raises(ConfigError, match="error_feedback.*always keeps the owner's residual"):
+        forgetful.check_workers(2, remote=["bob", "alice"], compressing=["bob", "alice"])
+    topk_secure = ExperimentConfig(compression=topk.compression, secure_aggregation=True)
+    with pytest.raises(ConfigError, match="top-k does not combine with secure aggregation"):
+        topk_secure.check_workers(2, remote=["bob", "alice"], masking=["bob", "alice"])
     secure = ExperimentConfig(compression=CompressionConfig(method="quantize", bits=8),
                               secure_aggregation=True)
     with pytest.raises(ConfigError, match="ring elements.*--secagg-ring-bits 16"):

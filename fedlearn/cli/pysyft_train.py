@@ -88,8 +88,10 @@ def pysyft_workers(args, config, data):
     names = list(config.partition.workers)
     secure = config.secure_aggregation  # the owners' side runs in their approved code
     quantize = config.compression.method == "quantize" and not secure and config.dp_sgd is None
+    # top-k: the top-k function, whose residual the owner's Datasite keeps between rounds
+    topk = config.compression.topk_fraction if config.compression.method == "topk" else None
     config.check_workers(len(names), remote=names, masking=names if secure else (),
-                         compressing=names if quantize else ())
+                         compressing=names if quantize or topk is not None else ())
     # a securely aggregated round is four calls: keys, shares, the masked fit, unmasking
     max_calls = fed.rounds * (config.robustness.max_retries + 1) * (4 if secure else 1) + 10
     if not args.datasite:  # the tutorial's setting: Bob and Alice launched in this process
@@ -105,7 +107,7 @@ def pysyft_workers(args, config, data):
         sites, workers = launch_syft_workers(
             to_uint8(data.train_x).numpy(), data.train_y.numpy(), parts,
             config.partition.workers, model=fed.model, max_calls=max_calls, seed=config.seed,
-            dp=config.dp_sgd, secure=secure)
+            dp=config.dp_sgd, secure=secure, topk=topk)
         print(f"Datasites up in this process: {', '.join(w.name for w in workers)}; each owner "
               "reviewed and approved the code request", file=sys.stderr, flush=True)
         return workers, lambda: [site.land() for site in sites]
@@ -129,7 +131,7 @@ def pysyft_workers(args, config, data):
     workers = connect_datasites(addresses, email=args.email, password=password, model=fed.model,
                                 max_calls=max_calls, approval_timeout=args.approval_timeout,
                                 run=run, plan=config.plan, dp=config.dp_sgd, on_wait=waiting,
-                                secure=secure)
+                                secure=secure, topk=topk)
     print(f"logged in to {', '.join(f'{a.name} ({a.url})' for a in addresses)} as a data "
           "scientist; every owner approved the code request", file=sys.stderr, flush=True)
     return workers, lambda: None

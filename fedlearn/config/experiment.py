@@ -155,17 +155,21 @@ class ExperimentConfig(Section):
             raise ConfigError("secure_aggregation", "secure aggregation and DP-SGD inside "
                               "Datasites are not combined yet (DP-FedAvg's clipping is)")
         method = self.compression.method
+        if method == "topk" and self.secure_aggregation:
+            raise ConfigError("compression.method", "top-k does not combine with secure "
+                              "aggregation: each owner sends other coordinates, and masks "
+                              "cancel only in a sum over the same coordinates; under secure "
+                              "aggregation narrow the ring instead (--secagg-ring-bits 16)")
         if method != "none" and self.secure_aggregation:
             raise ConfigError("compression.method", "under secure aggregation a Datasite "
                               "sends ring elements, whose width is the wire's: choose "
                               "secagg.ring_bits (--secagg-ring-bits 16 halves the 32-bit "
                               "default); each owner's quantization codes have their own scale "
                               "and cannot be summed under masks")
-        if method == "topk":
-            raise ConfigError("compression.method", "top-k keeps each owner's residual between "
-                              "rounds, which would have to stay on the Datasite, and the "
-                              "approved code keeps nothing between calls: use quantize "
-                              "(quantized on the Datasite) or in-process workers")
+        if method == "topk" and not self.compression.error_feedback:
+            raise ConfigError("compression.error_feedback", "fedlearn's top-k function on a "
+                              "Datasite always keeps the owner's residual (its server stores "
+                              "it between rounds): drop --no-error-feedback")
         if self.dp_sgd is not None and method != "none":
             raise ConfigError("compression.method", "the DP-SGD function on a Datasite does "
                               "not quantize; drop --compression or DP-SGD")

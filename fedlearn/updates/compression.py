@@ -25,25 +25,13 @@ import torch
 from fedlearn.config import CompressionConfig
 from fedlearn.portable import quantize_change
 from fedlearn.portable import quantize_tensor as quantize  # noqa: F401 (the one quantizer)
+from fedlearn.topk_portable import topk_densify as densify
+from fedlearn.topk_portable import topk_sparsify, topk_with_feedback  # noqa: F401
 from fedlearn.updates.update import State, is_counter
 
 
 def dequantize(q: Mapping[str, torch.Tensor], shape, dtype=torch.float32) -> torch.Tensor:
     return (q["low"] + q["codes"].float() * q["scale"]).reshape(shape).to(dtype)
-
-
-def topk_sparsify(t: torch.Tensor, fraction: float) -> dict[str, torch.Tensor]:
-    """The ceil(fraction * n) largest-magnitude entries of ``t``: indices and values."""
-    flat = t.detach().flatten().float()
-    k = max(1, math.ceil(fraction * flat.numel()))
-    indices = flat.abs().topk(k, sorted=False).indices
-    return {"indices": indices.to(torch.int32).cpu(), "values": flat[indices].cpu()}
-
-
-def densify(s: Mapping[str, torch.Tensor], shape, dtype=torch.float32) -> torch.Tensor:
-    out = torch.zeros(math.prod(shape), dtype=torch.float32)
-    out[s["indices"].long()] = s["values"]
-    return out.reshape(shape).to(dtype)
 
 
 def quantized_problem(payload, reference: State, bits: int) -> str | None:
@@ -55,10 +43,9 @@ def quantized_problem(payload, reference: State, bits: int) -> str | None:
     for k, ref in reference.items():
         parts = payload[k]
         if is_counter(ref):
-            exact = parts.get("exact") if isinstance(parts, dict) else None
-            if (sorted(parts) != ["exact"] or not isinstance(exact, torch.Tensor)
-                    or exact.shape != ref.shape or exact.dtype != ref.dtype):
-                return f"{k!r} is not sent exactly as a {ref.dtype} counter"
+            problem = _counter_problem(k, parts, ref)
+            if problem is not None:
+                return problem
             continue
         if not isinstance(parts, dict) or sorted(parts) != ["codes", "low", "scale"] or not all(
                 isinstance(v, torch.Tensor) for v in parts.values()):
@@ -70,6 +57,43 @@ def quantized_problem(payload, reference: State, bits: int) -> str | None:
         if any(v.dtype != torch.float32 or v.shape != (1,) or not torch.isfinite(v).all()
                for v in (low, scale)) or float(scale) <= 0:
             return f"{k!r}'s low and scale are not one finite float32 each (scale > 0)"
+    return None
+
+
+def _counter_problem(k: str, parts, ref: torch.Tensor) -> str | None:
+    exact = parts.get("exact") if isinstance(parts, dict) else None
+    if (not isinstance(parts, dict) or sorted(parts) != ["exact"]
+            or not isinstance(exact, torch.Tensor) or exact.shape != ref.shape
+            or exact.dtype != ref.dtype):
+        return f"{k!r} is not sent exactly as a {ref.dtype} counter"
+    return None
+
+
+def sparse_problem(payload, reference: State, fraction: float) -> str | None:
+    """What is wrong with ``payload`` as :func:`~fedlearn.topk_portable.topk_with_feedback`'s
+    output for ``reference`` at ``fraction`` (None: nothing): per tensor exactly
+    ceil(fraction * n) distinct int32 indices in range and as many finite float32 values."""
+    if not isinstance(payload, dict) or sorted(payload) != sorted(reference):
+        return "not one entry per weight"
+    for k, ref in reference.items():
+        parts = payload[k]
+        if is_counter(ref):
+            problem = _counter_problem(k, parts, ref)
+            if problem is not None:
+                return problem
+            continue
+        if not isinstance(parts, dict) or sorted(parts) != ["indices", "values"] or not all(
+                isinstance(v, torch.Tensor) for v in parts.values()):
+            return f"{k!r} is not indices and values"
+        n, indices, values = ref.numel(), parts["indices"], parts["values"]
+        k_sent = max(1, math.ceil(fraction * n))
+        if (indices.dtype != torch.int32 or indices.shape != (k_sent,)
+                or int(indices.min()) < 0 or int(indices.max()) >= n
+                or indices.unique().numel() != k_sent):
+            return f"{k!r}'s indices are not {k_sent} distinct int32 positions below {n}"
+        if values.dtype != torch.float32 or values.shape != (k_sent,) or not bool(
+                torch.isfinite(values).all()):
+            return f"{k!r}'s values are not {k_sent} finite float32 numbers"
     return None
 
 
@@ -97,17 +121,9 @@ class UpdateCompressor:
         c = self.config
         if c.method == "quantize":  # the same code a Datasite's approved function runs
             return quantize_change(dict(delta), c.bits, generator)
-        payload: dict[str, dict[str, torch.Tensor]] = {
-            k: {"exact": v.detach().clone()} for k, v in delta.items() if is_counter(v)}
-        for k, v in delta.items():
-            if k in payload:
-                continue
-            corrected = v + self.residual[k] if c.error_feedback and k in self.residual else v
-            payload[k] = topk_sparsify(corrected, c.topk_fraction)
-            if c.error_feedback:
-                sent = densify(payload[k], v.shape).to(v)
-                self.residual[k] = (corrected - sent).detach()
-        return payload
+        # the same function a Datasite's approved top-k code runs, on the client's residual
+        residual = self.residual if c.error_feedback else {}
+        return topk_with_feedback(dict(delta), residual, c.topk_fraction)
 
     @staticmethod
     def decode(payload, reference: State) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from fedlearn.backends.pysyft import secure_training_code as secure
+from fedlearn.backends.pysyft import sparse_training_code as sparse
 from fedlearn.backends.pysyft import training_code as plain
 from fedlearn.backends.pysyft.training_code import DATASET
 
@@ -27,12 +28,15 @@ class Shape:
 
 PLAIN = Shape(plain.FUNCTION_NAME, plain.INPUTS, plain.ASSET_INPUTS, plain.USER_INPUTS)
 SECURE = Shape(secure.FUNCTION_NAME, secure.INPUTS, secure.ASSET_INPUTS, secure.USER_INPUTS)
+SPARSE = Shape(sparse.FUNCTION_NAME, sparse.INPUTS, sparse.ASSET_INPUTS, sparse.USER_INPUTS)
 
 
 def expected_shape(code) -> Shape:
-    """The secure-aggregation function's shape for code of that name, else the plain one (and
-    the plain training and DP-SGD functions' sources never take the secret)."""
-    return SECURE if code.service_func_name == secure.FUNCTION_NAME else PLAIN
+    """The secure-aggregation or top-k function's shape for code of that name, else the plain
+    one (the plain training and DP-SGD functions' sources take neither the secret nor the
+    residual)."""
+    return {secure.FUNCTION_NAME: SECURE, sparse.FUNCTION_NAME: SPARSE}.get(
+        code.service_func_name, PLAIN)
 
 
 def _name(obj) -> str:

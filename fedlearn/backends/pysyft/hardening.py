@@ -309,9 +309,15 @@ def harden(sy) -> None:
     if getattr(sy, "_fedlearn_hardened", False):
         return
     _patch_deserializers()
-    from fedlearn.backends.pysyft import client_safety, service_policy, syft_environment
+    from fedlearn.backends.pysyft import (
+        client_safety,
+        residual_keeper,
+        service_policy,
+        syft_environment,
+    )
 
     service_policy.install()
+    residual_keeper.install()
     client_safety.install()
     syft_environment.neutralize()
     sy._fedlearn_hardened = True

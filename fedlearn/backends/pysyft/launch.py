@@ -21,8 +21,8 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
                         scientist: tuple[str, str] | None = None, seed: int = 0,
                         force_approval: bool = False, on_review=None,
                         dp: DPSGDConfig | None = None,
-                        normalisation: Normalisation = MNIST_NORMALISATION, secure: bool = False
-                        ) -> tuple[list[Datasite], list[SyftWorker]]:
+                        normalisation: Normalisation = MNIST_NORMALISATION, secure: bool = False,
+                        topk: float | None = None) -> tuple[list[Datasite], list[SyftWorker]]:
     """Every step of the tutorial at once, for tests and benchmarks.
 
     For each name: launch a Datasite (random admin password), upload its part of
@@ -34,7 +34,8 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
     review). ``model`` is a ready-made name or your ``nn.Module`` class; ``dp``: the
     DP-SGD function with these settings instead of plain training. ``images`` are what
     :meth:`Datasite.upload` takes (uint8 or float32), normalised on the Datasite as
-    ``normalisation`` declares; ``secure``: the secure-aggregation function. Returns
+    ``normalisation`` declares; ``secure``: the secure-aggregation function; ``topk``: the
+    top-k function sending that share of each tensor, its residual kept on the Datasite. Returns
     the Datasites (call ``land()`` on each) and the workers.
     """
     scientist = scientist or ("scientist@fedlearn.example", secrets.token_urlsafe(18))
@@ -48,7 +49,8 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *,
             worker = SyftWorker.connect(name, site.url or site.handle, email=scientist[0],
                                         password=scientist[1])
             review = site.approve(worker.submit(model, max_calls=max_calls, dp=dp,
-                                                normalisation=normalisation, secure=secure),
+                                                normalisation=normalisation, secure=secure,
+                                                topk=topk),
                                   force=force_approval, warn=lambda message: None)
             if on_review is not None:
                 on_review(review)

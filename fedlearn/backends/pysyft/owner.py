@@ -35,6 +35,7 @@ from fedlearn.backends.pysyft.review import RequestReview
 from fedlearn.backends.pysyft.secure_training_code import SECRET_ASSET
 from fedlearn.backends.pysyft.server_process import install_child_hooks
 from fedlearn.backends.pysyft.shards import mocks, shard_problem
+from fedlearn.backends.pysyft.sparse_training_code import MOCK_SLOT, PRIVATE_SLOT, RESIDUAL_ASSET
 from fedlearn.backends.pysyft.training_code import DATASET
 from fedlearn.errors import FedlearnError
 
@@ -196,7 +197,8 @@ class Datasite:
         """Upload a shard as private assets ``images`` and ``labels`` (N,) int64, and this
         Datasite's secure-aggregation secret ``secagg_key`` (32 random bytes made here: only
         fedlearn's approved secure-aggregation function reads it, and never returns it;
-        :mod:`.secure_training_code`).
+        :mod:`.secure_training_code`), and ``residual``, the slot through which the server
+        hands fedlearn's top-k function the owner's kept residual (:mod:`.residual_keeper`).
 
         ``images``: uint8 images (N, H, W) or (N, C, H, W), or float32 images or features
         (N, F), finite (:mod:`.shards`); the approved code normalises them as the request
@@ -215,7 +217,10 @@ class Datasite:
             sy.Asset(name="images", data=images, shape=images.shape, mock=mock_images),
             sy.Asset(name="labels", data=labels, shape=labels.shape, mock=mock_labels),
             sy.Asset(name=SECRET_ASSET, data=_random_bytes(), shape=(32,),
-                     mock=_random_bytes())])
+                     mock=_random_bytes()),
+            # a placeholder: the server hands top-k code the owner's kept residual instead
+            sy.Asset(name=RESIDUAL_ASSET, data=np.full(1, PRIVATE_SLOT, np.uint8), shape=(1,),
+                     mock=np.full(1, MOCK_SLOT, np.uint8))])
         with quiet_syft():
             result = self._admin.upload_dataset(dataset)
         check_result(result, f"upload to {self.name}")

@@ -116,7 +116,8 @@ def connect_datasites(addresses, *, email: str, password: str | Mapping[str, str
                       max_calls: int, approval_timeout: float, run: str,
                       plan: TrainPlan | None = None, dp: DPSGDConfig | None = None,
                       on_wait=None, poll: float = 2.0,
-                      normalisation=None, secure: bool = False) -> list:
+                      normalisation=None, secure: bool = False,
+                      topk: float | None = None) -> list:
     """Log in to every Datasite, submit the code, wait for approvals; return the workers.
 
     Each owner's terms (:mod:`.owner_limits`) are read first: a ``plan`` or a choice of
@@ -124,7 +125,8 @@ def connect_datasites(addresses, *, email: str, password: str | Mapping[str, str
     scientist's on every Datasite, or each owner's by name (independent owners choose their
     own). ``normalisation`` (a :class:`fedlearn.data.Normalisation`; default MNIST's) is declared
     in the code request: what the approved code does to each owner's data. ``secure``: submit
-    the secure-aggregation function (:mod:`.secure_training_code`).
+    the secure-aggregation function (:mod:`.secure_training_code`); ``topk``: the top-k function
+    sending that share of each tensor (:mod:`.sparse_training_code`).
     """
     from fedlearn.data.normalisation import MNIST_NORMALISATION, check_normalisation
 
@@ -160,6 +162,6 @@ def connect_datasites(addresses, *, email: str, password: str | Mapping[str, str
         workers.append(worker)
     for worker in workers:
         worker.submit(model, max_calls=max_calls, run=run, dp=dp, normalisation=normalisation,
-                      secure=secure)
+                      secure=secure, topk=topk)
     wait_for_approval(workers, timeout=approval_timeout, on_wait=on_wait, poll=poll)
     return workers

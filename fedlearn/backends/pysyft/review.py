@@ -122,6 +122,8 @@ def _output_policy(code, problems: list[str]) -> tuple[str, int | None]:
 def _source_matches(source: str, problems: list[str], function: str) -> str | None:
     from fedlearn.backends.pysyft import secure_training_code as secure
     from fedlearn.backends.pysyft.dp_training_code import dp_variant_in
+    from fedlearn.backends.pysyft.sparse_training_code import FUNCTION_NAME as SPARSE
+    from fedlearn.backends.pysyft.sparse_training_code import sparse_variant_in
 
     if function == secure.FUNCTION_NAME:  # the secure-aggregation function, or nothing
         found = secure.secure_variant_in(source)
@@ -134,6 +136,18 @@ def _source_matches(source: str, problems: list[str], function: str) -> str | No
             return what
         problems.append(self_contained_problem(found.model_source, found.model) or
                         f"the model class {found.model} is the data scientist's own: read it")
+        return f"the data scientist's model class {what}"
+    if function == SPARSE:  # the top-k function, or nothing
+        topk = sparse_variant_in(source)
+        if topk is None:
+            problems.append("the source is not fedlearn's generated top-k function")
+            return None
+        what = (f"{topk.model} sending top-k ({topk.fraction:g} of each tensor; the residual "
+                "stays on this Datasite)")
+        if topk.ready_made:
+            return what
+        problems.append(self_contained_problem(topk.model_source, topk.model) or
+                        f"the model class {topk.model} is the data scientist's own: read it")
         return f"the data scientist's model class {what}"
     matches = ready_made_in(source)
     if matches is not None:

@@ -42,6 +42,11 @@ from fedlearn.backends.pysyft.secure_training_code import (
     SECRET_ASSET,
     load_secure_training_function,
 )
+from fedlearn.backends.pysyft.sparse_training_code import FUNCTION_NAME as SPARSE_FUNCTION
+from fedlearn.backends.pysyft.sparse_training_code import (
+    RESIDUAL_ASSET,
+    load_sparse_training_function,
+)
 from fedlearn.backends.pysyft.training_code import (
     DATASET,
     FUNCTION_NAME,
@@ -55,7 +60,7 @@ from fedlearn.secagg_portable import secagg_ring_dtype
 from fedlearn.training import num_batches
 from fedlearn.updates import Update, detached_cpu_state
 from fedlearn.updates.client_side import masked_payload
-from fedlearn.updates.compression import quantized_problem
+from fedlearn.updates.compression import quantized_problem, sparse_problem
 from fedlearn.workers.base import Worker
 
 # syft 0.9.5's answer to code it already has a request for (a scientist may not resolve a
@@ -79,6 +84,7 @@ class SyftWorker(Worker):
     secure = False  # submitted the secure-aggregation function: it masks on the Datasite
     secagg_run = TUTORIAL_RUN  # the run its code names: secure aggregation's contexts start so
     quantize_bits: int | None = None  # the approved code quantizes the update to this many bits
+    topk_fraction: float | None = None  # submitted the top-k function: it sends this share
 
     def __init__(self, name: str, client):
         self.name = name
@@ -86,6 +92,7 @@ class SyftWorker(Worker):
         assets = check_result(client.datasets[DATASET], f"find dataset on {name}").assets
         self._images, self._labels = assets["images"], assets["labels"]
         self._secret = assets[SECRET_ASSET] if SECRET_ASSET in assets.keys() else None
+        self._residual = assets[RESIDUAL_ASSET] if RESIDUAL_ASSET in assets.keys() else None
         self._request_id: str | None = None
         self._masking = None  # the round's MaskingOrders, under secure aggregation
         self._wire_seed: int | None = None  # the round's seed of stochastic rounding
@@ -141,7 +148,8 @@ class SyftWorker(Worker):
 
     def submit(self, model, *, max_calls: int, run: str = TUTORIAL_RUN,
                dp: DPSGDConfig | None = None,
-               normalisation: Normalisation = MNIST_NORMALISATION, secure: bool = False) -> str:
+               normalisation: Normalisation = MNIST_NORMALISATION, secure: bool = False,
+               topk: float | None = None) -> str:
         """Submit the training code as one code request for the whole run; return its id.
 
         The code names the ``run``: a new run is a new request the owner must approve.
@@ -155,7 +163,9 @@ class SyftWorker(Worker):
         reads it at review and a different one is a different request. ``secure``: the
         secure-aggregation function instead (:mod:`.secure_training_code`), which masks the
         update on the Datasite with the Datasite's own secret; each round then takes four
-        calls (keys, shares, the masked fit, unmasking).
+        calls (keys, shares, the masked fit, unmasking). ``topk``: the top-k function
+        (:mod:`.sparse_training_code`), which sends that share of each tensor's entries and
+        leaves the rest in the owner's residual, kept by the Datasite's server.
         """
         sy = require_syft()
         from syft.service.policy.policy import OutputPolicyExecuteCount
@@ -163,6 +173,13 @@ class SyftWorker(Worker):
         if secure and dp is not None:
             raise FedlearnError("secure aggregation and DP-SGD on a Datasite are not combined "
                                 "yet: use one (DP-FedAvg's clipping does combine)")
+        if topk is not None and (secure or dp is not None):
+            raise FedlearnError("top-k on a Datasite does not combine with secure aggregation "
+                                "(each owner sends other coordinates, which masks cannot sum) "
+                                "or with DP-SGD: use one")
+        if topk is not None and self._residual is None:
+            raise FedlearnError(f"{self.name}: this Datasite keeps no top-k residual (asset "
+                                f"{RESIDUAL_ASSET}): it was served by an older fedlearn")
         if secure and self._secret is None:
             raise FedlearnError(f"{self.name}: this Datasite holds no secure-aggregation secret "
                                 f"(asset {SECRET_ASSET}): it was served by an older fedlearn")
@@ -170,6 +187,9 @@ class SyftWorker(Worker):
         if secure:
             function = load_secure_training_function(model, run, normalisation)
             inputs[SECRET_ASSET] = self._secret
+        elif topk is not None:
+            function = load_sparse_training_function(model, topk, run, normalisation)
+            inputs[RESIDUAL_ASSET] = self._residual
         elif dp is None:
             function = load_training_function(model, run, normalisation)
         else:
@@ -177,6 +197,7 @@ class SyftWorker(Worker):
                                                  run, normalisation)
         self.dp_sgd = dp  # the server checks every worker trains as the run is configured
         self.secure, self.secagg_run = secure, run
+        self.topk_fraction = None if topk is None else float(topk)
         users: dict = dict(weights=dict, plan=dict, seed=int, nonce=str, mode=str)
         if secure:
             users["message"] = dict
@@ -235,10 +256,14 @@ class SyftWorker(Worker):
         sy = require_syft()
         what = f"{kwargs.get('mode')} on {self.name}"
         try:
-            remote = getattr(self._client.code, SECURE_FUNCTION if self.secure else FUNCTION_NAME)
+            name = (SECURE_FUNCTION if self.secure else SPARSE_FUNCTION
+                    if self.topk_fraction is not None else FUNCTION_NAME)
             assets = {"images": self._images, "labels": self._labels}
             if self.secure:
                 assets[SECRET_ASSET] = self._secret
+            if self.topk_fraction is not None:
+                assets[RESIDUAL_ASSET] = self._residual
+            remote = getattr(self._client.code, name)
             with quiet_syft() as chatter:
                 pointer = remote(**assets, **kwargs)
                 result = pointer if isinstance(pointer, sy.SyftError) else pointer.get()
@@ -261,6 +286,8 @@ class SyftWorker(Worker):
             return self._masked_fit(weights, asked, plan, seed)
         if self.quantize_bits is not None:
             return self._quantized_fit(weights, asked, plan, seed)
+        if self.topk_fraction is not None:
+            return self._sparse_fit(weights, asked, plan, seed)
         out = self._call(weights, "fit", asked, seed)
         delta = {k: v.to(next(iter(weights.values())).device) for k, v in out["delta"].items()}
         examples = int(out["num_examples"])
@@ -316,13 +343,22 @@ class SyftWorker(Worker):
         self._masking, self._wire_seed = orders.secagg, orders.wire_seed
 
     def compresses_where_trained(self, compression) -> bool:
-        """The plain function quantizes on the Datasite (plan["quantize_bits"]). Top-k is not:
-        its residual must stay with the owner between rounds, and the approved code keeps
-        nothing between calls."""
-        if compression.method != "quantize" or self.secure or self.dp_sgd is not None:
+        """The plain function quantizes on the Datasite (plan["quantize_bits"]); the top-k
+        function submitted for this fraction sends top-k, its residual kept by the Datasite's
+        server (:mod:`.residual_keeper`)."""
+        if compression.method == "topk":
+            return (self.topk_fraction == float(compression.topk_fraction)
+                    and compression.error_feedback)
+        if compression.method != "quantize" or self.secure or self.dp_sgd is not None \
+                or self.topk_fraction is not None:
             return False
         self.quantize_bits = int(compression.bits)
         return True
+
+    def _sparse_fit(self, weights, asked: dict, plan: TrainPlan, seed: int) -> Update:
+        out = self._call(weights, "fit", asked, seed)
+        return self._compressed(out, "sparse", plan, sparse_problem(
+            out.get("sparse"), weights, float(self.topk_fraction or 0)))
 
     def _quantized_fit(self, weights, asked: dict, plan: TrainPlan, seed: int) -> Update:
         bits = self.quantize_bits
@@ -330,15 +366,19 @@ class SyftWorker(Worker):
             raise RuntimeError(f"{self.name}: a quantized round without its orders")
         asked = {**asked, "quantize_bits": bits, "wire_seed": int(self._wire_seed)}
         out = self._call(weights, "fit", asked, seed)
-        problem = quantized_problem(out.get("quantized"), weights, bits)
+        return self._compressed(out, "quantized", plan,
+                                quantized_problem(out.get("quantized"), weights, bits))
+
+    def _compressed(self, out: dict, key: str, plan: TrainPlan, problem: str | None) -> Update:
+        """The Update for a compressed payload ``out[key]`` checked to have no ``problem``."""
         if problem is not None:
-            raise StaleResultError(f"{self.name} returned a quantized update fedlearn cannot "
+            raise StaleResultError(f"{self.name} returned a {key} update fedlearn cannot "
                                    f"decode: {problem}")
         metrics = {"loss": float(out["loss"]),
                    "steps": plan.epochs * num_batches(self.num_examples, plan.batch_size),
                    "examples": int(out["num_examples"])}
         return Update(self.name, {}, int(out["num_examples"]), metrics, encoding="compressed",
-                      payload=out["quantized"])
+                      payload=out[key])
 
     def _masked_fit(self, weights, asked: dict, plan: TrainPlan, seed: int) -> Update:
         sa = self._masking

@@ -13,6 +13,8 @@ with ``kill -9`` a moment later:
 - ``secagg``: per scientist, what this Datasite masked and revealed in secure aggregation
   (:class:`fedlearn.updates.secagg.SecAggLedger`): one masked input per round, one kind
   of share per peer and round, the same weights never masked with another set of owners;
+- ``residuals``: per approved top-k code and scientist, what the owner has not sent yet
+  (:mod:`.residual_keeper`): top-k's error feedback, kept here, never returned;
 - ``audit``: an append-only log of every request, approval, refusal, execution and
   result fetch, each entry carrying the SHA-256 of the previous one (a hash chain,
   as in Schneier and Kelsey, "Secure audit logs to support computer forensics",
@@ -44,6 +46,9 @@ CREATE TABLE IF NOT EXISTS approvals (
     approved_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS ledgers (scientist TEXT PRIMARY KEY, history TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS secagg (scientist TEXT PRIMARY KEY, ledger TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS residuals (
+    code_id TEXT NOT NULL, scientist TEXT NOT NULL, tensors BLOB NOT NULL,
+    PRIMARY KEY (code_id, scientist));
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, at REAL NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL,
     previous TEXT NOT NULL, digest TEXT NOT NULL);
@@ -197,3 +202,16 @@ class DatasiteState:
                 self._append("secagg", {"scientist": scientist, **detail})
             finally:
                 self._db.execute("COMMIT")
+
+    # -- top-k residuals -------------------------------------------------------------
+    def residual(self, code_id: str, scientist: str) -> bytes | None:
+        """The stored residual of one approved code for one scientist (torch.save bytes)."""
+        row = self._db.execute("SELECT tensors FROM residuals WHERE code_id = ? AND "
+                               "scientist = ?", (code_id, scientist)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def keep_residual(self, code_id: str, scientist: str, tensors: bytes) -> None:
+        """Store a call's new residual durably (before its result is handed out)."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO residuals VALUES (?, ?, ?)",
+                             (code_id, scientist, tensors))
