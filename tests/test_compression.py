@@ -10,7 +10,9 @@ from fedlearn.updates.compression import (
     dequantize,
     payload_nbytes,
     quantize,
+    sparse_problem,
     topk_sparsify,
+    topk_with_feedback,
 )
 
 
@@ -119,3 +121,35 @@ def test_datasites_quantize_in_their_code_and_refuse_what_their_code_cannot_do()
                               secure_aggregation=True)
     with pytest.raises(ConfigError, match="ring elements.*--secagg-ring-bits 16"):
         secure.check_workers(2, remote=["bob", "alice"], masking=["bob", "alice"])
+
+
+def test_topk_with_feedback_by_hand():
+    residual = {}
+    delta = {"w": torch.tensor([0.1, -5.0, 0.2, 3.0]), "count": torch.tensor(2)}
+    sent = topk_with_feedback(delta, residual, 0.25)  # one of four entries
+    assert sent["count"] == {"exact": torch.tensor(2)}  # a counter goes exactly, no residual
+    assert sent["w"]["indices"].tolist() == [1] and sent["w"]["values"].tolist() == [-5.0]
+    assert residual["w"].tolist() == pytest.approx([0.1, 0.0, 0.2, 3.0]) and "count" not in residual
+    # next round: 3.0 left behind plus 0.5 now beats every new entry
+    sent = topk_with_feedback({"w": torch.tensor([0.0, 0.0, 0.0, 0.5])}, residual, 0.25)
+    assert sent["w"]["indices"].tolist() == [3] and sent["w"]["values"].tolist() == [3.5]
+    assert residual["w"].tolist() == pytest.approx([0.1, 0.0, 0.2, 0.0])
+
+
+def test_a_top_k_payload_from_elsewhere_is_checked_before_it_is_decoded():
+    reference = {"w": torch.zeros(2, 5), "count": torch.tensor(0)}
+    good = topk_with_feedback({"w": torch.arange(10.0).reshape(2, 5), "count": torch.tensor(1)},
+                              {}, 0.2)
+    assert sparse_problem(good, reference, 0.2) is None
+    assert "3 distinct int32" in sparse_problem(good, reference, 0.3)  # 3 expected, 2 sent
+    assert "one entry per weight" in sparse_problem({"w": good["w"]}, reference, 0.2)
+    for bad, why in (({"indices": good["w"]["indices"].long()}, "int32"),
+                     ({"indices": torch.tensor([9, 9], dtype=torch.int32)}, "distinct"),
+                     ({"indices": torch.tensor([0, 10], dtype=torch.int32)}, "below 10"),
+                     ({"indices": torch.tensor([-1, 3], dtype=torch.int32)}, "positions"),
+                     ({"values": torch.tensor([1.0, float("inf")])}, "finite float32"),
+                     ({"values": torch.tensor([1.0, 2.0], dtype=torch.float64)}, "float32")):
+        assert why in sparse_problem({**good, "w": {**good["w"], **bad}}, reference, 0.2)
+    assert "indices and values" in sparse_problem({**good, "w": {"delta": 1}}, reference, 0.2)
+    assert "counter" in sparse_problem({**good, "count": {"exact": torch.tensor(1.0)}},
+                                       reference, 0.2)
