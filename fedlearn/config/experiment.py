@@ -172,7 +172,8 @@ class ExperimentConfig(Section):
                               "it between rounds): drop --no-error-feedback")
         if self.dp_sgd is not None and method != "none":
             raise ConfigError("compression.method", "the DP-SGD function on a Datasite does "
-                              "not quantize; drop --compression or DP-SGD")
+                              "not compress (neither quantize nor top-k); drop --compression "
+                              "or DP-SGD")
         inside = [("secure_aggregation",
                    self.secure_aggregation and not set(remote) <= masking),
                   ("compression.method", method != "none" and not set(remote) <= compressing),
