@@ -171,7 +171,10 @@ def test_remote_workers_refuse_what_they_cannot_do(synthetic):
     for extra, why in (({"secure_aggregation": True}, "inside each Datasite"),
                        ({"compression": CompressionConfig(method="quantize")},
                         "inside each Datasite"),  # this worker cannot quantize where it trains
-                       ({"compression": CompressionConfig(method="topk")}, "residual")):
+                       ({"compression": CompressionConfig(method="topk")},
+                        "inside each Datasite"),  # nor send top-k there
+                       ({"compression": CompressionConfig(method="topk", error_feedback=False)},
+                        "always keeps the owner's residual")):
         with pytest.raises(ConfigError, match=why):
             run_federation(ws, cfg(**extra), x, y)
 
