@@ -1,6 +1,6 @@
 """The package's layers, checked from every module's imports (function-level ones too).
 
-    config, errors, files, portable, secagg_portable
+    config, errors, files, portable, secagg_portable, topk_portable
       -> data, models, training, updates, aggregation
       -> workers -> execution -> server
       -> experiment, cli, backends.pysyft, plots (and the package's own ``__init__``)
@@ -18,7 +18,7 @@ from conftest import REPO
 
 LAYERS = [
     {"fedlearn.config", "fedlearn.errors", "fedlearn.files", "fedlearn.portable",
-     "fedlearn.secagg_portable"},
+     "fedlearn.secagg_portable", "fedlearn.topk_portable"},
     {"fedlearn.data", "fedlearn.models", "fedlearn.training", "fedlearn.updates",
      "fedlearn.aggregation"},
     {"fedlearn.workers"},

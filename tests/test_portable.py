@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fedlearn import portable, training
+from fedlearn import portable, topk_portable, training
 from fedlearn.backends.pysyft import model_source, training_code
 from fedlearn.backends.pysyft.dp_training_code import dp_training_function_source
 from fedlearn.backends.pysyft.training_code import source_digest, training_function_source
@@ -28,8 +28,9 @@ PLAN = SimpleNamespace(epochs=1, batch_size=16, lr=0.05, momentum=0.9, weight_de
                        prox_mu=0.0, precision="fp32", channels_last=False)
 
 
-def test_portable_imports_only_torch_math_and_the_standard_library():
-    tree = ast.parse(Path(portable.__file__).read_text())
+@pytest.mark.parametrize("module", [portable, topk_portable], ids=["portable", "topk_portable"])
+def test_portable_imports_only_torch_math_and_the_standard_library(module):
+    tree = ast.parse(Path(module.__file__).read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
