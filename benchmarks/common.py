@@ -5,6 +5,19 @@ import json
 from pathlib import Path
 
 
+def cpu_name() -> str:
+    """The CPU's model name (every figure names the machine it was measured on)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def write_results(path: str | None, result: dict) -> None:
     """Write ``result`` as JSON to ``path`` (if given), creating its folder."""
     if path:

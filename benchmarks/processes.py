@@ -26,7 +26,7 @@ import sys
 import time
 
 import torch
-from common import write_results
+from common import cpu_name, write_results
 
 from fedlearn.config import (
     DataConfig,
@@ -137,18 +137,6 @@ def time_setting(name: str, setting: tuple, data, args) -> dict:
                   "goal": goal, "meets_goal": None if goal is None else ratio <= goal,
                   "seconds": s, "compute": notes[v], "process_memory": memory[v]}
     return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> dict:

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_results  # noqa: E402
+from common import cpu_name, write_results  # noqa: E402
 
 from fedlearn.config import (  # noqa: E402
     CompressionConfig,
@@ -42,13 +42,6 @@ from fedlearn.config import (  # noqa: E402
     TrainPlan,
 )
 from fedlearn.data import MNIST_NORMALISATION, normalise  # noqa: E402
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 class WireCounter:
