@@ -13,6 +13,7 @@ from test_pysyft_quantized import ResponseBytes, uint8_digits
 
 from fedlearn.config import (
     CompressionConfig,
+    ConfigError,
     ExecutionConfig,
     ExperimentConfig,
     FederationConfig,
@@ -110,6 +111,10 @@ def test_the_scientist_gets_indices_and_values_never_the_residual(digits):
         assert bob._residual.data is None  # the asset is private: no read permission
         with pytest.raises(InputRefusedError, match="does not also quantize"):
             bob._call(weights, "fit", {**plan, "quantize_bits": 8, "wire_seed": 1}, 1)
+        _, _, x, y, _ = digits  # code that sends top-k never runs a round configured otherwise
+        for other in (CompressionConfig(), CompressionConfig(method="topk", topk_fraction=0.1)):
+            with pytest.raises(ConfigError, match="approved code sends top-k 0.05"):
+                FederatedServer(workers, config(other), x, y)
     finally:
         for site in sites:
             site.land()

@@ -53,7 +53,7 @@ from fedlearn.backends.pysyft.training_code import (
     TUTORIAL_RUN,
     load_training_function,
 )
-from fedlearn.config import DPSGDConfig, TrainPlan
+from fedlearn.config import ConfigError, DPSGDConfig, TrainPlan
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
 from fedlearn.errors import FedlearnError
 from fedlearn.secagg_portable import secagg_ring_dtype
@@ -346,9 +346,13 @@ class SyftWorker(Worker):
         """The plain function quantizes on the Datasite (plan["quantize_bits"]); the top-k
         function submitted for this fraction sends top-k, its residual kept by the Datasite's
         server (:mod:`.residual_keeper`)."""
+        if self.topk_fraction is not None and (
+                compression.method != "topk" or compression.topk_fraction != self.topk_fraction):
+            raise ConfigError("compression.method", f"{self.name}'s approved code sends top-k "
+                              f"{self.topk_fraction:g}, not what the run is configured with "
+                              f"({compression.method}): submit it as the run is configured")
         if compression.method == "topk":
-            return (self.topk_fraction == float(compression.topk_fraction)
-                    and compression.error_feedback)
+            return self.topk_fraction is not None and compression.error_feedback
         if compression.method != "quantize" or self.secure or self.dp_sgd is not None \
                 or self.topk_fraction is not None:
             return False
