@@ -63,8 +63,13 @@ def datasites(digits, cfg, port=None, reviews=None):
 
 
 def test_a_datasite_sends_top_k_exactly_as_an_in_process_client_and_keeps_its_residual(digits):
+    """...and the scientist gets indices and values only, never the residual."""
+    import dataclasses
+
     from fedlearn.backends.pysyft import call_guard, residual_keeper
+    from fedlearn.backends.pysyft.scientist import InputRefusedError
     from fedlearn.backends.pysyft.state import DatasiteState
+    from fedlearn.models import build_model
     from fedlearn.workers import make_virtual_workers
 
     _, _, x, y, _ = digits
@@ -91,19 +96,7 @@ def test_a_datasite_sends_top_k_exactly_as_an_in_process_client_and_keeps_its_re
             assert sorted(kept) == sorted(mine) and all(torch.equal(kept[k], mine[k])
                                                         for k in mine)
             assert sum(v.abs().sum() for v in kept.values()) > 0
-    finally:
-        for site in sites:
-            site.land()
-
-
-def test_the_scientist_gets_indices_and_values_never_the_residual(digits):
-    import dataclasses
-
-    from fedlearn.backends.pysyft.scientist import InputRefusedError
-    from fedlearn.models import build_model
-
-    sites, workers = datasites(digits, config())
-    try:
+        # what the scientist gets: indices and values, never the residual
         bob, weights = workers[0], build_model("bn_cnn", seed=0).state_dict()
         plan = dataclasses.asdict(TrainPlan(batch_size=32))
         out = bob._call(weights, "fit", plan, 1)
@@ -111,7 +104,7 @@ def test_the_scientist_gets_indices_and_values_never_the_residual(digits):
         assert bob._residual.data is None  # the asset is private: no read permission
         with pytest.raises(InputRefusedError, match="does not also quantize"):
             bob._call(weights, "fit", {**plan, "quantize_bits": 8, "wire_seed": 1}, 1)
-        _, _, x, y, _ = digits  # code that sends top-k never runs a round configured otherwise
+        # code that sends top-k never runs a round configured otherwise
         for other in (CompressionConfig(), CompressionConfig(method="topk", topk_fraction=0.1)):
             with pytest.raises(ConfigError, match="approved code sends top-k 0.05"):
                 FederatedServer(workers, config(other), x, y)
