@@ -56,16 +56,14 @@ def digits():
     return images, labels, x, y, parts
 
 
-def datasite_run(digits, cfg, port=None, counter=None):
+def datasite_run(digits, cfg):
     from fedlearn.backends.pysyft import launch_syft_workers
 
     images, labels, x, y, parts = digits
     sites, workers = launch_syft_workers(images, labels, parts, cfg.partition.workers,
-                                         model="bn_cnn", max_calls=6, port=port)
+                                         model="bn_cnn", max_calls=6)
     try:
-        before = counter.total if counter else 0
-        run = run_federation(workers, cfg, x[:100], y[:100])
-        return run, (counter.total - before if counter else None), workers
+        return run_federation(workers, cfg, x[:100], y[:100]), workers
     finally:
         for site in sites:
             site.land()
@@ -76,7 +74,7 @@ def test_a_datasite_quantizes_exactly_as_an_in_process_client(digits):
 
     images, labels, x, y, parts = digits
     expected = run_federation(make_virtual_workers(x, y, config())[0], config(), x[:100], y[:100])
-    got, _, workers = datasite_run(digits, config())
+    got, workers = datasite_run(digits, config())
     assert all(w.quantize_bits == 8 for w in workers)
     for k, v in expected.weights.items():
         assert torch.equal(got.weights[k], v), k
@@ -85,12 +83,28 @@ def test_a_datasite_quantizes_exactly_as_an_in_process_client(digits):
 
 
 def test_over_http_the_responses_shrink_with_the_codes(digits, monkeypatch):
+    """One pair of served Datasites, one approved function (it quantizes when the plan asks):
+    a float32 run, then an 8-bit run, each counted from its first call to its last."""
+    from fedlearn.backends.pysyft import launch_syft_workers
+
+    images, labels, x, y, parts = digits
     counter = ResponseBytes(monkeypatch)
-    plain, plain_bytes, _ = datasite_run(digits, config(CompressionConfig()), "auto", counter)
-    quantized, quantized_bytes, _ = datasite_run(digits, config(), "auto", counter)
+    sites, workers = launch_syft_workers(images, labels, parts, config().partition.workers,
+                                         model="bn_cnn", max_calls=12, port="auto")
+    try:
+        runs, counted = [], []
+        for cfg in (config(CompressionConfig()), config()):  # float32 first: it sets no bits
+            before = counter.total
+            runs.append(run_federation(workers, cfg, x[:100], y[:100]))
+            counted.append(counter.total - before)
+    finally:
+        for site in sites:
+            site.land()
+    (plain, quantized), (plain_bytes, quantized_bytes) = runs, counted
+    assert all(w.quantize_bits == 8 for w in workers)  # the second run was the 8-bit one
     estimate = [sum(h["bytes_up"].values()) for h in (plain.history[0], quantized.history[0])]
     assert estimate[0] / estimate[1] > 3.5  # fedlearn's own count: 8 bits a value, not 32
-    # what really came back over HTTP (both runs log in, upload and approve the same way)
+    # what really came back over HTTP (the same Datasites, logins and approval for both runs)
     saved = plain_bytes - quantized_bytes
     print(f"HTTP responses: float32 {plain_bytes:,} B, 8-bit {quantized_bytes:,} B; "
           f"estimate per round {estimate[0]:,} vs {estimate[1]:,} B")

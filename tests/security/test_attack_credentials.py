@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from target import ADMIN, ADMIN_EMAIL, SCIENTIST
+from target import ADMIN, ADMIN_EMAIL, SCIENTIST, run_cli
 
 
 def test_training_as_the_admin_is_refused_on_the_servers_word(served, tmp_path, mnist_dir):
@@ -15,12 +15,11 @@ def test_training_as_the_admin_is_refused_on_the_servers_word(served, tmp_path, 
 
     before = {r["id"] for r in Datasite.connect(served.url, email=ADMIN_EMAIL,
                                                 password=ADMIN).requests(include_decided=True)}
-    run = subprocess.run(
-        [sys.executable, "-m", "fedlearn", "train", "--backend", "pysyft",
-         f"--datasite=bob={served.url}", "--email", ADMIN_EMAIL, "--rounds", "1",
-         "--out", str(tmp_path / "out"), "--no-progress"],
-        env={**served.env, "FEDLEARN_SCIENTIST_PASSWORD": ADMIN, "FEDLEARN_DATA": mnist_dir},
-        capture_output=True, text=True, timeout=300)
+    # the scientist's command in this process (target.run_cli: same argv, exit code, output)
+    run = run_cli(["train", "--backend", "pysyft", f"--datasite=bob={served.url}", "--email",
+                   ADMIN_EMAIL, "--rounds", "1", "--data-dir", mnist_dir, "--out",
+                   str(tmp_path / "out"), "--no-progress"],
+                  {**served.env, "FEDLEARN_SCIENTIST_PASSWORD": ADMIN})
     assert run.returncode == 2, run.stderr
     assert "is a ADMIN account" in run.stderr and "only as a data scientist" in run.stderr
     after = {r["id"] for r in Datasite.connect(served.url, email=ADMIN_EMAIL,

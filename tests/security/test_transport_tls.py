@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 from certificates import CertificateAuthority
-from target import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, start_server
+from target import ADMIN, ADMIN_EMAIL, EMAIL, SCIENTIST, run_cli, start_server
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,13 @@ def test_a_client_certificate_opens_it_and_a_round_runs_over_tls(mutual, ca, tls
     worker = SyftWorker.connect("bob", mutual.url, email=EMAIL, password=SCIENTIST)
     request_id = worker.submit("tutorial_cnn", max_calls=5)
     owner = ca.issue("bob-owner-laptop", server=False)
-    approve = subprocess.run(
-        [sys.executable, "-m", "fedlearn", "datasite", "approve", request_id, "--url",
-         mutual.url, "--ca-file", ca.ca_file, "--client-cert", owner[0], "--client-key",
-         owner[1]], env=mutual.env, capture_output=True, text=True, timeout=300)
+    # the owner's command with their own certificate, in this process (target.run_cli: same
+    # argv, exit code and output); it sets this process's TLS to the owner's certificate
+    approve = run_cli(["datasite", "approve", request_id, "--url", mutual.url, "--ca-file",
+                       ca.ca_file, "--client-cert", owner[0], "--client-key", owner[1]],
+                      mutual.env)
     assert approve.returncode == 0, approve.stderr
+    tls_client(ca.ca_file, *scientist)  # the scientist's certificate again
     update = worker.fit(build_model("tutorial_cnn").state_dict(), TrainPlan(batch_size=64),
                         seed=0)
     assert update.num_examples == 300 and all(torch.isfinite(v).all()
