@@ -87,9 +87,13 @@ def test_a_datasite_sends_top_k_exactly_as_an_in_process_client_and_keeps_its_re
         # each owner's residual is on its own Datasite, durably, and equals the in-process one
         for site, client in zip(sites, expected.workers):
             state = call_guard.state_for(site.handle.python_server)
-            (approved,) = state._db.execute("SELECT code_id, scientist FROM approvals")
-            (kept_for,) = state._db.execute("SELECT code_id, scientist FROM residuals")
-            assert kept_for == approved  # this approval's, for this scientist
+            # this test's approval is the Datasite's latest (same-named Datasites of earlier
+            # tests share the state directory)
+            approved = state._db.execute("SELECT code_id, scientist FROM approvals ORDER BY "
+                                         "approved_at DESC LIMIT 1").fetchone()
+            kept_for = state._db.execute("SELECT code_id, scientist FROM residuals WHERE "
+                                         "code_id = ?", (approved[0],)).fetchall()
+            assert kept_for == [approved]  # this approval's, for this scientist
             reopened = DatasiteState(state.path.parent)  # as after a restart
             kept = residual_keeper.decode(reopened.residual(*approved))
             mine = client.state_dict()["client_side"]["residual"]
