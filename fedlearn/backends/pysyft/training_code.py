@@ -229,6 +229,30 @@ def custom_model_in(source: str) -> tuple[str, str] | None:
     return classes[0].name, model_source
 
 
+def model_of_generated(source: str, ready_made, around) -> tuple[str, bool, str] | None:
+    """(model, ready-made?, the class's source) if ``source`` is exactly what fedlearn generates
+    around its one model class: ``ready_made(name)`` for a ready-made model, or
+    ``around(class source, class name)`` for the data scientist's own; else None. The whole
+    source is generated again and compared, so nothing else in it can differ."""
+    try:
+        function = ast.parse(source).body[0]
+    except (SyntaxError, IndexError):
+        return None
+    classes = [n for n in getattr(function, "body", []) if isinstance(n, ast.ClassDef)]
+    if len(classes) != 1:
+        return None
+    name = classes[0].name
+    for model in MODELS:
+        if model_class(model).__name__ == name and ready_made(model).strip() == source.strip():
+            return model, True, ""
+    # whole lines: a class's last line may end in a comment, which its AST node leaves out
+    lines = source.splitlines()[classes[0].lineno - 1:classes[0].end_lineno]
+    model_source = textwrap.dedent("\n".join(lines)) + "\n"
+    if around(model_source, name).strip() != source.strip():
+        return None
+    return name, False, model_source
+
+
 def assemble(model_source: str, model_name: str, run: str = TUTORIAL_RUN,
              normalisation: Normalisation = MNIST_NORMALISATION) -> str:
     """fedlearn's generated function around the source of one model class, for one run and
