@@ -127,11 +127,7 @@ def _checked(noise: float, clip: float) -> tuple[float, float]:
 
 
 def _once(source: str, anchor: str) -> int:
-    at = source.find(anchor)
-    if at < 0 or source.find(anchor, at + 1) >= 0:
-        raise AssertionError(f"fedlearn's generated function changed: {anchor.strip()!r} "
-                             "must occur exactly once (update dp_training_code)")
-    return at
+    return training_code.find_once(source, anchor, "dp_training_code")
 
 
 def dp_assemble(model_source: str, model_name: str, run: str, noise: float, clip: float,

@@ -101,11 +101,7 @@ def _checked(fraction: float) -> float:
 
 
 def _once(source: str, anchor: str) -> int:
-    at = source.find(anchor)
-    if at < 0 or source.find(anchor, at + 1) >= 0:
-        raise AssertionError(f"fedlearn's generated function changed: {anchor.strip()!r} "
-                             "must occur exactly once (update sparse_training_code)")
-    return at
+    return training_code.find_once(source, anchor, "sparse_training_code")
 
 
 def _replace_once(source: str, anchor: str, new: str) -> str:
