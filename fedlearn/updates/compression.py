@@ -34,22 +34,36 @@ def dequantize(q: Mapping[str, torch.Tensor], shape, dtype=torch.float32) -> tor
     return (q["low"] + q["codes"].float() * q["scale"]).reshape(shape).to(dtype)
 
 
-def quantized_problem(payload, reference: State, bits: int) -> str | None:
-    """What is wrong with ``payload`` as :func:`~fedlearn.portable.quantize_change`'s output for
-    ``reference``'s keys, shapes and dtypes at ``bits`` bits (None: nothing). A quantized update
-    from elsewhere (a Datasite) is checked before it is decoded."""
+def _entries_problem(payload, reference: State, names: list[str], check) -> str | None:
+    """What is wrong with ``payload``, one entry per weight of ``reference``: a counter sent
+    exactly, anything else a dict of the tensors ``names`` that ``check(key, reference tensor,
+    entry)`` accepts (it returns None or the problem)."""
     if not isinstance(payload, dict) or sorted(payload) != sorted(reference):
         return "not one entry per weight"
     for k, ref in reference.items():
         parts = payload[k]
         if is_counter(ref):
-            problem = _counter_problem(k, parts, ref)
-            if problem is not None:
-                return problem
+            exact = parts.get("exact") if isinstance(parts, dict) else None
+            if (not isinstance(parts, dict) or sorted(parts) != ["exact"]
+                    or not isinstance(exact, torch.Tensor) or exact.shape != ref.shape
+                    or exact.dtype != ref.dtype):
+                return f"{k!r} is not sent exactly as a {ref.dtype} counter"
             continue
-        if not isinstance(parts, dict) or sorted(parts) != ["codes", "low", "scale"] or not all(
+        if not isinstance(parts, dict) or sorted(parts) != sorted(names) or not all(
                 isinstance(v, torch.Tensor) for v in parts.values()):
-            return f"{k!r} is not codes, low and scale"
+            return f"{k!r} is not {', '.join(names[:-1])} and {names[-1]}"
+        problem = check(k, ref, parts)
+        if problem is not None:
+            return problem
+    return None
+
+
+def quantized_problem(payload, reference: State, bits: int) -> str | None:
+    """What is wrong with ``payload`` as :func:`~fedlearn.portable.quantize_change`'s output for
+    ``reference``'s keys, shapes and dtypes at ``bits`` bits (None: nothing). A quantized update
+    from elsewhere (a Datasite) is checked before it is decoded."""
+
+    def check(k: str, ref: torch.Tensor, parts) -> str | None:
         codes, low, scale = parts["codes"], parts["low"], parts["scale"]
         if (codes.dtype != torch.uint8 or codes.shape != (ref.numel(),)
                 or (codes.numel() and int(codes.max()) > 2 ** bits - 1)):
@@ -57,34 +71,17 @@ def quantized_problem(payload, reference: State, bits: int) -> str | None:
         if any(v.dtype != torch.float32 or v.shape != (1,) or not torch.isfinite(v).all()
                for v in (low, scale)) or float(scale) <= 0:
             return f"{k!r}'s low and scale are not one finite float32 each (scale > 0)"
-    return None
+        return None
 
-
-def _counter_problem(k: str, parts, ref: torch.Tensor) -> str | None:
-    exact = parts.get("exact") if isinstance(parts, dict) else None
-    if (not isinstance(parts, dict) or sorted(parts) != ["exact"]
-            or not isinstance(exact, torch.Tensor) or exact.shape != ref.shape
-            or exact.dtype != ref.dtype):
-        return f"{k!r} is not sent exactly as a {ref.dtype} counter"
-    return None
+    return _entries_problem(payload, reference, ["codes", "low", "scale"], check)
 
 
 def sparse_problem(payload, reference: State, fraction: float) -> str | None:
     """What is wrong with ``payload`` as :func:`~fedlearn.topk_portable.topk_with_feedback`'s
     output for ``reference`` at ``fraction`` (None: nothing): per tensor exactly
     ceil(fraction * n) distinct int32 indices in range and as many finite float32 values."""
-    if not isinstance(payload, dict) or sorted(payload) != sorted(reference):
-        return "not one entry per weight"
-    for k, ref in reference.items():
-        parts = payload[k]
-        if is_counter(ref):
-            problem = _counter_problem(k, parts, ref)
-            if problem is not None:
-                return problem
-            continue
-        if not isinstance(parts, dict) or sorted(parts) != ["indices", "values"] or not all(
-                isinstance(v, torch.Tensor) for v in parts.values()):
-            return f"{k!r} is not indices and values"
+
+    def check(k: str, ref: torch.Tensor, parts) -> str | None:
         n, indices, values = ref.numel(), parts["indices"], parts["values"]
         k_sent = max(1, math.ceil(fraction * n))
         if (indices.dtype != torch.int32 or indices.shape != (k_sent,)
@@ -94,7 +91,9 @@ def sparse_problem(payload, reference: State, fraction: float) -> str | None:
         if values.dtype != torch.float32 or values.shape != (k_sent,) or not bool(
                 torch.isfinite(values).all()):
             return f"{k!r}'s values are not {k_sent} finite float32 numbers"
-    return None
+        return None
+
+    return _entries_problem(payload, reference, ["indices", "values"], check)
 
 
 def payload_nbytes(payload: Mapping[str, Mapping[str, torch.Tensor]], bits: int = 8) -> int:

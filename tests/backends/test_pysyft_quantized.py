@@ -46,14 +46,19 @@ class ResponseBytes:
         monkeypatch.setattr(requests.Session, "send", send)
 
 
-@pytest.fixture(scope="module")
-def digits():
+def digits_for(cfg: ExperimentConfig):
+    """240 random uint8 digits, normalised, and their parts as ``cfg`` partitions them."""
     from fedlearn.workers import make_virtual_workers
 
     images, labels = uint8_digits(240)
     x, y = normalise(torch.as_tensor(images), MNIST_NORMALISATION), torch.as_tensor(labels)
-    _, parts = make_virtual_workers(x, y, config())
+    _, parts = make_virtual_workers(x, y, cfg)
     return images, labels, x, y, parts
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digits_for(config())
 
 
 def datasite_run(digits, cfg):

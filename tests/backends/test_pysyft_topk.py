@@ -9,7 +9,7 @@ and the bytes that cross HTTP shrink with them.
 """
 import pytest
 import torch
-from test_pysyft_quantized import ResponseBytes, uint8_digits
+from test_pysyft_quantized import ResponseBytes, digits_for
 
 from fedlearn.config import (
     CompressionConfig,
@@ -19,7 +19,6 @@ from fedlearn.config import (
     FederationConfig,
     TrainPlan,
 )
-from fedlearn.data import MNIST_NORMALISATION, normalise
 from fedlearn.server.federation import FederatedServer
 
 pytestmark = [pytest.mark.pysyft, pytest.mark.slow]
@@ -36,12 +35,7 @@ def config(compression=TOPK) -> ExperimentConfig:
 
 @pytest.fixture(scope="module")
 def digits():
-    from fedlearn.workers import make_virtual_workers
-
-    images, labels = uint8_digits(240)
-    x, y = normalise(torch.as_tensor(images), MNIST_NORMALISATION), torch.as_tensor(labels)
-    _, parts = make_virtual_workers(x, y, config())
-    return images, labels, x, y, parts
+    return digits_for(config())
 
 
 def trained(workers, cfg, x, y) -> FederatedServer:

@@ -32,13 +32,10 @@ differential privacy systems") are not closed here.
 """
 from __future__ import annotations
 
-import ast
 import re
-import textwrap
 from dataclasses import dataclass
 
 from fedlearn.backends.pysyft import training_code
-from fedlearn.config import MODELS
 from fedlearn.config.fields import number
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
 
@@ -130,11 +127,7 @@ def _checked(noise: float, clip: float) -> tuple[float, float]:
 
 
 def _once(source: str, anchor: str) -> int:
-    at = source.find(anchor)
-    if at < 0 or source.find(anchor, at + 1) >= 0:
-        raise AssertionError(f"fedlearn's generated function changed: {anchor.strip()!r} "
-                             "must occur exactly once (update dp_training_code)")
-    return at
+    return training_code.find_once(source, anchor, "dp_training_code")
 
 
 def dp_assemble(model_source: str, model_name: str, run: str, noise: float, clip: float,
@@ -173,25 +166,16 @@ def dp_variant_in(source: str) -> DPCode | None:
         return None
     try:
         noise, clip = _checked(float(constants[1]), float(constants[2]))
-        function = ast.parse(source).body[0]
-    except (ValueError, SyntaxError, IndexError):
+    except ValueError:
         return None
-    classes = [n for n in getattr(function, "body", []) if isinstance(n, ast.ClassDef)]
-    if len(classes) != 1:
+    found = training_code.model_of_generated(
+        source, lambda model: dp_training_function_source(model, noise, clip, run, normalisation),
+        lambda model_source, name: dp_assemble(model_source, name, run, noise, clip,
+                                               normalisation))
+    if found is None:
         return None
-    name = classes[0].name
-    for model in MODELS:  # a ready-made model
-        if training_code.model_class(model).__name__ == name and \
-                dp_training_function_source(model, noise, clip, run,
-                                            normalisation).strip() == source.strip():
-            return DPCode(model, True, noise, clip, run, normalisation=normalisation)
-    # whole lines: a class's last line may end in a comment, which its AST node leaves out
-    lines = source.splitlines()[classes[0].lineno - 1:classes[0].end_lineno]
-    model_source = textwrap.dedent("\n".join(lines)) + "\n"
-    if dp_assemble(model_source, name, run, noise, clip, normalisation).strip() != \
-            source.strip():
-        return None
-    return DPCode(name, False, noise, clip, run, model_source, normalisation)
+    model, ready_made, model_source = found
+    return DPCode(model, ready_made, noise, clip, run, model_source, normalisation)
 
 
 def load_dp_training_function(model, noise: float, clip: float,

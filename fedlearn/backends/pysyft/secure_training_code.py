@@ -27,14 +27,12 @@ variant): a scientist who sends different owners different rosters is not detect
 """
 from __future__ import annotations
 
-import ast
 import textwrap
 from dataclasses import dataclass
 
 from fedlearn import secagg_portable
 from fedlearn.backends.pysyft import training_code
 from fedlearn.backends.pysyft.model_source import inlined_source
-from fedlearn.config import MODELS
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation, check_normalisation
 
 FUNCTION_NAME = "fedlearn_secure_round"
@@ -266,23 +264,10 @@ def secure_variant_in(source: str) -> SecureCode | None:
     run, normalisation = training_code.run_of(source), training_code.normalisation_of(source)
     if run is None or normalisation is None or f"def {FUNCTION_NAME}(" not in source:
         return None
-    try:
-        function = ast.parse(source).body[0]
-    except (SyntaxError, IndexError):
-        return None
-    classes = [n for n in getattr(function, "body", []) if isinstance(n, ast.ClassDef)]
-    if len(classes) != 1:
-        return None
-    name = classes[0].name
-    for model in MODELS:
-        if training_code.model_class(model).__name__ == name and secure_training_function_source(
-                model, run, normalisation).strip() == source.strip():
-            return SecureCode(model, True, "")
-    lines = source.splitlines()[classes[0].lineno - 1:classes[0].end_lineno]
-    model_source = textwrap.dedent("\n".join(lines)) + "\n"
-    if secure_assemble(model_source, name, run, normalisation).strip() != source.strip():
-        return None
-    return SecureCode(name, False, model_source)
+    found = training_code.model_of_generated(
+        source, lambda model: secure_training_function_source(model, run, normalisation),
+        lambda model_source, name: secure_assemble(model_source, name, run, normalisation))
+    return None if found is None else SecureCode(*found)
 
 
 def load_secure_training_function(model, run: str = training_code.TUTORIAL_RUN,

@@ -21,7 +21,6 @@ cannot sum) nor with the plan's quantization (one compression at a time): both a
 """
 from __future__ import annotations
 
-import ast
 import re
 import textwrap
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from dataclasses import dataclass
 from fedlearn import topk_portable
 from fedlearn.backends.pysyft import training_code
 from fedlearn.backends.pysyft.model_source import inlined_source
-from fedlearn.config import MODELS
 from fedlearn.config.fields import number
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
 
@@ -103,11 +101,7 @@ def _checked(fraction: float) -> float:
 
 
 def _once(source: str, anchor: str) -> int:
-    at = source.find(anchor)
-    if at < 0 or source.find(anchor, at + 1) >= 0:
-        raise AssertionError(f"fedlearn's generated function changed: {anchor.strip()!r} "
-                             "must occur exactly once (update sparse_training_code)")
-    return at
+    return training_code.find_once(source, anchor, "sparse_training_code")
 
 
 def _replace_once(source: str, anchor: str, new: str) -> str:
@@ -152,25 +146,16 @@ def sparse_variant_in(source: str) -> SparseCode | None:
         return None
     try:
         fraction = _checked(float(line[1]))
-        function = ast.parse(source).body[0]
-    except (ValueError, SyntaxError, IndexError):
+    except ValueError:
         return None
-    classes = [n for n in getattr(function, "body", []) if isinstance(n, ast.ClassDef)]
-    if len(classes) != 1:
+    found = training_code.model_of_generated(
+        source, lambda model: sparse_training_function_source(model, fraction, run, normalisation),
+        lambda model_source, name: sparse_assemble(model_source, name, run, fraction,
+                                                   normalisation))
+    if found is None:
         return None
-    name = classes[0].name
-    for model in MODELS:
-        if training_code.model_class(model).__name__ == name and \
-                sparse_training_function_source(model, fraction, run,
-                                                normalisation).strip() == source.strip():
-            return SparseCode(model, True, fraction)
-    # whole lines: a class's last line may end in a comment, which its AST node leaves out
-    lines = source.splitlines()[classes[0].lineno - 1:classes[0].end_lineno]
-    model_source = textwrap.dedent("\n".join(lines)) + "\n"
-    if sparse_assemble(model_source, name, run, fraction, normalisation).strip() != \
-            source.strip():
-        return None
-    return SparseCode(name, False, fraction, model_source)
+    model, ready_made, model_source = found
+    return SparseCode(model, ready_made, fraction, model_source)
 
 
 def load_sparse_training_function(model, fraction: float,

@@ -213,20 +213,54 @@ def custom_model_in(source: str) -> tuple[str, str] | None:
     run, normalisation = run_of(source), normalisation_of(source)
     if run is None or normalisation is None:
         return None
+    node = _the_class(source)
+    segment = None if node is None else ast.get_source_segment(source, node, padded=True)
+    if node is None or segment is None:
+        return None
+    model_source = textwrap.dedent(segment) + "\n"
+    if assemble(model_source, node.name, run, normalisation).strip() != source.strip():
+        return None
+    return node.name, model_source
+
+
+def _the_class(source: str) -> ast.ClassDef | None:
+    """The one class defined in the body of the one function ``source`` starts with."""
     try:
         function = ast.parse(source).body[0]
     except (SyntaxError, IndexError):
         return None
     classes = [n for n in getattr(function, "body", []) if isinstance(n, ast.ClassDef)]
-    if len(classes) != 1:
+    return classes[0] if len(classes) == 1 else None
+
+
+def find_once(source: str, anchor: str, module: str) -> int:
+    """Where ``anchor`` is in ``source``, which must hold it exactly once (a variant module
+    editing the generated function says that it must be updated)."""
+    at = source.find(anchor)
+    if at < 0 or source.find(anchor, at + 1) >= 0:
+        raise AssertionError(f"fedlearn's generated function changed: {anchor.strip()!r} "
+                             f"must occur exactly once (update {module})")
+    return at
+
+
+def model_of_generated(source: str, ready_made, around) -> tuple[str, bool, str] | None:
+    """(model, ready-made?, the class's source) if ``source`` is exactly what fedlearn generates
+    around its one model class: ``ready_made(name)`` for a ready-made model, or
+    ``around(class source, class name)`` for the data scientist's own; else None. The whole
+    source is generated again and compared, so nothing else in it can differ."""
+    node = _the_class(source)
+    if node is None:
         return None
-    segment = ast.get_source_segment(source, classes[0], padded=True)
-    if segment is None:
+    name = node.name
+    for model in MODELS:
+        if model_class(model).__name__ == name and ready_made(model).strip() == source.strip():
+            return model, True, ""
+    # whole lines: a class's last line may end in a comment, which its AST node leaves out
+    lines = source.splitlines()[node.lineno - 1:node.end_lineno]
+    model_source = textwrap.dedent("\n".join(lines)) + "\n"
+    if around(model_source, name).strip() != source.strip():
         return None
-    model_source = textwrap.dedent(segment) + "\n"
-    if assemble(model_source, classes[0].name, run, normalisation).strip() != source.strip():
-        return None
-    return classes[0].name, model_source
+    return name, False, model_source
 
 
 def assemble(model_source: str, model_name: str, run: str = TUTORIAL_RUN,
