@@ -39,10 +39,6 @@ from fedlearn.backends.pysyft import training_code
 from fedlearn.config.fields import number
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
 
-_DOC_START = '    """fedlearn: one federated round'
-_DOC_END = '\n    """\n'
-_CONSTANTS_AFTER = "\n    LIMITS = "  # the DP constants go on the line after this one
-_BODY_AFTER = '    proof = hashlib.sha256(("fedlearn-round:" + nonce).encode()).hexdigest()\n'
 _DP_LINE = ("    NOISE_MULTIPLIER, MAX_GRAD_NORM = {noise!r}, {clip!r}  # DP-SGD: the owner's "
             "review reads these\n")
 _DP_LINE_RE = re.compile(r"^    NOISE_MULTIPLIER, MAX_GRAD_NORM = (\S+), (\S+)  # ", re.MULTILINE)
@@ -134,14 +130,11 @@ def dp_assemble(model_source: str, model_name: str, run: str, noise: float, clip
                 normalisation: Normalisation = MNIST_NORMALISATION) -> str:
     """The plain generated function (:func:`training_code.assemble`) with the DP-SGD body."""
     noise, clip = _checked(noise, clip)
-    plain = training_code.assemble(model_source, model_name, run, normalisation)
-    start = _once(plain, _DOC_START)
-    end = plain.index(_DOC_END, start) + len(_DOC_END) - 1
-    source = plain[:start] + _DP_DOC.format(model=model_name) + plain[end:]
-    line_end = source.index("\n", _once(source, _CONSTANTS_AFTER) + 1) + 1
-    source = (source[:line_end] + _DP_LINE.format(noise=noise, clip=clip)
-              + source[line_end:])
-    body = _once(source, _BODY_AFTER) + len(_BODY_AFTER)
+    source = training_code.with_header(
+        training_code.assemble(model_source, model_name, run, normalisation),
+        _DP_DOC.format(model=model_name), _DP_LINE.format(noise=noise, clip=clip),
+        "dp_training_code")
+    body = _once(source, training_code.PROOF_LINE) + len(training_code.PROOF_LINE)
     return source[:body] + _DP_BODY
 
 

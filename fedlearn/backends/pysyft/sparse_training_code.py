@@ -41,8 +41,6 @@ ASSET_INPUTS = ("images", "labels", RESIDUAL_ASSET)
 USER_INPUTS = training_code.USER_INPUTS
 
 _SIGNATURE = f"def {training_code.FUNCTION_NAME}(images, labels, weights,"
-_DOC_START = '    """fedlearn: one federated round'
-_DOC_END = '\n    """\n'
 _SPARSE_DOC = '''    """fedlearn: one federated round on this Datasite's private shard, as top-k.
 
     mode == "fit": load the global `weights` into a {model} and train it with SGD
@@ -60,11 +58,9 @@ _SPARSE_DOC = '''    """fedlearn: one federated round on this Datasite's private
     `proof`, a SHA-256 of the 32-hex-digit `nonce`, shows the data scientist the result is
     fresh (PySyft issue #9391) without echoing anything they sent.
     """'''
-_CONSTANTS_AFTER = "\n    LIMITS = "
 _TOPK_LINE = "    TOPK_FRACTION = {fraction!r}  # top-k: the share of each tensor's entries sent\n"
 _TOPK_LINE_RE = re.compile(r"^    TOPK_FRACTION = (\S+)  # top-k: ", re.MULTILINE)
 _CHECKS_START = "\n    def _bounded("
-_BODY_AFTER = '    proof = hashlib.sha256(("fedlearn-round:" + nonce).encode()).hexdigest()\n'
 _RESIDUAL_CHECK = '''    if type(residual) is not dict or any(
             k not in weights or type(v) is not torch.Tensor or v.shape != weights[k].shape
             or v.dtype != weights[k].dtype for k, v in residual.items()):
@@ -116,14 +112,13 @@ def sparse_assemble(model_source: str, model_name: str, run: str, fraction: floa
     source = training_code.assemble(model_source, model_name, run, normalisation)
     source = _replace_once(source, _SIGNATURE,
                            f"def {FUNCTION_NAME}(images, labels, {RESIDUAL_ASSET}, weights,")
-    start = _once(source, _DOC_START)
-    end = source.index(_DOC_END, start) + len(_DOC_END) - 1
-    source = source[:start] + _SPARSE_DOC.format(model=model_name) + source[end:]
-    line_end = source.index("\n", _once(source, _CONSTANTS_AFTER) + 1) + 1
-    source = source[:line_end] + _TOPK_LINE.format(fraction=fraction) + source[line_end:]
+    source = training_code.with_header(source, _SPARSE_DOC.format(model=model_name),
+                                       _TOPK_LINE.format(fraction=fraction),
+                                       "sparse_training_code")
     inlined = "\n" + textwrap.indent(inlined_source(topk_portable), "    ").rstrip("\n")
     source = _replace_once(source, _CHECKS_START, inlined + "\n" + _CHECKS_START)
-    source = _replace_once(source, _BODY_AFTER, _BODY_AFTER + _RESIDUAL_CHECK)
+    source = _replace_once(source, training_code.PROOF_LINE,
+                           training_code.PROOF_LINE + _RESIDUAL_CHECK)
     source = _replace_once(source, _QUANTIZE, "")  # refused above: one compression at a time
     return _replace_once(source, _PLAIN_RETURN, _SPARSE_RETURN)
 

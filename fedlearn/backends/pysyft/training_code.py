@@ -233,6 +233,20 @@ def _the_class(source: str) -> ast.ClassDef | None:
     return classes[0] if len(classes) == 1 else None
 
 
+# where the variants (DP-SGD, top-k) edit the plain function: after the freshness proof
+PROOF_LINE = '    proof = hashlib.sha256(("fedlearn-round:" + nonce).encode()).hexdigest()\n'
+
+
+def with_header(source: str, doc: str, constant_line: str, module: str) -> str:
+    """The plain generated ``source`` with its docstring replaced by ``doc`` and
+    ``constant_line`` (a variant's constants, which the review reads back) after LIMITS."""
+    start = find_once(source, '    """fedlearn: one federated round', module)
+    end = source.index('\n    """\n', start) + len('\n    """')
+    source = source[:start] + doc + source[end:]
+    line_end = source.index("\n", find_once(source, "\n    LIMITS = ", module) + 1) + 1
+    return source[:line_end] + constant_line + source[line_end:]
+
+
 def find_once(source: str, anchor: str, module: str) -> int:
     """Where ``anchor`` is in ``source``, which must hold it exactly once (a variant module
     editing the generated function says that it must be updated)."""
