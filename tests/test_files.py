@@ -8,6 +8,14 @@ from fedlearn.files import atomic_write, interrupts_deferred
 
 
 def test_ctrl_c_during_a_write_lands_the_file_then_interrupts(tmp_path):
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        _interrupted_write(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_write(tmp_path):
     target = tmp_path / "checkpoint.bin"
     target.write_bytes(b"old")
 

@@ -215,7 +215,7 @@ def test_actors_that_cannot_start_are_refused_with_their_error(cluster, data, mo
 
     monkeypatch.setattr(executor_module, "ClientActor", NeverStarts)
     t0 = time.monotonic()
-    with pytest.raises(ConfigError, match=r"execution.executor.*failed to start \(4 times\)"
+    with pytest.raises(ConfigError, match=r"execution.executor.*failed to start \(\d+ times\)"
                                           r".*every node.*No module named 'fedlearn'"):
         RayExecutor(ExecutionConfig(executor="ray"), workers(data, config()), per_round=3)
     assert time.monotonic() - t0 < 30  # not restarted without end, nor the 60 s wait
