@@ -145,8 +145,8 @@ def test_readme_is_a_front_page():
     assert len(lines) <= MAX_LINES, f"README.md has {len(lines)} lines (at most {MAX_LINES})"
     text = "\n".join(lines)
     # .ci/run takes the test command from the block after this marker
-    assert re.search(r"<!-- test-command.*-->\n```bash\npython -m pytest -q -n 2 --dist loadfile --durations=10\n",
-                     text)
+    assert re.search(r"<!-- test-command.*-->\n```bash\n"
+                     r"python -m pytest -q -n 2 --dist loadfile --durations=10\n", text)
     assert "mkdocs serve" in text
 
 
