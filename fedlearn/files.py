@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
 
-DEFERRED_SIGNALS = ("SIGINT", "SIGTERM")
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], *,
@@ -55,8 +55,7 @@ def interrupts_deferred() -> Iterator[None]:
         return
     held: list[tuple[int, FrameType | None]] = []
     previous: dict[int, Callable[[int, FrameType | None], Any]] = {}
-    for name in DEFERRED_SIGNALS:
-        number = getattr(signal, name)
+    for number in DEFERRED_SIGNALS:
         handler = signal.getsignal(number)
         if callable(handler):
             previous[number] = handler
@@ -64,8 +63,8 @@ def interrupts_deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if held:
         signum, frame = held[0]
         previous[signum](signum, frame)

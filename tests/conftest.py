@@ -97,6 +97,9 @@ def served(mnist_dir, tmp_path_factory):
 # served Datasite, a Ray cluster or network namespaces (tests/security, tests/backends, except
 # the *_unit.py files there) or needs real MNIST or syft is in the slow tier; CI runs both.
 SLOW_FOLDERS = {"security", "backends"}
+# handed out first under pytest-xdist; measured with `--durations=0` under `-n 2`
+# (docs/tests.md): about 5 and 4.5 minutes each
+LONGEST_FILES = ["test_ray.py", "test_notebook.py"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -118,6 +121,3 @@ def pytest_collection_modifyitems(config, items):
 
         items.sort(key=rank)
 
-
-# measured with `--durations=0` under `-n 2` (docs/tests.md): about 5 and 4.5 minutes each
-LONGEST_FILES = ["test_ray.py", "test_notebook.py"]
