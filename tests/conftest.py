@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
 # Under pytest-xdist each worker gets its own temporary directory, before anything reads it:
 # syft keeps a Datasite's database under $TMPDIR/syft/<id of its name>, so two workers each
@@ -19,10 +18,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     _worker_tmp.mkdir(parents=True, exist_ok=True)
     os.environ["TMPDIR"] = str(_worker_tmp)
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
-    # Two workers on two cores: torch's OpenMP threads otherwise spin after each parallel
-    # region and take the other worker's core (results do not change, only how threads wait).
-    # Read once when torch loads, below; the subprocesses the tests start inherit it.
+    # Two workers on two cores: one torch thread each (two each would be four on two cores,
+    # each worker's threads waiting on the other's), and threads that sleep rather than spin
+    # when they wait. Read when torch loads, below; the subprocesses the tests start (served
+    # Datasites, notebook kernels, the CLI) inherit both. A test that needs other threads
+    # sets them itself; results do not depend on how threads wait.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402  (after the environment above, which torch reads once)
 
 # never write into the user's cache from tests
 os.environ.setdefault("FEDLEARN_CACHE", tempfile.mkdtemp(prefix="fedlearn-test-cache-"))

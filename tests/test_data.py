@@ -118,3 +118,29 @@ def test_the_test_set_alone_needs_only_the_t10k_files(mnist_dir, tmp_path, monke
         .numel() == 0  # from the full set already loaded, too
     with pytest.raises(DataError, match="lacks train-images-idx3-ubyte, train-labels"):
         load_mnist(DataConfig(data_dir=str(d)))
+
+
+def test_read_idx_reads_a_hand_made_file_and_refuses_others():
+    from fedlearn.data.mnist import read_idx
+
+    content = b"\x00\x00\x08\x02" + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + \
+        bytes([0, 1, 2, 253, 254, 255])
+    got = read_idx(content)
+    assert got.dtype == torch.uint8
+    assert torch.equal(got, torch.tensor([[0, 1, 2], [253, 254, 255]], dtype=torch.uint8))
+    with pytest.raises(DataError, match="unsigned bytes"):
+        read_idx(b"\x00\x00\x0d\x01" + (1).to_bytes(4, "big") + bytes(4))  # float32 values
+    with pytest.raises(DataError, match=r"shape \(2, 3\) holds 5 values"):
+        read_idx(content[:-1])
+
+
+def test_reading_needs_no_torchvision(mnist_dir, monkeypatch):
+    """torchvision is imported only to download (about 1.7 s of every process's start)."""
+    import sys
+
+    from fedlearn.data import mnist
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # importing it would fail
+    monkeypatch.setattr(mnist, "_LOADED", {})
+    d = load_mnist(DataConfig(data_dir=mnist_dir, train_size=10, test_size=10))
+    assert d.train_x.shape == (10, 1, 28, 28)

@@ -1,28 +1,28 @@
 """MNIST as preloaded, normalised tensors.
 
-``torchvision.datasets.MNIST`` does the reading (and, on a user's machine, the
-usual download). A local directory may be given instead, by argument or the
-``FEDLEARN_DATA`` environment variable; it may hold the four IDX files plain or
-``.gz``, flat or in torchvision's ``MNIST/raw`` layout. The decompressed content
-is always checked against the published checksums, so a truncated or corrupted
-file is named rather than trained on.
+A local directory holds the four IDX files, plain or ``.gz``, flat or in
+torchvision's ``MNIST/raw`` layout; it is given by argument or the
+``FEDLEARN_DATA`` environment variable. Without one, ``torchvision.datasets.MNIST``
+downloads the files into the cache (imported only then: reading needs no torchvision).
+The decompressed content is always checked against the published checksums before it
+is read, so a truncated or corrupted file is named rather than trained on.
 """
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import hashlib
+import math
 import os
-import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fedlearn.config import ConfigError, DataConfig
 from fedlearn.data.normalisation import MNIST_NORMALISATION, normalise
 from fedlearn.errors import FedlearnError
-from fedlearn.files import atomic_write
 
 # sha256 of the decompressed files (LeCun et al.), as in shared/datasets/mnist/README.md
 MNIST_FILES = {
@@ -96,17 +96,41 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FEDLEARN_CACHE", Path.home() / ".cache" / "fedlearn"))
 
 
-def _sha256_of_content(path: Path) -> str:
+def _content(path: Path, name: str) -> bytes:
+    """The decompressed content of ``path`` (plain or .gz), checked against the published
+    sha256 of ``name``: a truncated or corrupted file is named, never read as data."""
     opener = gzip.open if path.suffix == ".gz" else open
-    digest = hashlib.sha256()
     try:
         with opener(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+            content = f.read()
     except (OSError, EOFError) as exc:  # BadGzipFile is an OSError; truncation is EOFError
         raise DataError(f"MNIST file {path} is corrupted or truncated ({exc}). "
                         f"Replace it with a good copy. {HOW_TO_PROVIDE}") from exc
-    return digest.hexdigest()
+    got = hashlib.sha256(content).hexdigest()
+    if got != MNIST_FILES[name]:
+        raise DataError(f"MNIST file {path} has the wrong content (sha256 {got[:12]}..., "
+                        f"expected {MNIST_FILES[name][:12]}...): it is truncated, corrupted "
+                        f"or not {name}. Replace it with a good copy. {HOW_TO_PROVIDE}")
+    return content
+
+
+def verify_file(path: Path, name: str) -> None:
+    """Raise DataError unless ``path`` (plain or .gz) decompresses to the real ``name``."""
+    _content(path, name)
+
+
+def read_idx(content: bytes) -> torch.Tensor:
+    """An IDX file of unsigned bytes (LeCun et al.'s MNIST format) as a uint8 tensor: two zero
+    bytes, the type code 0x08, the number of dimensions, each size as a big-endian uint32,
+    then the values in row-major order."""
+    if len(content) < 4 or content[:3] != b"\x00\x00\x08":
+        raise DataError("not an IDX file of unsigned bytes")
+    ndim = content[3]
+    dims = struct.unpack(f">{ndim}I", content[4:4 + 4 * ndim])
+    values = np.frombuffer(content, dtype=np.uint8, offset=4 + 4 * ndim)
+    if values.size != math.prod(dims):
+        raise DataError(f"an IDX file of shape {dims} holds {values.size} values")
+    return torch.from_numpy(values.reshape(dims).copy())
 
 
 def _find(directory: Path, name: str) -> Path | None:
@@ -117,17 +141,8 @@ def _find(directory: Path, name: str) -> Path | None:
     return None
 
 
-def verify_file(path: Path, name: str) -> None:
-    """Raise DataError unless ``path`` (plain or .gz) decompresses to the real ``name``."""
-    got = _sha256_of_content(path)
-    if got != MNIST_FILES[name]:
-        raise DataError(f"MNIST file {path} has the wrong content (sha256 {got[:12]}..., "
-                        f"expected {MNIST_FILES[name][:12]}...): it is truncated, corrupted "
-                        f"or not {name}. Replace it with a good copy. {HOW_TO_PROVIDE}")
-
-
-def _root_from_local(directory: Path, names=MNIST_FILES) -> Path:
-    """A torchvision root holding verified, decompressed files taken from ``directory``."""
+def _local_files(directory: Path, names) -> dict[str, Path]:
+    """Where each of ``names`` lies in ``directory`` (flat or torchvision's layout)."""
     if not directory.is_dir():
         raise DataError(f"MNIST directory {directory} does not exist. {HOW_TO_PROVIDE}")
     found = {name: _find(directory, name) for name in names}
@@ -135,27 +150,11 @@ def _root_from_local(directory: Path, names=MNIST_FILES) -> Path:
     if missing:
         raise DataError(f"MNIST directory {directory} lacks {', '.join(missing)} "
                         f"(plain or .gz). {HOW_TO_PROVIDE}")
-    files = {name: path for name, path in found.items() if path is not None}
-    for name, path in files.items():
-        verify_file(path, name)
-    if all(path.parent == directory / "MNIST" / "raw" and path.suffix != ".gz"
-           for path in files.values()):
-        return directory
-    # torchvision reads only decompressed files under <root>/MNIST/raw: unpack once.
-    root = cache_dir() / "mnist"
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, path in files.items():
-        target = raw / name
-        if target.is_file() and _sha256_of_content(target) == MNIST_FILES[name]:
-            continue
-        # a private temporary name: several processes (e.g. data owners) may unpack at once
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as src:
-            atomic_write(target, lambda dst: shutil.copyfileobj(src, dst))
-    return root
+    return {name: path for name, path in found.items() if path is not None}
 
 
-def _root_from_download(names=MNIST_FILES) -> Path:
+def _downloaded_files(names) -> dict[str, Path]:
+    """torchvision's download into the cache (a user's machine with internet access)."""
     from torchvision.datasets import MNIST
 
     root = cache_dir() / "mnist"
@@ -166,12 +165,19 @@ def _root_from_download(names=MNIST_FILES) -> Path:
     except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError offline
         raise DataError(f"Could not download MNIST into {root} ({type(exc).__name__}: {exc}). "
                         f"{HOW_TO_PROVIDE}") from exc
-    for name in names:
-        verify_file(root / "MNIST" / "raw" / name, name)
-    return root
+    return {name: root / "MNIST" / "raw" / name for name in names}
 
 
-_LOADED: dict[str, MnistTensors] = {}
+def _read(files: dict[str, Path], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split's verified images (N, 28, 28) uint8 and labels (N,) int64."""
+    images = read_idx(_content(files[f"{split}-images-idx3-ubyte"], f"{split}-images-idx3-ubyte"))
+    labels = read_idx(_content(files[f"{split}-labels-idx1-ubyte"], f"{split}-labels-idx1-ubyte"))
+    return images, labels.long()
+
+
+# what this process read, by folder, as stored (uint8: a quarter of the memory, and only the
+# subset asked for is normalised): the whole set, or (train=False) the test set alone
+_LOADED: dict[tuple[str, bool], tuple[torch.Tensor, ...]] = {}
 
 
 def _normalise(images: torch.Tensor) -> torch.Tensor:
@@ -196,32 +202,26 @@ def load_mnist(config: DataConfig | None = None, *, seed: int = 0,
     ``train=False``: the test set only (the training tensors are empty), for a data scientist
     whose training data stays with the owners: only the two ``t10k`` files are needed.
     """
-    from torchvision.datasets import MNIST
-
     config = config or DataConfig()
-    names = MNIST_FILES if train else [n for n in MNIST_FILES if n.startswith("t10k")]
+    names = [n for n in MNIST_FILES if train or n.startswith("t10k")]
     data_dir = config.data_dir or os.environ.get("FEDLEARN_DATA")
-    root = _root_from_local(Path(data_dir).expanduser(), names) if data_dir \
-        else _root_from_download(names)
-    key = str(root.resolve())
-    if key not in _LOADED and not train:  # the test set alone; the full set is cached below
-        from torchvision.datasets.mnist import read_image_file, read_label_file
-
-        raw = root / "MNIST" / "raw"  # torchvision's MNIST wants all four files present
-        empty = MnistTensors(torch.empty(0, 1, 28, 28), torch.empty(0, dtype=torch.long),
-                             _normalise(read_image_file(str(raw / "t10k-images-idx3-ubyte"))),
-                             read_label_file(str(raw / "t10k-labels-idx1-ubyte")).long())
-        return subset(empty, dataclasses.replace(config, train_size=None), seed, "MNIST")
-    if key not in _LOADED:
-        train_set, test = (MNIST(str(root), train=t, download=False) for t in (True, False))
-        _LOADED[key] = MnistTensors(_normalise(train_set.data), train_set.targets.long(),
-                                    _normalise(test.data), test.targets.long())
-    loaded = _LOADED[key]
+    folder = str(Path(data_dir).expanduser().resolve()) if data_dir else ""
+    stored = _LOADED.get((folder, True)) or _LOADED.get((folder, train))
+    if stored is None:
+        files = _local_files(Path(data_dir).expanduser(), names) if data_dir \
+            else _downloaded_files(names)
+        empty = torch.empty(0, 28, 28, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+        stored = (*(_read(files, "train") if train else empty), *_read(files, "t10k"))
+        _LOADED[(folder, train)] = stored
+    train_images, train_y, test_images, test_y = stored
     if not train:
-        loaded = dataclasses.replace(loaded, train_x=loaded.train_x[:0],
-                                     train_y=loaded.train_y[:0])
-        config = dataclasses.replace(config, train_size=None)
-    return subset(loaded, config, seed, "MNIST")
+        train_images, train_y = train_images[:0], train_y[:0]
+    # the same seeded subsets as subset(), taken before normalising
+    train_images, train_y = _subset(train_images, train_y, config.train_size if train else None,
+                                    seed, "data.train_size", "MNIST")
+    test_images, test_y = _subset(test_images, test_y, config.test_size, seed + 1,
+                                  "data.test_size", "MNIST")
+    return MnistTensors(_normalise(train_images), train_y, _normalise(test_images), test_y)
 
 
 def _subset(x, y, size, seed, argument, what):
