@@ -98,6 +98,9 @@ def reader_home(tmp_path, mnist_dir):
     bin_dir = str(Path(sys.executable).parent)
     env = {"HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(home / "tmp"),
            "LANG": "C.UTF-8", "NO_PROXY": "*", "PYTHONWARNINGS": "ignore"}
+    # the suite's torch threads (tests/conftest.py: one per xdist worker), not the page's
+    env.update({k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+                if k in os.environ})
     return folder, env
 
 
