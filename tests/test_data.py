@@ -132,6 +132,8 @@ def test_read_idx_reads_a_hand_made_file_and_refuses_others():
         read_idx(b"\x00\x00\x0d\x01" + (1).to_bytes(4, "big") + bytes(4))  # float32 values
     with pytest.raises(DataError, match=r"shape \(2, 3\) holds 5 values"):
         read_idx(content[:-1])
+    with pytest.raises(DataError, match="ends inside its header"):
+        read_idx(content[:9])
 
 
 def test_reading_needs_no_torchvision(mnist_dir, monkeypatch):

@@ -126,6 +126,8 @@ def read_idx(content: bytes) -> torch.Tensor:
     if len(content) < 4 or content[:3] != b"\x00\x00\x08":
         raise DataError("not an IDX file of unsigned bytes")
     ndim = content[3]
+    if len(content) < 4 + 4 * ndim:
+        raise DataError(f"an IDX file of {ndim} dimensions ends inside its header")
     dims = struct.unpack(f">{ndim}I", content[4:4 + 4 * ndim])
     values = np.frombuffer(content, dtype=np.uint8, offset=4 + 4 * ndim)
     if values.size != math.prod(dims):
