@@ -114,11 +114,6 @@ def _content(path: Path, name: str) -> bytes:
     return content
 
 
-def verify_file(path: Path, name: str) -> None:
-    """Raise DataError unless ``path`` (plain or .gz) decompresses to the real ``name``."""
-    _content(path, name)
-
-
 def read_idx(content: bytes) -> torch.Tensor:
     """An IDX file of unsigned bytes (LeCun et al.'s MNIST format) as a uint8 tensor: two zero
     bytes, the type code 0x08, the number of dimensions, each size as a big-endian uint32,
@@ -172,8 +167,8 @@ def _downloaded_files(names) -> dict[str, Path]:
 
 def _read(files: dict[str, Path], split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One split's verified images (N, 28, 28) uint8 and labels (N,) int64."""
-    images = read_idx(_content(files[f"{split}-images-idx3-ubyte"], f"{split}-images-idx3-ubyte"))
-    labels = read_idx(_content(files[f"{split}-labels-idx1-ubyte"], f"{split}-labels-idx1-ubyte"))
+    images, labels = (read_idx(_content(files[name], name)) for name in
+                      (f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"))
     return images, labels.long()
 
 

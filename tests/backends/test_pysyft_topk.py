@@ -25,10 +25,11 @@ pytestmark = [pytest.mark.pysyft, pytest.mark.slow]
 TOPK = CompressionConfig(method="topk", topk_fraction=0.05)
 
 
-def config(compression=TOPK) -> ExperimentConfig:
+def config(compression=TOPK, rounds=3) -> ExperimentConfig:
     # bn_cnn: BatchNorm's counter travels exactly beside the top-k entries
     return ExperimentConfig(plan=TrainPlan(batch_size=32, lr=0.05), seed=3,
-                            federation=FederationConfig(model="bn_cnn", rounds=3, device="cpu"),
+                            federation=FederationConfig(model="bn_cnn", rounds=rounds,
+                                                        device="cpu"),
                             compression=compression,
                             execution=ExecutionConfig(executor="sequential"))
 
@@ -111,15 +112,12 @@ def test_a_datasite_sends_top_k_exactly_as_an_in_process_client_and_keeps_its_re
 
 
 def test_over_http_the_responses_shrink_with_top_k(digits, monkeypatch):
-    import dataclasses
-
     _, _, x, y, _ = digits
     counter = ResponseBytes(monkeypatch)
     measured, estimate = {}, {}
     for name, compression in (("plain", CompressionConfig()), ("top-k", TOPK)):
         # two rounds: the second sends what the first left in the residual too
-        cfg = dataclasses.replace(config(compression), federation=FederationConfig(
-            model="bn_cnn", rounds=2, device="cpu"))
+        cfg = config(compression, rounds=2)
         sites, workers = datasites(digits, cfg, port="auto")
         try:
             before = counter.total
