@@ -101,9 +101,25 @@ def served(mnist_dir, tmp_path_factory):
 # served Datasite, a Ray cluster or network namespaces (tests/security, tests/backends, except
 # the *_unit.py files there) or needs real MNIST or syft is in the slow tier; CI runs both.
 SLOW_FOLDERS = {"security", "backends"}
-# handed out first under pytest-xdist; measured with `--durations=0` under `-n 2`
-# (docs/tests.md): about 5 and 4.5 minutes each
-LONGEST_FILES = ["test_ray.py", "test_notebook.py"]
+# handed out first under pytest-xdist, longest first: each file's wall time under `-n 2`
+# (docs/tests.md), from about 4 minutes (test_ray.py) down to 20 s. The quick files come last
+# and fill the gaps, so both workers finish together.
+LONGEST_FILES = ["test_ray.py", "test_notebook.py", "test_pysyft.py", "test_walkthrough.py",
+                 "test_state_survives.py", "test_pysyft_secagg.py", "test_multihost.py",
+                 "test_http_door.py", "test_transport_tls.py", "test_processes.py",
+                 "test_attack_trap_weights.py", "test_pysyft_topk.py",
+                 "test_benchmarks_quick.py", "test_docs.py", "test_pysyft_quantized.py",
+                 "test_cli.py", "test_kill_resume.py", "test_attack_approval.py",
+                 "test_secrets.py", "test_attack_files_and_lifetime.py",
+                 "test_attack_malicious_datasite.py", "test_syft_environment.py"]
+
+
+def pytest_configure(config):
+    # pytest-xdist (3.x) hands out files with the most tests first unless told not to, which
+    # undoes the order below (measured: the 76 s walkthrough started last, one worker idle
+    # for its last 36 s)
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):

@@ -139,14 +139,21 @@ def split_url(url: str) -> tuple[str, str, int]:
 
 
 def login(url: str, email: str, password: str):
-    """Log in to a Datasite at ``http(s)://host:port``; PySyft wants host and port apart."""
+    """Log in to a Datasite at ``http(s)://host:port``; PySyft wants host and port apart.
+
+    Never through syft's client session cache (``cache=False``, here and in
+    :func:`login_to_handle`): that cache keeps every logged-in client, signing key included,
+    in a class attribute for the life of the process, and keys it by an argon2 hash of the
+    password (about 0.2 s of CPU per login) that syft 0.9.5 never looks up again.
+    """
     from fedlearn.backends.pysyft.hardening import RefusedBySecurityPolicy
 
     sy = require_syft()
     scheme, host, port = split_url(url)
     try:
         with quiet_syft():
-            return sy.login(url=f"{scheme}://{host}", port=port, email=email, password=password)
+            return sy.login(url=f"{scheme}://{host}", port=port, email=email, password=password,
+                            cache=False)
     except (RefusedBySecurityPolicy, sy.SyftException) as exc:
         refused = _refusal_in(exc)
         if refused is not None:  # a hostile or impersonated server
@@ -155,6 +162,20 @@ def login(url: str, email: str, password: str):
         raise LoginError(f"login to {url} as {email} failed: {exc.public_message}") from exc
     except OSError as exc:  # requests' ConnectionError, SSLError and timeouts are OSErrors
         raise unreachable(url, exc) from exc
+
+
+def login_to_handle(handle, email: str, password: str):
+    """Log in to a Datasite this process launched (syft's ``ServerHandle``), uncached.
+
+    ``handle.login`` drops ``cache`` for a served handle, so that case logs in by URL.
+    """
+    if handle.port:
+        sy = require_syft()
+        with quiet_syft():
+            return sy.login(url=handle.url, port=handle.port, email=email, password=password,
+                            cache=False)
+    with quiet_syft():
+        return handle.login(email=email, password=password, cache=False)
 
 
 def _refusal_in(exc: BaseException | None) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fedlearn.backends.pysyft.connection import login
+from fedlearn.backends.pysyft.connection import login, login_to_handle
 from fedlearn.backends.pysyft.console import quiet_syft
 from fedlearn.backends.pysyft.loading import (
     PYSYFT_DEFAULT_EMAIL,
@@ -125,8 +125,7 @@ class Datasite:
             with quiet_syft():
                 handle = sy.orchestra.launch(name=name, reset=True, host=host, port=port)
         try:
-            with quiet_syft():
-                admin = handle.login(email=admin_email, password=password)
+            admin = login_to_handle(handle, admin_email, password)
         except BaseException:
             handle.land()
             raise

@@ -28,6 +28,7 @@ from fedlearn.backends.pysyft.connection import (
     LoginError,
     is_this_machine,
     login,
+    login_to_handle,
     role_of,
 )
 from fedlearn.backends.pysyft.console import quiet_syft
@@ -89,7 +90,13 @@ class SyftWorker(Worker):
     def __init__(self, name: str, client):
         self.name = name
         self._client = client
-        assets = check_result(client.datasets[DATASET], f"find dataset on {name}").assets
+        # get_all(), not client.datasets[...]: indexing first looks for get_index, which a
+        # data scientist lacks, and that miss makes syft fetch and decode the whole API again
+        assets = check_result(client.datasets.get_all(), f"find dataset on {name}")
+        if DATASET not in assets.keys():
+            raise LoginError(f"{name}: this Datasite has no dataset {DATASET!r}; is it a "
+                             "fedlearn Datasite?")
+        assets = assets[DATASET].assets
         self._images, self._labels = assets["images"], assets["labels"]
         self._secret = assets[SECRET_ASSET] if SECRET_ASSET in assets.keys() else None
         self._residual = assets[RESIDUAL_ASSET] if RESIDUAL_ASSET in assets.keys() else None
@@ -108,8 +115,7 @@ class SyftWorker(Worker):
         if isinstance(server, str):
             client = login(server, email, password)
         else:
-            with quiet_syft():
-                client = server.login(email=email, password=password)
+            client = login_to_handle(server, email, password)
         role = role_of(client)
         if role != "DATA_SCIENTIST":
             raise LoginError(f"{name}: {email} is a {role or 'unknown'} account on this "
