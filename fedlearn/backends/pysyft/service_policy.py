@@ -18,6 +18,9 @@ fedlearn's own flow calls, recorded from a real run:
   refused, as are non-blocking calls (queued jobs) and calls addressed to another server
   from anyone but the admin.
 
+The API a client fetches at login lists syft's services but not its library endpoints
+(numpy and torch through ``action.execute``), which nobody's flow calls.
+
 Non-admins' uploads are bounded too (:func:`upload_problem`). A refusal is returned as
 a signed ``SyftError`` whose message starts with :data:`REFUSAL`, so clients see one
 clear line and the server keeps serving. ``fedlearn datasite serve --print-policy``
@@ -162,3 +165,15 @@ def install() -> None:
 
     setattr(handle_api_call_with_unsigned_result, "_fedlearn_policy", True)
     Server.handle_api_call_with_unsigned_result = handle_api_call_with_unsigned_result
+    original_get_api = Server.get_api
+
+    def get_api(self, *args, **kwargs):
+        # The API a login fetches lists syft's 554 library endpoints (numpy and torch
+        # functions run through action.execute, refused to everyone but the admin, whose
+        # flow never calls them): three quarters of its 3.6 MB, which the server encodes
+        # and the client decodes at every login. It lists the services only.
+        api = original_get_api(self, *args, **kwargs)
+        api.lib_endpoints = {}
+        return api
+
+    Server.get_api = get_api
