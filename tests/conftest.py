@@ -114,6 +114,13 @@ LONGEST_FILES = ["test_ray.py", "test_notebook.py", "test_pysyft.py", "test_walk
                  "test_attack_malicious_datasite.py", "test_syft_environment.py"]
 
 
+def pytest_configure(config):
+    # pytest-xdist 3.x hands out the files with the most tests first unless told not to,
+    # which undid the order below: the 76 s walkthrough (one test) started last, and the
+    # other worker idled through its last 36 s
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
