@@ -13,8 +13,9 @@ import pytest
 # launching "bob" would otherwise share one; Ray's session files and the subprocesses the tests
 # start follow TMPDIR too.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    _worker_tmp = Path(tempfile.gettempdir(), f"fedlearn-{os.environ['PYTEST_XDIST_WORKER']}-"
-                       f"{os.environ.get('PYTEST_XDIST_TESTRUNUID', 'run')[:8]}")
+    # short: Ray's socket paths under it must stay within AF_UNIX's 107 bytes
+    _worker_tmp = Path(tempfile.gettempdir(), f"fl-{os.environ['PYTEST_XDIST_WORKER']}-"
+                       f"{os.environ.get('PYTEST_XDIST_TESTRUNUID', 'run')[:6]}")
     _worker_tmp.mkdir(parents=True, exist_ok=True)
     os.environ["TMPDIR"] = str(_worker_tmp)
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again

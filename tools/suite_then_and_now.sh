@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 THEN=${THEN:-530591f}
 export FEDLEARN_DATA="${FEDLEARN_DATA:-$(cd .. && pwd)/shared/datasets/mnist}"
 export MPLBACKEND=Agg CI=1 PATH="$PWD/.venv/bin:$PATH"
-work=$(mktemp -d)
+work=$(mktemp -d "${TMPDIR:-/tmp}/stn.XXXX")  # short paths: see timed()
 trap 'git worktree remove --force "$work/then" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 git worktree add --detach "$work/then" "$THEN" >/dev/null
 
@@ -21,7 +21,8 @@ command_of() {  # the test command a README.md gives (as .ci/run reads it)
 timed() {  # DIR: run DIR's README command there, fedlearn imported from DIR; its wall seconds
   local dir=$1 start
   start=$(date +%s)
-  (cd "$dir" && export TMPDIR="$work/tmp-$(date +%N)" PYTHONPATH="$dir" && mkdir -p "$TMPDIR" \
+  # a short TMPDIR: Ray's socket paths under it must stay within AF_UNIX's 107 bytes
+  (cd "$dir" && export TMPDIR="$work/t$(date +%N | cut -c1-3)" PYTHONPATH="$dir" && mkdir -p "$TMPDIR" \
       && eval "$(command_of "$dir/README.md") ${PYTEST_ARGS:-}") >&2 \
     || echo "(some tests failed in $dir: see above)" >&2
   echo $(($(date +%s) - start))

@@ -66,3 +66,35 @@ def test_the_policy_is_printed_for_the_owner():
     assert "data scientist:\n  action.get\n" in run.stdout
     assert "code.call" in run.stdout and "request.apply: approve with fedlearn" in run.stdout
     assert "action.execute" not in run.stdout
+
+
+def test_the_api_a_login_fetches_lists_no_library_endpoints(served):
+    """syft's API listed 554 numpy and torch functions (run through ``action.execute``, which
+    no flow calls): three quarters of what every login made the server encode and the client
+    decode. A served Datasite lists its services only, to the scientist and to a guest."""
+    import syft as sy
+
+    from fedlearn.backends.pysyft import quiet_syft
+    from fedlearn.backends.pysyft.connection import login
+
+    scientist = login(served.url, EMAIL, SCIENTIST)
+    with quiet_syft():
+        guest = sy.login_as_guest(url=served.url)
+    for client in (scientist, guest):
+        assert client.api.lib_endpoints == {}
+        assert "dataset.get_all" in client.api.endpoints  # the services are still there
+
+
+def test_fedlearn_logs_in_without_syfts_session_cache(served):
+    """syft's session cache kept every logged-in client, signing key included, in a class
+    attribute for the life of the process (keyed by an argon2 hash it never looked up)."""
+    from syft.client.client import SyftClientSessionCache
+
+    from fedlearn.backends.pysyft.connection import login
+
+    before = dict(SyftClientSessionCache.__credentials_store__)
+    kept = dict(SyftClientSessionCache.__client_cache__)
+    client = login(served.url, EMAIL, SCIENTIST)
+    assert SyftClientSessionCache.__credentials_store__ == before
+    assert SyftClientSessionCache.__client_cache__ == kept
+    assert client.credentials is not None  # logged in all the same
