@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +20,13 @@ import torch
 
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.data import load_mnist
-from fedlearn.data.mnist import check_tensors, subset
+from fedlearn.data.mnist import MnistTensors, check_tensors, subset
 from fedlearn.files import atomic_write
 from fedlearn.plots import learning_curve, save_figure
 from fedlearn.server.federation import FederationResult, resolve_device, run_federation
 from fedlearn.server.warm_start import split_proxy, warm_start_weights
 from fedlearn.workers import make_virtual_workers
+from fedlearn.workers.base import Worker
 from fedlearn.workers.personalization import personalize_workers, summarize
 
 CHECKPOINT = "checkpoint.pt"
@@ -68,8 +70,10 @@ def write_outputs(out: Path, config: ExperimentConfig, result: FederationResult)
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: bool = False,
-                   progress: bool = False, workers=None,
-                   personalize_steps: int = 0, data=None) -> ExperimentResult:
+                   progress: bool = False, workers: Sequence[Worker] | None = None,
+                   personalize_steps: int = 0,
+                   data: MnistTensors | tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                              torch.Tensor] | None = None) -> ExperimentResult:
     """Run ``config`` and write its outputs to ``out_dir``.
 
     ``data``: your own data set instead of MNIST, as (train_x, train_y, test_x, test_y)

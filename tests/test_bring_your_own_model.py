@@ -90,6 +90,12 @@ def test_a_factory_works_too_and_bad_models_are_refused():
     assert err.value.path == "federation.model"
     with pytest.raises(ConfigError, match="unknown value 'resnet'"):
         FederationConfig(model="resnet")
+    # a model object is callable too, but calling it runs forward(): refused here, naming the
+    # class to give instead, not as a torch TypeError in round 1
+    with pytest.raises(ConfigError, match=r"is a model object \(Sequential\(\.\.\.\)\); give its "
+                       r"class \(Sequential\) or a zero-argument factory") as err:
+        FederationConfig(model=factory())
+    assert err.value.path == "federation.model"
 
 
 def test_the_code_request_is_generated_from_your_class_and_checked_for_self_containment():

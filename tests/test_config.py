@@ -71,3 +71,10 @@ def test_the_old_name_fedsgd_says_what_it_is_now():
     """'fedsgd' named the PySyft 0.2 tutorial's model hopping, which McMahan's FedSGD is not."""
     with pytest.raises(ConfigError, match="model_hopping.*FedSGD is 'fedavg' with one local"):
         FederationConfig(algorithm="fedsgd")
+
+
+def test_an_unbounded_interval_is_written_open():
+    with pytest.raises(ConfigError, match=r"must be a finite number in \(0, inf\) \(got inf\)"):
+        TrainPlan(lr=float("inf"))
+    with pytest.raises(ConfigError, match=r"must be a finite number in \(0, 1\] \(got 1.5\)"):
+        FederationConfig(fraction=1.5)

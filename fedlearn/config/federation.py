@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from fedlearn.config.fields import (
     Section,
@@ -16,8 +16,11 @@ from fedlearn.config.fields import (
     require,
 )
 
+if TYPE_CHECKING:
+    from torch import nn
+
 ModelName = Literal["tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn", "bn_cnn"]
-MODELS: tuple[str, ...] = get_args(ModelName)
+MODELS: tuple[ModelName, ...] = get_args(ModelName)
 Algorithm = Literal["fedavg", "model_hopping"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 Device = Literal["auto", "cpu", "cuda"]
@@ -33,7 +36,7 @@ SERVER_OPTIMIZERS: tuple[str, ...] = get_args(ServerOptimizerName)
 SERVER_LR_DEFAULTS = {"sgd": 1.0, "momentum": 1.0, "adam": 0.01}
 
 # a ready-made model's name, or an nn.Module class or zero-argument factory of your own
-ModelSpec = ModelName | str | Callable[[], Any]
+ModelSpec = ModelName | Callable[[], "nn.Module"]
 
 
 def workers_per_round(num_workers: int, fraction: float) -> int:
@@ -76,6 +79,12 @@ class FederationConfig(Section):
         if isinstance(self.model, str):
             choice(self.model, "model", MODELS)
         else:
+            from torch import nn
+
+            require(not isinstance(self.model, nn.Module), "model", "is a model object "
+                    f"({type(self.model).__name__}(...)); give its class "
+                    f"({type(self.model).__name__}) or a zero-argument factory, so every worker "
+                    "and every round builds a fresh copy from the same weights")
             require(callable(self.model), "model", "must be one of "
                     f"{', '.join(MODELS)}, or an nn.Module class or zero-argument factory "
                     f"(got {type(self.model).__name__})")

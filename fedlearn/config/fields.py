@@ -48,8 +48,10 @@ def positive_int(value: Any, path: str, minimum: int = 1) -> None:
 def number(value: Any, path: str, low: float, high: float = math.inf, *,
            low_open: bool = False, high_open: bool = False) -> None:
     """A real, finite number in the interval; the message spells the interval out."""
-    left, right = "(" if low_open else "[", ")" if high_open else "]"
-    interval = f"{left}{low:g}, {'inf' if high == math.inf else f'{high:g}'}{right}"
+    # an unbounded side is open: a finite number never reaches it
+    left = "(" if low_open or low == -math.inf else "["
+    right = ")" if high_open or high == math.inf else "]"
+    interval = f"{left}{low:g}, {high:g}{right}"
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
           and math.isfinite(value)
           and (value > low if low_open else value >= low)

@@ -163,7 +163,7 @@ class FederatedServer:
         return bool(self.history) and target is not None and \
             self.history[-1]["test_accuracy"] >= target
 
-    def evaluate(self) -> dict:
+    def evaluate(self) -> dict[str, float]:
         self._model.load_state_dict(self.weights)
         return evaluate(self._model, self.test_x, self.test_y,
                         self.config.federation.eval_batch_size)
@@ -308,7 +308,7 @@ class FederatedServer:
                 worker.load_state_dict(state["worker_states"][worker.name])
 
 
-def run_federation(workers: Sequence, config: ExperimentConfig, test_x: torch.Tensor,
+def run_federation(workers: Sequence[Worker], config: ExperimentConfig, test_x: torch.Tensor,
                    test_y: torch.Tensor, *, checkpoint: str | Path | None = None,
                    resume: bool = False, progress: bool = False,
                    weights: Mapping[str, torch.Tensor] | None = None,

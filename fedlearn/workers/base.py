@@ -44,7 +44,7 @@ class Worker:
         """Train from ``weights`` as ``plan`` says; return the weight change."""
         raise NotImplementedError
 
-    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
+    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """Loss and accuracy of ``weights`` on the local data."""
         raise NotImplementedError
 
@@ -116,7 +116,7 @@ class DelegatingWorker(Worker):
     def fit(self, weights, plan, *, seed, batches=None) -> Update:
         return self.inner.fit(weights, plan, seed=seed, batches=batches)
 
-    def evaluate(self, weights) -> dict:
+    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
         return self.inner.evaluate(weights)
 
     def set_round(self, round_: int) -> None:

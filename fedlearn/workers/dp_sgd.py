@@ -135,7 +135,7 @@ class DPSGDWorker(Worker):
         # the FedAvg weight is the data size times epochs, not the random Poisson count
         return Update(self.name, delta, plan.epochs * self.num_examples, metrics)
 
-    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
+    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
         from fedlearn.training import evaluate
 
         model = build_model(self._spec, seed=0).to(self._device)

@@ -110,7 +110,7 @@ class VirtualWorker(Worker):
                                    progress=bar)
         return Update(self.name, weight_change(model, weights), metrics["examples"], metrics)
 
-    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
+    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
         return evaluate(self._load(weights), self.__x[:self._visible], self.__y[:self._visible])
 
     @staticmethod

@@ -43,6 +43,9 @@ def test_password_from_env_or_file_and_never_the_pysyft_default(monkeypatch, tmp
     (tmp_path / "blank").write_text("            \n")
     with pytest.raises(ConfigError, match="only blank space"):
         read_password("admin_password", env="PW", file=str(tmp_path / "blank"))
+    (tmp_path / "empty").write_text("")  # a file was given: say it is empty, not "no password"
+    with pytest.raises(ConfigError, match="the password file .*empty is empty"):
+        read_password("admin_password", env="PW", file=str(tmp_path / "empty"))
 
 
 def test_the_scientist_may_not_share_the_owners_password():

@@ -7,19 +7,23 @@ tutorial shows step by step happens here in one call.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from fedlearn.backends.pysyft.owner import Datasite
+from fedlearn.backends.pysyft.review import RequestReview
 from fedlearn.backends.pysyft.scientist import SyftWorker
 from fedlearn.config import DPSGDConfig, ModelSpec
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
 
 
-def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts, names, *, model: ModelSpec,
+def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts: Sequence[np.ndarray],
+                        names: Sequence[str], *, model: ModelSpec,
                         max_calls: int, port: int | str | None = None,
                         scientist: tuple[str, str] | None = None, seed: int = 0,
-                        force_approval: bool = False, on_review=None,
+                        force_approval: bool = False,
+                        on_review: Callable[[RequestReview], None] | None = None,
                         dp: DPSGDConfig | None = None,
                         normalisation: Normalisation = MNIST_NORMALISATION, secure: bool = False,
                         topk: float | None = None) -> tuple[list[Datasite], list[SyftWorker]]:

@@ -17,6 +17,7 @@ import textwrap
 import torch.nn as nn
 
 from fedlearn import models, portable
+from fedlearn.config import ModelSpec
 from fedlearn.errors import FedlearnError
 
 # what a model class may use besides its own names: exec on the Datasite provides these
@@ -53,7 +54,7 @@ _TEMPLATE_NAMES = _portable_names() | {"TrainPlan", "hashlib", "LIMITS", "RUN", 
                                        "mode"}
 
 
-def model_class(model) -> type:
+def model_class(model: ModelSpec) -> type:
     """The ``nn.Module`` class whose source is shipped: a ready-made name, or your own class."""
     if isinstance(model, str):
         return type(models.build_model(model))

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -273,8 +274,8 @@ class Datasite:
         """The exact source the data scientist asks to run on this owner's data."""
         return self.review_request(request_id).code
 
-    def approve(self, request_id, *, force: bool = False, max_calls: int | None = None,
-                warn=None) -> RequestReview:
+    def approve(self, request_id: str, *, force: bool = False, max_calls: int | None = None,
+                warn: Callable[[str], None] | None = None) -> RequestReview:
         """Approve the request with this id (never 'the latest one': it may be another).
 
         The server reviews the whole request as it stored it and refuses

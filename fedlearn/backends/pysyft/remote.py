@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedlearn.backends.pysyft.training_code import check_run
-from fedlearn.config import ConfigError, DPSGDConfig, TrainPlan
+from fedlearn.config import ConfigError, DPSGDConfig, ModelSpec, TrainPlan
 from fedlearn.errors import FedlearnError
 from fedlearn.experiment import CHECKPOINT
 from fedlearn.files import atomic_write
@@ -112,7 +112,7 @@ def run_id_for(out: Path, *, resume: bool) -> str:
     return run
 
 
-def connect_datasites(addresses, *, email: str, password: str | Mapping[str, str], model: str,
+def connect_datasites(addresses, *, email: str, password: str | Mapping[str, str], model: ModelSpec,
                       max_calls: int, approval_timeout: float, run: str,
                       plan: TrainPlan | None = None, dp: DPSGDConfig | None = None,
                       on_wait=None, poll: float = 2.0,

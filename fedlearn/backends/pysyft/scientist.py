@@ -54,7 +54,7 @@ from fedlearn.backends.pysyft.training_code import (
     TUTORIAL_RUN,
     load_training_function,
 )
-from fedlearn.config import ConfigError, DPSGDConfig, TrainPlan
+from fedlearn.config import ConfigError, DPSGDConfig, ModelSpec, TrainPlan
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
 from fedlearn.errors import FedlearnError
 from fedlearn.secagg_portable import secagg_ring_dtype
@@ -152,7 +152,7 @@ class SyftWorker(Worker):
             raise DatasiteRefused(f"{self.name}: the Datasite does not say its terms ({refused})")
         return OwnerLimits(**terms)
 
-    def submit(self, model, *, max_calls: int, run: str = TUTORIAL_RUN,
+    def submit(self, model: ModelSpec, *, max_calls: int, run: str = TUTORIAL_RUN,
                dp: DPSGDConfig | None = None,
                normalisation: Normalisation = MNIST_NORMALISATION, secure: bool = False,
                topk: float | None = None) -> str:
@@ -416,7 +416,7 @@ class SyftWorker(Worker):
         self.clip_norm = max_norm
         return True
 
-    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict:
+    def evaluate(self, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
         out = self._call(weights, "evaluate", {}, 0)
         return {"loss": float(out["loss"]), "accuracy": float(out["accuracy"]),
                 "examples": int(out["num_examples"])}

@@ -88,6 +88,9 @@ def read_password(argument: str, *, env: str, file: str | None = None) -> str:
     if text and not text.strip():
         raise ConfigError(argument, "is only blank space; choose a real password")
     text = text.strip()
+    if not text and file is not None:
+        raise ConfigError(argument, f"the password file {file} is empty: its first line is "
+                          "the password")
     if not text:
         raise ConfigError(argument, f"no password given: set {env} or pass a file with "
                           f"--{argument.replace('_', '-')}-file FILE")

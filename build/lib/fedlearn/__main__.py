@@ -1,0 +1,5 @@
+import sys
+
+from fedlearn.cli import main
+
+sys.exit(main())

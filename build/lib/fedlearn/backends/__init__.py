@@ -1,0 +1,1 @@
+"""Optional worker backends. Each imports its heavy dependency only when used."""
