@@ -11,6 +11,9 @@ import pytest
 import torch
 
 from fedlearn.cli import main
+from fedlearn.cli.resume import keep_backend
+from fedlearn.cli.train import build_parser
+from fedlearn.config import ConfigError
 
 SMALL = ["--train-size", "1000", "--test-size", "200", "--model", "mlp2nn", "--no-progress"]
 
@@ -53,7 +56,42 @@ def test_resume_takes_the_runs_own_configuration(mnist_dir, tmp_path, capsys):
     assert same(weights(out), weights(reference))
     saved = json.loads((out / "config.json").read_text())
     assert saved["plan"]["lr"] == 0.05 and saved["partition"]["workers"] == ["a", "b", "c"]
+    # where the clients ran is kept beside the checkpoint and not moved on resume
+    assert json.loads((out / "backend.json").read_text()) == {"backend": "inprocess",
+                                                               "datasite": []}
+    code, lines = cli(capsys, "train", "--out", out, "--resume", "--backend", "pysyft")
+    assert code == 2 and lines == [f"fedlearn: error: argument --backend: the run in {out} "
+                                   "trained with --backend inprocess; resuming it with "
+                                   "--backend pysyft would train on other data. Leave the flag "
+                                   "out to keep it"], lines
     assert saved["federation"]["rounds"] == 2 and saved["seed"] == 3
+
+
+def test_resume_keeps_the_backend_and_datasites_the_run_trained_with(tmp_path):
+    """A run on Datasites never continues on this machine's copy of the data: --resume takes
+    --backend and --datasite from backend.json; a flag that would move the run is refused."""
+    def resumed(stored, *flags):
+        (tmp_path / "backend.json").write_text(json.dumps(stored))
+        args = build_parser().parse_args(["train", "--out", str(tmp_path), "--resume", *flags])
+        keep_backend(args)
+        return args.backend, args.datasite
+
+    remote = {"backend": "pysyft", "datasite": ["bob=http://10.0.0.2:8080"]}
+    assert resumed(remote) == ("pysyft", ["bob=http://10.0.0.2:8080"])
+    assert resumed(remote, "--datasite", "bob=http://10.0.0.9:8080") == (  # the owner moved
+        "pysyft", ["bob=http://10.0.0.9:8080"])
+    assert resumed({"backend": "pysyft", "datasite": []}) == ("pysyft", [])
+    for stored, flags, path in ((remote, ["--backend", "inprocess"], "backend"),
+                                ({"backend": "pysyft", "datasite": []},
+                                 ["--datasite", "bob=http://10.0.0.2:8080"], "datasite"),
+                                ({"backend": "ray"}, [], "out")):
+        with pytest.raises(ConfigError) as err:
+            resumed(stored, *flags)
+        assert err.value.path == path, err.value
+    (tmp_path / "backend.json").unlink()  # a run started from Python: the flags as given
+    args = build_parser().parse_args(["train", "--out", str(tmp_path), "--resume"])
+    keep_backend(args)
+    assert args.backend is None and args.datasite == []
 
 
 @pytest.mark.slow

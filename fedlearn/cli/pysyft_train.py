@@ -15,9 +15,10 @@ from fedlearn.config import ConfigError, DataConfig, PartitionConfig
 
 def add_pysyft_train_flags(train) -> None:
     group = train.add_argument_group("PySyft Datasites (--backend pysyft)")
-    group.add_argument("--backend", default="inprocess", metavar="{inprocess,pysyft}",
+    group.add_argument("--backend", default=None, metavar="{inprocess,pysyft}",
                        help="inprocess (default) or pysyft: Bob and Alice as Datasites, launched "
-                            "here, or on other machines with --datasite")
+                            "here, or on other machines with --datasite (--resume keeps the "
+                            "run's own)")
     group.add_argument("--datasite", action="append", default=[], metavar="NAME=URL",
                        help="a running Datasite, e.g. bob=http://10.0.0.2:8080; repeat per owner "
                             "(the names replace --workers)")

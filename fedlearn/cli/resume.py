@@ -6,6 +6,10 @@ what does not shape the run's trajectory (rounds, the stop target, the device, w
 the data lives, how the clients run: what :meth:`ExperimentConfig.fingerprint` leaves
 out); a flag that would change anything else is refused, naming it.
 
+Where the clients ran is the command line's, not the configuration's: ``backend.json``
+in DIR keeps ``--backend`` and ``--datasite``, and ``--resume`` takes them from there, so a
+run on Datasites never continues on this machine's copy of the data.
+
 ``--config FILE`` starts a new run from a run's ``config.json`` (or from a run's
 directory); every flag given overrides its field.
 """
@@ -18,8 +22,11 @@ from typing import Any
 from fedlearn.cli.flags import with_fields
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.experiment import CHECKPOINT
+from fedlearn.files import atomic_write
 
 CONFIG_FILE = "config.json"
+BACKEND_FILE = "backend.json"
+BACKENDS = ("inprocess", "pysyft")
 
 
 def _read(path: Path, *, option: str) -> dict:
@@ -81,3 +88,37 @@ def config_from_file(path: str | Path, given: dict[str, Any]) -> ExperimentConfi
     d = _read(path, option="config")
     _rebuild(d, path, option="config")  # the file alone must be a configuration
     return with_fields(d, given)
+
+
+def record_backend(out: Path, args) -> None:
+    """Keep the run's ``--backend`` and ``--datasite`` (names and URLs, no secret) in ``out``."""
+    kept = {"backend": args.backend, "datasite": list(args.datasite)}
+    atomic_write(out / BACKEND_FILE, lambda f: f.write(json.dumps(kept, indent=1).encode()))
+
+
+def keep_backend(args) -> None:
+    """``--resume``: the backend and Datasites the run in ``--out`` trained with. A flag left
+    out is taken from there; one that would move the run to other data is refused."""
+    path = Path(args.out).expanduser() / BACKEND_FILE
+    if not path.is_file():  # a run started from Python, which chose its own workers
+        return
+    try:
+        kept = json.loads(path.read_text())
+        backend, datasites = kept["backend"], kept["datasite"]
+        if backend not in BACKENDS or not isinstance(datasites, list):
+            raise ValueError(f"backend {backend!r}, datasite {datasites!r}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError("out", f"{path} is damaged ({exc}); it says where the run's "
+                          "clients ran: restore it, or start a new run") from exc
+    if args.backend is None:
+        args.backend = backend
+    elif args.backend != backend:
+        raise ConfigError("backend", f"the run in {args.out} trained with --backend {backend}; "
+                          f"resuming it with --backend {args.backend} would train on other "
+                          "data. Leave the flag out to keep it")
+    if not args.datasite:
+        args.datasite = list(datasites)
+    elif not datasites:
+        raise ConfigError("datasite", f"the run in {args.out} trained with Datasites launched "
+                          "in this process; resuming it on other machines' Datasites would "
+                          "train on other data. Leave the flag out to keep them")

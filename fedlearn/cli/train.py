@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The run's configuration; with ``--resume``, ``args.backend`` and ``args.datasite``
+    become the run's own (:func:`~fedlearn.cli.resume.keep_backend`)."""
+    from fedlearn.cli.resume import keep_backend
+
+    if args.resume:
+        keep_backend(args)
+    if args.backend is None:
+        args.backend = "inprocess"
     if args.backend not in ("inprocess", "pysyft"):
         raise ConfigError("backend", f"unknown value {args.backend!r}; allowed: inprocess, pysyft")
     if args.datasite and args.backend != "pysyft":
@@ -94,10 +102,13 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def train(args) -> int:
+    from fedlearn.cli.resume import record_backend
     from fedlearn.data import load_mnist
     from fedlearn.experiment import prepare_output_dir, run_experiment
 
     config = config_from_args(args)
+    # fail before anyone is asked; then keep where the clients run, for --resume
+    record_backend(prepare_output_dir(args.out, resume=args.resume), args)
     workers, cleanup = None, lambda: None
     if args.backend == "pysyft":
         from fedlearn.backends.pysyft.console import set_verbose
@@ -105,7 +116,6 @@ def train(args) -> int:
         set_verbose(args.verbose)
         from fedlearn.cli.pysyft_train import pysyft_workers
 
-        prepare_output_dir(args.out, resume=args.resume)  # fail before anyone is asked
         # Datasites on other machines hold the training data: the test set is all we load
         workers, cleanup = pysyft_workers(args, config, load_mnist(
             config.data, seed=config.seed, train=not args.datasite))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Any, Literal, get_args
 
 from fedlearn.config.fields import (
     Section,
@@ -15,9 +15,6 @@ from fedlearn.config.fields import (
     renamed,
     require,
 )
-
-if TYPE_CHECKING:
-    from torch import nn
 
 ModelName = Literal["tutorial_cnn", "mcmahan_cnn", "mlp2nn", "dp_cnn", "bn_cnn"]
 MODELS: tuple[ModelName, ...] = get_args(ModelName)
@@ -36,7 +33,7 @@ SERVER_OPTIMIZERS: tuple[str, ...] = get_args(ServerOptimizerName)
 SERVER_LR_DEFAULTS = {"sgd": 1.0, "momentum": 1.0, "adam": 0.01}
 
 # a ready-made model's name, or an nn.Module class or zero-argument factory of your own
-ModelSpec = ModelName | Callable[[], "nn.Module"]
+ModelSpec = ModelName | Callable[[], Any]
 
 
 def workers_per_round(num_workers: int, fraction: float) -> int:

@@ -369,6 +369,15 @@ def test_train_with_pysyft_prints_what_a_user_needs_and_not_syfts_chatter(mnist_
     for chatter in ("CRITICAL", "SQLite", "sqlite:", "SyftSuccess", "Logged into", "project",
                     "Uploading", "changethis"):
         assert chatter not in quiet.stdout + quiet.stderr
+    # --resume with no flag but --rounds: on the Datasites again, not this machine's data
+    resumed = subprocess.run([sys.executable, "-m", "fedlearn", "train", "--out",
+                              str(tmp_path / "quiet"), "--resume", "--rounds", "3"],
+                             capture_output=True, text=True,
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert resumed.returncode == 0, resumed.stderr
+    said = [line for line in resumed.stderr.splitlines() if line.strip()]
+    assert said[0].startswith("Datasites up in this process: bob, alice"), said
+    assert [line.split(":")[0] for line in said[1:]] == ["round 3/3"], said
 
 
 def test_quiet_syft_keeps_chatter_aside_unless_verbose(capsys):
