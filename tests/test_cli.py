@@ -170,6 +170,10 @@ def test_a_dead_datasite_url_is_one_line_and_exit_2(capsys, monkeypatch):
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("fedlearn: error: cannot reach a Datasite at http://127.0.0.1:9")
     assert "fedlearn datasite serve" in lines[0]  # what to check
+    # a malformed URL names this command's own flag (train's --datasite is not one of them)
+    code, lines = cli(capsys, "datasite", "requests", "--url", "notaurl")
+    assert code == 2 and lines == ["fedlearn: error: argument --url: a Datasite URL looks like "
+                                   "http(s)://HOST:PORT (got 'notaurl')"], lines
 
 
 def test_help_is_for_newcomers(capsys):

@@ -49,13 +49,24 @@ def report(exc: FedlearnError, parser: argparse.ArgumentParser, args) -> int:
     if getattr(args, "debug", False):
         traceback.print_exception(exc)
     if isinstance(exc, ConfigError):
-        message = f"argument {flag_for(parser, exc.path)}: {exc.detail}"
+        message = f"argument {flag_for(_command_parser(parser, args), exc.path)}: {exc.detail}"
     else:
         message = str(exc)
     if isinstance(exc, RoundFailedError):
         message += (f" Rerun with --out {args.out} --resume once the workers are fixed.")
     print(f"fedlearn: error: {message}", file=sys.stderr)
     return exc.exit_code
+
+
+def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the (sub)command that ran: an error names only a flag it has."""
+    for dest in ("command", "datasite_command"):
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, dest, None)
+        if not subparsers or name not in subparsers[0].choices:
+            break
+        parser = subparsers[0].choices[name]
+    return parser
 
 
 def interrupted(args) -> int:

@@ -46,9 +46,14 @@ def serve_command(args) -> int:
 
 def review_command(args) -> int:
     """``fedlearn datasite requests|approve|deny``: log in to ``--url`` as its admin and act."""
+    from fedlearn.backends.pysyft.connection import split_url, use_tls
+
+    try:
+        split_url(args.url)
+    except ConfigError as exc:  # this command names its Datasite with --url
+        raise ConfigError("url", exc.detail) from None
     admin_password = _admin_password(args)
     from fedlearn.backends.pysyft import Datasite
-    from fedlearn.backends.pysyft.connection import use_tls
 
     use_tls(tls_client(args))
     site = Datasite.connect(args.url, email=args.admin_email, password=admin_password)
