@@ -2,9 +2,9 @@
 
 ``run_experiment`` loads MNIST (or takes your own tensors, ``data=``), gives each worker
 its shard, runs the federation loop with a checkpoint after every round, and writes
-``history.json``,
-``model.pt`` (a state dict), ``learning_curve.png`` and ``config.json``. The CLI
-is a thin layer over it; practitioners call it from Python.
+``history.json``, ``model.pt`` (a state dict), ``learning_curve.png``, ``config.json`` and
+``data.sha256`` (the digest a resumed run's data must match). The CLI is a thin layer over
+it; practitioners call it from Python.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 
 from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.data import load_mnist
-from fedlearn.data.mnist import MnistTensors, check_tensors, subset
+from fedlearn.data.mnist import MnistTensors, check_tensors, digest, subset
 from fedlearn.files import atomic_write
 from fedlearn.plots import learning_curve, save_figure
 from fedlearn.server.federation import FederationResult, resolve_device, run_federation
@@ -30,6 +30,7 @@ from fedlearn.workers.base import Worker
 from fedlearn.workers.personalization import personalize_workers, summarize
 
 CHECKPOINT = "checkpoint.pt"
+DATA_DIGEST = "data.sha256"
 
 
 @dataclass
@@ -57,6 +58,17 @@ def prepare_output_dir(out_dir: str | Path, *, resume: bool) -> Path:
         for stale in out.glob(f".{CHECKPOINT}.*.tmp"):
             stale.unlink(missing_ok=True)
     return out
+
+
+def keep_same_data(out: Path, data: MnistTensors, *, resume: bool) -> None:
+    """Keep the digest of the run's data in ``out``: a resumed run must train and test on the
+    data it started with (the configuration's fingerprint cannot see ``data=``)."""
+    path, now = out / DATA_DIGEST, digest(data)
+    if resume and path.is_file() and path.read_text().strip() != now:
+        raise ConfigError("data", f"the run in {out} trained on other data (its {DATA_DIGEST} "
+                          "differs): resume it with the data it started with, or start a new "
+                          "run in another directory")
+    atomic_write(path, lambda f: f.write(f"{now}\n".encode()))
 
 
 def write_outputs(out: Path, config: ExperimentConfig, result: FederationResult) -> None:
@@ -107,6 +119,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
     # test set, unless it pre-trains on a proxy share of the training set (warm start)
     data = own if own is not None else load_mnist(
         config.data, seed=config.seed, train=workers is None or bool(warm.size))
+    keep_same_data(out, data, resume=resume)
     weights = None
     if warm.size:  # the proxy set is split off before the clients get theirs
         proxy, rest = split_proxy(len(data.train_y), warm.size, config.seed)

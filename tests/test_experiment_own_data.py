@@ -53,7 +53,8 @@ def test_your_own_tensors_go_through_the_whole_experiment(tmp_path):
     data = own_data()
     result = run_experiment(config(), tmp_path / "run", data=data)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "checkpoint.pt", "config.json", "history.json", "learning_curve.png", "model.pt"]
+        "checkpoint.pt", "config.json", "data.sha256", "history.json", "learning_curve.png",
+        "model.pt"]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == 3 and history[-1]["test_accuracy"] > 0.5  # chance is 0.1
     assert sum(history[0]["examples"].values()) == 400  # the 400 given, split between owners
@@ -64,6 +65,21 @@ def test_your_own_tensors_go_through_the_whole_experiment(tmp_path):
     assert all(torch.equal(result.weights[k], again.weights[k]) for k in result.weights)
     small = run_experiment(config(train_size=100, test_size=50), tmp_path / "small", data=data)
     assert sum(small.history[0]["examples"].values()) == 100
+
+
+def test_a_run_resumes_only_on_the_data_it_started_with(tmp_path):
+    """The fingerprint cannot see data=: the run keeps its data's digest and a resume with
+    other tensors is refused, naming data, before anything is overwritten."""
+    data, out = own_data(), tmp_path / "run"
+    run_experiment(config(), out, data=data)
+    before = (out / "checkpoint.pt").read_bytes()
+    shuffled = (data[0], data[1].flip(0), data[2], data[3])
+    with pytest.raises(ConfigError, match="trained on other data") as err:
+        run_experiment(config(), out, data=shuffled, resume=True)
+    assert err.value.path == "data" and (out / "checkpoint.pt").read_bytes() == before
+    more = ExperimentConfig(plan=TrainPlan(batch_size=20, lr=0.05),
+                            federation=FederationConfig(model=Digits8, rounds=4, device="cpu"))
+    assert len(run_experiment(more, out, data=data, resume=True).history) == 4
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -107,8 +107,15 @@ def test_resume_refuses_another_config(synthetic, tmp_path):
     run_federation(workers, config(rounds=1), x, y, checkpoint=tmp_path / "c.pt")
     before = (tmp_path / "c.pt").read_bytes()
     other = dataclasses.replace(config(rounds=2), seed=4)
-    with pytest.raises(CheckpointError, match="another configuration"):
+    with pytest.raises(CheckpointError, match=r"another configuration \(seed: 3 -> 4\)"):
         run_federation(workers, other, x, y, checkpoint=tmp_path / "c.pt", resume=True)
+    other = config(rounds=2)
+    other = dataclasses.replace(other, plan=dataclasses.replace(other.plan, lr=0.5))
+    with pytest.raises(CheckpointError, match=r"another configuration \(plan.lr: 0.05 -> 0.5\)"):
+        run_federation(workers, other, x, y, checkpoint=tmp_path / "c.pt", resume=True)
+    two = [*workers, VirtualWorker("alice", x, y, model="mlp2nn")]
+    with pytest.raises(CheckpointError, match=r"workers: \['bob'\] -> \['bob', 'alice'\]"):
+        run_federation(two, config(rounds=2), x, y, checkpoint=tmp_path / "c.pt", resume=True)
     assert (tmp_path / "c.pt").read_bytes() == before
 
 

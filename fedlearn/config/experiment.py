@@ -223,12 +223,32 @@ class ExperimentConfig(Section):
         (in-process or on Ray: the same weights) are left out: a run may be resumed to more
         rounds, on another machine or another executor.
         """
-        d = self.to_dict()
-        d.pop("execution")
-        for key in ("rounds", "target_accuracy", "device"):
-            d["federation"].pop(key)
-        d["data"].pop("data_dir")
+        d = trajectory(self.to_dict())
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def changes_from(self, stored: dict[str, Any]) -> list[str]:
+        """``"plan.lr: 0.05 -> 0.5"`` for every field of the trajectory that differs from
+        ``stored`` (a :meth:`to_dict`, e.g. a checkpoint's)."""
+        return [f"{path}: {old!r} -> {new!r}" for path, old, new
+                in _differences(trajectory(stored), trajectory(self.to_dict()))]
+
+
+def trajectory(d: dict[str, Any]) -> dict[str, Any]:
+    """What of a configuration (a :meth:`ExperimentConfig.to_dict`) shapes a run's weights."""
+    d = json.loads(json.dumps(d))  # a copy
+    d.pop("execution", None)
+    for key in ("rounds", "target_accuracy", "device"):
+        d.get("federation", {}).pop(key, None)
+    d.get("data", {}).pop("data_dir", None)
+    return d
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [diff for key in sorted(set(old) | set(new), key=str)
+                for diff in _differences(old.get(key), new.get(key),
+                                         f"{path}.{key}" if path else str(key))]
+    return [] if old == new else [(path, old, new)]
 
 
 def _section_from_dict(name: str, d: Any) -> Section:

@@ -83,6 +83,16 @@ def check_tensors(data) -> MnistTensors:
     return MnistTensors(*tensors)
 
 
+def digest(data: MnistTensors) -> str:
+    """SHA-256 of the four tensors' shapes, dtypes and bytes: the same data, the same digest."""
+    h = hashlib.sha256()
+    for t in (data.train_x, data.train_y, data.test_x, data.test_y):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)} {t.dtype};".encode())
+        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    return h.hexdigest()
+
+
 def subset(data: MnistTensors, config: DataConfig, seed: int, what: str) -> MnistTensors:
     """``config.train_size``/``test_size`` seeded random examples of ``data`` (None: all)."""
     train_x, train_y = _subset(data.train_x, data.train_y, config.train_size, seed,

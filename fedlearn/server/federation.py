@@ -291,10 +291,13 @@ class FederatedServer:
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         if (state["fingerprint"] != self.config.fingerprint()
                 or list(state["workers"]) != self.names):
-            raise CheckpointError(f"{source} comes from another configuration (workers "
-                                  f"{list(state['workers'])}, config {state['config']}); start a "
-                                  "new run in another output directory or use the original "
-                                  "settings")
+            changes = self.config.changes_from(json.loads(state["config"]))
+            if list(state["workers"]) != self.names:
+                changes.append(f"workers: {list(state['workers'])} -> {self.names}")
+            raise CheckpointError(f"{source} comes from another configuration "
+                                  f"({'; '.join(changes) or 'a field this version hashes'}); "
+                                  "start a new run in another output directory or use the "
+                                  "original settings")
         self.weights = {k: v.to(self.device) for k, v in state["weights"].items()}
         strategy = state.get("strategy")
         if strategy is None:  # a checkpoint written before the strategy kept its own part
