@@ -22,6 +22,7 @@ from fedlearn.config import ConfigError, ExperimentConfig
 from fedlearn.data import load_mnist
 from fedlearn.data.mnist import MnistTensors, check_tensors, digest, subset
 from fedlearn.files import atomic_write
+from fedlearn.models import check_data_fits
 from fedlearn.plots import learning_curve, save_figure
 from fedlearn.server.federation import FederationResult, resolve_device, run_federation
 from fedlearn.server.warm_start import split_proxy, warm_start_weights
@@ -112,6 +113,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                           "leave data_dir unset")
     own = None if data is None else subset(check_tensors(data), config.data, config.seed,
                                            "data=")
+    if own is not None and workers is None:  # before anything is written
+        check_data_fits(config.federation.model, own.train_x, own.train_y)
     out = prepare_output_dir(out_dir, resume=resume)
     device = resolve_device(config.federation.device)
     fed, warm = config.federation, config.warm_start

@@ -135,3 +135,26 @@ def build_model(model: ModelSpec, seed: int | None = None) -> nn.Module:
         raise ConfigError("federation.model", f"{model_label(model)}() returned a "
                           f"{type(net).__name__}, not an nn.Module")
     return net
+
+
+def check_data_fits(model: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse, before round 1, data that every round would fail on the same way: inputs that
+    are not finite, inputs the model cannot take, labels outside its outputs (retried as
+    worker failures otherwise, then reported as a failed round)."""
+    if len(x) == 0:
+        return
+    if not torch.isfinite(x).all():
+        raise ConfigError("data", f"the inputs contain NaN or infinite values "
+                          f"({int((~torch.isfinite(x)).sum())} of {x.numel()})")
+    net = build_model(model, seed=0).eval()
+    try:
+        with torch.no_grad():
+            out = net(x[:2].cpu())
+    except RuntimeError as exc:  # e.g. a shape the first layer cannot take
+        raise ConfigError("federation.model", f"{model_label(model)} cannot take inputs of "
+                          f"shape {tuple(x.shape[1:])}: {str(exc).splitlines()[0]}") from exc
+    classes, low, high = out.shape[-1], int(y.min()), int(y.max())
+    if low < 0 or high >= classes:
+        raise ConfigError("data", f"the labels go from {low} to {high}, but "
+                          f"{model_label(model)} has {classes} outputs: labels must be "
+                          f"0..{classes - 1}")

@@ -172,6 +172,11 @@ def test_make_virtual_workers_takes_everything_from_the_config(synthetic):
     assert all((p == q).all() for p, q in zip(parts, again_parts))
     with pytest.raises(FedlearnError, match="whole ExperimentConfig"):
         make_virtual_workers(x, y, cfg.partition)
+    # data every round would fail on: refused here, not retried as worker failures
+    with pytest.raises(FedlearnError, match="labels go from 0 to 10, but mlp2nn has 10 outputs"):
+        make_virtual_workers(x, torch.where(y == 9, 10, y), cfg)
+    with pytest.raises(FedlearnError, match="mlp2nn cannot take inputs of shape"):
+        make_virtual_workers(x[:, :, :8, :8], y, cfg)
 
 
 def test_a_model_said_twice_differently_is_refused_before_round_1(synthetic):

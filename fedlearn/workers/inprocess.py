@@ -22,7 +22,7 @@ from tqdm import tqdm
 from fedlearn.config import ConfigError, ExperimentConfig, ModelSpec, TrainPlan
 from fedlearn.data.partition import partition
 from fedlearn.errors import FedlearnError
-from fedlearn.models import build_model
+from fedlearn.models import build_model, check_data_fits
 from fedlearn.training import evaluate, make_optimizer, num_batches, train_epochs
 from fedlearn.updates import Update
 from fedlearn.workers.base import Worker, own_storage, weight_change
@@ -164,6 +164,7 @@ def make_virtual_workers(x: torch.Tensor, y: torch.Tensor, config: ExperimentCon
         raise ConfigError("config", f"make_virtual_workers takes the whole ExperimentConfig (it "
                           f"reads the partition, model and seed from it), got "
                           f"{type(config).__name__}: make_virtual_workers(x, y, config)")
+    check_data_fits(config.federation.model, x, y)
     part = config.partition
     growth = ((part.initial_share, part.growth_per_round)
               if part.initial_share < 1 or part.growth_per_round > 0 else None)
