@@ -185,6 +185,27 @@ def test_float_features_with_a_declared_normalisation_go_through_datasites():
 
 
 @needs_syft
+def test_a_launch_refuses_what_every_round_would_refuse_before_any_datasite_starts(monkeypatch):
+    from fedlearn.backends.pysyft import Datasite, launch_syft_workers
+    from fedlearn.config import ConfigError
+    from fedlearn.data import Normalisation
+
+    launched = []
+    monkeypatch.setattr(Datasite, "launch", staticmethod(lambda *a, **k: launched.append(a)))
+    images, labels = np.zeros((8, 3, 8, 8), np.uint8), np.arange(8) % 3
+    two_means = Normalisation(divide_by=255.0, mean=(0.5, 0.5), std=(0.2, 0.2))
+    for model, normalisation, labels_, message in (
+            (Tabular, two_means, labels, "the normalisation has 2 mean"),
+            ("mlp2nn", Normalisation(), labels, "mlp2nn cannot take inputs of shape"),
+            (Tabular, Normalisation(), labels + 1, "labels go from 1 to 3")):
+        with pytest.raises(ConfigError, match=message):
+            launch_syft_workers(images if model != Tabular else images.reshape(8, -1)[:, :6],
+                                labels_, [np.arange(8)], ["bob"], model=model, max_calls=1,
+                                normalisation=normalisation)
+    assert launched == []  # refused before any Datasite started
+
+
+@needs_syft
 def test_scientist_sees_mock_not_data_and_needs_approval():
     from fedlearn.backends.pysyft import Datasite, SyftWorker
     from fedlearn.models import build_model

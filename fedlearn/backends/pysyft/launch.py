@@ -10,12 +10,14 @@ import secrets
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 
 from fedlearn.backends.pysyft.owner import Datasite
 from fedlearn.backends.pysyft.review import RequestReview
 from fedlearn.backends.pysyft.scientist import SyftWorker
 from fedlearn.config import DPSGDConfig, ModelSpec
-from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation
+from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation, normalise
+from fedlearn.models import check_data_fits
 
 
 def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts: Sequence[np.ndarray],
@@ -42,6 +44,9 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts: Sequence[
     top-k function sending that share of each tensor, its residual kept on the Datasite. Returns
     the Datasites (call ``land()`` on each) and the workers.
     """
+    # the data is in hand here: what every round would refuse is refused before any launch
+    check_data_fits(model, normalise(torch.as_tensor(images[:2]), normalisation),
+                    torch.as_tensor(labels))
     scientist = scientist or ("scientist@fedlearn.example", secrets.token_urlsafe(18))
     sites, workers = [], []
     try:
