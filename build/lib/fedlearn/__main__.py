@@ -1,5 +1,0 @@
-import sys
-
-from fedlearn.cli import main
-
-sys.exit(main())

@@ -1,1 +1,0 @@
-"""Optional worker backends. Each imports its heavy dependency only when used."""
