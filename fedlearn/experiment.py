@@ -113,8 +113,10 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, resume: boo
                           "leave data_dir unset")
     own = None if data is None else subset(check_tensors(data), config.data, config.seed,
                                            "data=")
-    if own is not None and workers is None:  # before anything is written
-        check_data_fits(config.federation.model, own.train_x, own.train_y)
+    if own is not None:  # before anything is written
+        if workers is None:
+            check_data_fits(config.federation.model, own.train_x, own.train_y)
+        check_data_fits(config.federation.model, own.test_x, own.test_y, part="test")
     out = prepare_output_dir(out_dir, resume=resume)
     device = resolve_device(config.federation.device)
     fed, warm = config.federation, config.warm_start

@@ -137,14 +137,15 @@ def build_model(model: ModelSpec, seed: int | None = None) -> nn.Module:
     return net
 
 
-def check_data_fits(model: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> None:
+def check_data_fits(model: ModelSpec, x: torch.Tensor, y: torch.Tensor, *,
+                    part: str = "training") -> None:
     """Refuse, before round 1, data that every round would fail on the same way: inputs that
     are not finite, inputs the model cannot take, labels outside its outputs (retried as
     worker failures otherwise, then reported as a failed round)."""
     if len(x) == 0:
         return
     if not torch.isfinite(x).all():
-        raise ConfigError("data", f"the inputs contain NaN or infinite values "
+        raise ConfigError("data", f"the {part} inputs contain NaN or infinite values "
                           f"({int((~torch.isfinite(x)).sum())} of {x.numel()})")
     net = build_model(model, seed=0).eval()
     try:
@@ -155,6 +156,6 @@ def check_data_fits(model: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> None:
                           f"shape {tuple(x.shape[1:])}: {str(exc).splitlines()[0]}") from exc
     classes, low, high = out.shape[-1], int(y.min()), int(y.max())
     if low < 0 or high >= classes:
-        raise ConfigError("data", f"the labels go from {low} to {high}, but "
+        raise ConfigError("data", f"the {part} labels go from {low} to {high}, but "
                           f"{model_label(model)} has {classes} outputs: labels must be "
                           f"0..{classes - 1}")

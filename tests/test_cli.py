@@ -174,6 +174,8 @@ def test_a_dead_datasite_url_is_one_line_and_exit_2(capsys, monkeypatch):
     code, lines = cli(capsys, "datasite", "requests", "--url", "notaurl")
     assert code == 2 and lines == ["fedlearn: error: argument --url: a Datasite URL looks like "
                                    "http(s)://HOST:PORT (got 'notaurl')"], lines
+    code, lines = cli(capsys, "datasite", "requests", "--url", "http://h:99999")
+    assert code == 2 and "argument --url" in lines[0] and "99999" in lines[0], lines
 
 
 def test_help_is_for_newcomers(capsys):
@@ -344,3 +346,15 @@ def test_each_owner_may_give_the_scientist_a_password_of_their_own(tmp_path, mon
         scientist_passwords([f"bob={bob}", f"carol={alice}"], names)
     with pytest.raises(ConfigError, match="password_file.*two password files for bob"):
         scientist_passwords([f"bob={bob}", f"bob={alice}"], names)
+
+
+def test_an_error_without_a_flag_is_not_called_an_argument(capsys):
+    from fedlearn.cli.errors import report
+    from fedlearn.config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--out", "runs/x"])
+    assert report(ConfigError("data", "the run trained on other data"), parser, args) == 2
+    assert capsys.readouterr().err == "fedlearn: error: data: the run trained on other data\n"
+    report(ConfigError("plan.lr", "must be > 0"), parser, args)
+    assert capsys.readouterr().err == "fedlearn: error: argument --lr: must be > 0\n"

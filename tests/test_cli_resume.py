@@ -88,6 +88,23 @@ def test_resume_keeps_the_backend_and_datasites_the_run_trained_with(tmp_path):
         with pytest.raises(ConfigError) as err:
             resumed(stored, *flags)
         assert err.value.path == path, err.value
+    # --config DIR (a rerun) takes them too, but may move to another backend
+    (tmp_path / "backend.json").write_text(json.dumps(remote))
+    for flags, kept in (([], ("pysyft", ["bob=http://10.0.0.2:8080"])),
+                        (["--backend", "inprocess"], ("inprocess", []))):
+        args = build_parser().parse_args(["train", "--config", str(tmp_path / "config.json"),
+                                          "--out", str(tmp_path / "new"), *flags])
+        keep_backend(args, tmp_path)
+        assert (args.backend, args.datasite) == kept
+    # and the command line does so: --config of a Datasite run reruns it on Datasites
+    from fedlearn.cli.train import config_from_args
+    from fedlearn.config import ExperimentConfig
+
+    (tmp_path / "config.json").write_text(json.dumps(ExperimentConfig().to_dict()))
+    args = build_parser().parse_args(["train", "--config", str(tmp_path), "--out",
+                                      str(tmp_path / "new")])
+    config_from_args(args)
+    assert (args.backend, args.datasite) == ("pysyft", ["bob=http://10.0.0.2:8080"])
     (tmp_path / "backend.json").unlink()  # a run started from Python: the flags as given
     args = build_parser().parse_args(["train", "--out", str(tmp_path), "--resume"])
     keep_backend(args)

@@ -89,10 +89,13 @@ def test_a_run_resumes_only_on_the_data_it_started_with(tmp_path):
     (lambda d: (d[0], d[1].float(), *d[2:]), "train_y must be 400 integer"),
     (lambda d: (*d[:2], d[2][:, :, :4], d[3]), "differ in shape"),
     # what would fail every round the same way: refused before round 1, not retried
-    (lambda d: (d[0], d[1] + 3, *d[2:]), "the labels go from 3 to 12, but "
+    (lambda d: (d[0], d[1] + 3, *d[2:]), "the training labels go from 3 to 12, but "
      "test_experiment_own_data.Digits8 has 10 outputs: labels must be 0..9"),
     (lambda d: (d[0].index_fill(0, torch.tensor([7]), float("nan")), *d[1:]),
-     r"the inputs contain NaN or infinite values \(64 of 25600\)"),
+     r"the training inputs contain NaN or infinite values \(64 of 25600\)"),
+    (lambda d: (*d[:3], d[3] + 3), "the test labels go from 3 to 12"),
+    (lambda d: (*d[:2], d[2].index_fill(0, torch.tensor([7]), float("inf")), d[3]),
+     "the test inputs contain NaN or infinite values"),
     (lambda d: (d[0].expand(-1, 3, -1, -1), d[1], d[2].expand(-1, 3, -1, -1), d[3]),
      r"Digits8 cannot take inputs of shape \(3, 8, 8\)"),
 ])

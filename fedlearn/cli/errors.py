@@ -49,7 +49,8 @@ def report(exc: FedlearnError, parser: argparse.ArgumentParser, args) -> int:
     if getattr(args, "debug", False):
         traceback.print_exception(exc)
     if isinstance(exc, ConfigError):
-        message = f"argument {flag_for(_command_parser(parser, args), exc.path)}: {exc.detail}"
+        flag = flag_for(_command_parser(parser, args), exc.path)
+        message = f"{'argument ' if flag.startswith('-') else ''}{flag}: {exc.detail}"
     else:
         message = str(exc)
     if isinstance(exc, RoundFailedError):

@@ -8,7 +8,8 @@ out); a flag that would change anything else is refused, naming it.
 
 Where the clients ran is the command line's, not the configuration's: ``backend.json``
 in DIR keeps ``--backend`` and ``--datasite``, and ``--resume`` takes them from there, so a
-run on Datasites never continues on this machine's copy of the data.
+run on Datasites never continues on this machine's copy of the data; ``--config DIR`` (a
+rerun) takes them too, unless the flags say otherwise.
 
 ``--config FILE`` starts a new run from a run's ``config.json`` (or from a run's
 directory); every flag given overrides its field.
@@ -96,10 +97,12 @@ def record_backend(out: Path, args) -> None:
     atomic_write(out / BACKEND_FILE, lambda f: f.write(json.dumps(kept, indent=1).encode()))
 
 
-def keep_backend(args) -> None:
-    """``--resume``: the backend and Datasites the run in ``--out`` trained with. A flag left
-    out is taken from there; one that would move the run to other data is refused."""
-    path = Path(args.out).expanduser() / BACKEND_FILE
+def keep_backend(args, run_dir: str | Path | None = None) -> None:
+    """The backend and Datasites the run in ``run_dir`` trained with, for each flag left out.
+    ``--resume`` (``run_dir`` None: ``--out``) also refuses a flag that would move the run
+    to other data; a new run from ``--config`` may move, saying so with the flag."""
+    resuming = run_dir is None
+    path = Path(args.out if run_dir is None else run_dir).expanduser() / BACKEND_FILE
     if not path.is_file():  # a run started from Python, which chose its own workers
         return
     try:
@@ -108,17 +111,20 @@ def keep_backend(args) -> None:
         if backend not in BACKENDS or not isinstance(datasites, list):
             raise ValueError(f"backend {backend!r}, datasite {datasites!r}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError("out", f"{path} is damaged ({exc}); it says where the run's "
-                          "clients ran: restore it, or start a new run") from exc
+        raise ConfigError("out" if resuming else "config", f"{path} is damaged ({exc}); it "
+                          "says where the run's clients ran: restore it, or start a new "
+                          "run") from exc
     if args.backend is None:
         args.backend = backend
+    elif not resuming:
+        return  # a new run on another backend: its Datasites are the flags'
     elif args.backend != backend:
         raise ConfigError("backend", f"the run in {args.out} trained with --backend {backend}; "
                           f"resuming it with --backend {args.backend} would train on other "
                           "data. Leave the flag out to keep it")
     if not args.datasite:
         args.datasite = list(datasites)
-    elif not datasites:
+    elif not datasites and resuming:
         raise ConfigError("datasite", f"the run in {args.out} trained with Datasites launched "
                           "in this process; resuming it on other machines' Datasites would "
                           "train on other data. Leave the flag out to keep them")

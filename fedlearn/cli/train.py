@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from fedlearn.cli.datasite import add_datasite_parser
 from fedlearn.cli.errors import Parser, add_debug_flag, interrupted, report
@@ -76,6 +77,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
     if args.resume:
         keep_backend(args)
+    elif args.config:  # a rerun: where the run's clients ran, unless the flags say
+        config_path = Path(args.config).expanduser()
+        keep_backend(args, config_path if config_path.is_dir() else config_path.parent)
     if args.backend is None:
         args.backend = "inprocess"
     if args.backend not in ("inprocess", "pysyft"):

@@ -202,6 +202,11 @@ def test_a_launch_refuses_what_every_round_would_refuse_before_any_datasite_star
             launch_syft_workers(images if model != Tabular else images.reshape(8, -1)[:, :6],
                                 labels_, [np.arange(8)], ["bob"], model=model, max_calls=1,
                                 normalisation=normalisation)
+    nan = images.reshape(8, -1)[:, :6].astype(np.float32)
+    nan[3, 2] = np.nan
+    with pytest.raises(ConfigError, match="images: contain NaN or infinite values"):
+        launch_syft_workers(nan, labels, [np.arange(8)], ["bob"], model=Tabular, max_calls=1,
+                            normalisation=Normalisation())
     assert launched == []  # refused before any Datasite started
 
 

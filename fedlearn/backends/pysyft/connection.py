@@ -132,7 +132,8 @@ def split_url(url: str) -> tuple[str, str, int]:
     """``https://10.0.0.2:8443`` -> ("https", "10.0.0.2", 8443), or a clear error."""
     scheme, sep, rest = url.rstrip("/").partition("://")
     host, _, port = rest.rpartition(":")
-    if not sep or scheme not in ("http", "https") or not host or not port.isdigit():
+    if (not sep or scheme not in ("http", "https") or not host or not port.isdigit()
+            or not 0 < int(port) < 65536):
         raise ConfigError("datasite", f"a Datasite URL looks like http(s)://HOST:PORT "
                           f"(got {url!r})")
     return scheme, host, int(port)

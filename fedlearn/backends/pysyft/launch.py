@@ -15,7 +15,7 @@ import torch
 from fedlearn.backends.pysyft.owner import Datasite
 from fedlearn.backends.pysyft.review import RequestReview
 from fedlearn.backends.pysyft.scientist import SyftWorker
-from fedlearn.config import DPSGDConfig, ModelSpec
+from fedlearn.config import ConfigError, DPSGDConfig, ModelSpec
 from fedlearn.data.normalisation import MNIST_NORMALISATION, Normalisation, normalise
 from fedlearn.models import check_data_fits
 
@@ -45,6 +45,8 @@ def launch_syft_workers(images: np.ndarray, labels: np.ndarray, parts: Sequence[
     the Datasites (call ``land()`` on each) and the workers.
     """
     # the data is in hand here: what every round would refuse is refused before any launch
+    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
+        raise ConfigError("images", "contain NaN or infinite values")
     check_data_fits(model, normalise(torch.as_tensor(images[:2]), normalisation),
                     torch.as_tensor(labels))
     scientist = scientist or ("scientist@fedlearn.example", secrets.token_urlsafe(18))
