@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """The run's configuration; with ``--resume``, ``args.backend`` and ``args.datasite``
-    become the run's own (:func:`~fedlearn.cli.resume.keep_backend`)."""
-    from fedlearn.cli.resume import keep_backend
+    """The run's configuration; with ``--resume`` (or ``--config`` of a run), ``args.backend``
+    and ``args.datasite`` become the run's own (:func:`~fedlearn.cli.resume.keep_backend`)."""
+    from fedlearn.cli.resume import BACKENDS, keep_backend
 
     if args.resume:
         keep_backend(args)
@@ -82,8 +82,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         keep_backend(args, config_path if config_path.is_dir() else config_path.parent)
     if args.backend is None:
         args.backend = "inprocess"
-    if args.backend not in ("inprocess", "pysyft"):
-        raise ConfigError("backend", f"unknown value {args.backend!r}; allowed: inprocess, pysyft")
+    if args.backend not in BACKENDS:
+        raise ConfigError("backend", f"unknown value {args.backend!r}; allowed: "
+                          f"{', '.join(BACKENDS)}")
     if args.datasite and args.backend != "pysyft":
         raise ConfigError("datasite", "needs --backend pysyft")
     overrides = {}
